@@ -1,0 +1,269 @@
+"""WaLLoC codecs (Jacobellis & Yadwadkar, arXiv 2412.09405), 2-D and 1-D.
+
+    x (B, C, H, W) in [-0.5, 0.5]
+      -> analysis: J-level wavelet packet transform        (B, C*4^J, H/2^J, W/2^J)
+      -> encoder: 1x1 conv, or a shallow conv block         (B, latent_dim, h, w)
+      -> compander + rounding                               int8 latents in +-(2^(bits-1)-1)
+      -> inverse companding -> decoder (deeper)             (B, C*4^J, h, w)
+      -> synthesis -> clamp to [-0.5, 0.5]                  (B, C, H, W)
+
+1-D (audio) is the same with C x L -> C*2^J x L/2^J, the Oobleck encoder/decoder, and an optional
+post filter. The conv blocks are diffusers' autoencoder blocks, as in the published checkpoints.
+The codec knows nothing of files, Ray or formats.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.autoencoders import autoencoder_oobleck, vae
+from torch import Tensor, nn
+
+from . import wavelets
+from .bottleneck import Compander
+from .config import CodecConfig
+from .hashing import codec_hash
+
+LATENT_DTYPE = torch.int8  # holds every latent_bits in [2, 8]
+ENCODE_CHUNK_BYTES = 3 << 20  # encode cache-sized chunks: the WPT is memory-bound
+
+
+def centered_padding(size: int, multiple: int) -> tuple[int, int]:
+    """(before, after) padding that brings size to a multiple, split like walloc.compute_padding."""
+    total = -size % multiple
+    return total // 2, total - total // 2
+
+
+def _pad_last_axes(x: Tensor, pads: list[tuple[int, int]]) -> Tensor:
+    """Reflect-pad the trailing axes; replicate where an axis is too short to reflect."""
+    flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last axis first
+    if not any(flat):
+        return x
+    sizes = x.shape[-len(pads) :]
+    reflectable = all(max(p) < s for p, s in zip(pads, sizes, strict=True))
+    return F.pad(x, flat, mode="reflect" if reflectable else "replicate")
+
+
+class WaLLoC(nn.Module):
+    """Shared encode/decode logic; subclasses build the modules and pick the transform."""
+
+    config: CodecConfig
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.compander = Compander(config.latent_bits)
+        self.name: str | None = None  # set by load() for bundled / saved codecs
+        self.metadata: dict = {}  # free-form: training data, sample rate, figures
+        self.source: str | None = None  # where it was loaded from
+        self.frozen_hash: str | None = None  # the verified hash of a loaded codec
+
+    @property
+    def hash(self) -> str:
+        """Content hash (sha256 hex) of config + weights; cached for codecs loaded from files."""
+        if self.frozen_hash is not None:
+            return self.frozen_hash
+        return codec_hash(self.config, self.state_dict())
+
+    def freeze(self) -> WaLLoC:
+        """Eval mode, no grads, and the hash computed once (call after training, before encoding)."""
+        self.eval().requires_grad_(False)
+        self.frozen_hash = None
+        self.frozen_hash = self.hash
+        return self
+
+    # --- transform (subclasses) ------------------------------------------------------------
+    def analysis(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def synthesis(self, X: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _signal_dims(self) -> int:
+        return 2 if self.config.kind == "2d" else 1
+
+    # --- public API -------------------------------------------------------------------------
+    def analysis_one_level(self, x: Tensor) -> Tensor:
+        """One wavelet packet level, the reference's `analysis_one_level`."""
+        fn = wavelets.analysis_2d if self.config.kind == "2d" else wavelets.analysis_1d
+        return fn(x, 1)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """Reflect-pad (centered) so every signal axis is a multiple of 2^J."""
+        pads = [centered_padding(s, self.config.block) for s in x.shape[-self._signal_dims() :]]
+        return _pad_last_axes(x, pads)
+
+    def crop(self, x: Tensor, size: tuple[int, ...]) -> Tensor:
+        """Undo `pad`: the centered crop of x's signal axes to `size`."""
+        for axis, s in enumerate(size, start=x.dim() - len(size)):
+            before, _ = centered_padding(s, self.config.block)
+            x = x.narrow(axis, before, s)
+        return x
+
+    def encode_continuous(self, x: Tensor) -> Tensor:
+        """Analysis + encoder: the latent before companding (the reference's `latent_linear`)."""
+        return self.encoder(self.analysis(x))
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """x in [-0.5, 0.5], (B, C, H, W) or (B, C, L) -> int8 latents. Pads odd sizes (see pad)."""
+        self._check_input(x)
+        x = self.pad(x)
+        per_item = x[0].numel() * x.element_size()
+        size = max(1, ENCODE_CHUNK_BYTES // per_item)
+        out = [self._encode_chunk(chunk) for chunk in x.split(size)]
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def _encode_chunk(self, x: Tensor) -> Tensor:
+        y = self.compander.to_uniform(self.encode_continuous(x))
+        return torch.round(y).to(LATENT_DTYPE)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, size: tuple[int, ...] | None = None) -> Tensor:
+        """Latents -> reconstruction clamped to [-0.5, 0.5]; `size` crops padding added by encode."""
+        x_hat = self.synthesize(self.decode_bands(z.float())).clamp(-0.5, 0.5)
+        return self.crop(x_hat, size) if size is not None else x_hat
+
+    def decode_bands(self, z: Tensor) -> Tensor:
+        """(Quantized or noisy) latents -> wavelet packet coefficients (the reference's wpt_hat)."""
+        return self.decoder(self.compander.to_normal(z))
+
+    def synthesize(self, X_hat: Tensor) -> Tensor:
+        """Synthesis, plus whatever the codec applies after it (the 1-D post filter)."""
+        return self.synthesis(X_hat)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Training/eval pass: noise (train) or rounding (eval) in the bottleneck, no clamping."""
+        X = self.analysis(x)
+        latent = self.compander(self.encoder(X))
+        X_hat = self.decode_bands(latent)
+        return {"x_hat": self.synthesize(X_hat), "X": X, "X_hat": X_hat, "latent": latent}
+
+    def to_bytes(self, z: Tensor, *, method: str = "zstd", size: tuple[int, ...] | None = None) -> bytes:
+        """Lossless entropy coding of latents, with a header (shape, bits, codec hash, size)."""
+        from . import entropy
+
+        return entropy.encode_latents(
+            z, bits=self.config.latent_bits, codec_hash=self.hash, method=method, size=size
+        )
+
+    def from_bytes(self, data: bytes) -> Tensor:
+        """Exact inverse of to_bytes; refuses payloads written by another codec."""
+        from . import entropy
+
+        z, header = entropy.decode_latents(data)
+        if header.codec_hash != self.hash:
+            raise entropy.LatentFormatError(
+                f"latents were written by codec {header.codec_hash[:12]}, this codec is {self.hash[:12]}"
+            )
+        return z
+
+    # --- helpers ----------------------------------------------------------------------------
+    def latent_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Latent shape (without batch) for a signal of shape (C, H, W) / (C, L), after padding."""
+        raise NotImplementedError
+
+    def _check_input(self, x: Tensor) -> None:
+        want = self._signal_dims() + 2
+        if x.dim() != want:
+            raise ValueError(f"expected a batched tensor with {want} dims, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.config.channels:
+            raise ValueError(f"codec takes {self.config.channels} channels, input has {x.shape[1]}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected float input in [-0.5, 0.5], got {x.dtype}")
+
+
+class WaLLoC2D(WaLLoC):
+    """Images and rasters with any channel count."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__(config)
+        c = config
+        wide = c.channels * c.bands
+        if c.lightweight_encode:
+            self.encoder = nn.Conv2d(wide, c.latent_dim, kernel_size=1)
+        else:
+            self.encoder = vae.Encoder(
+                in_channels=wide,
+                out_channels=c.latent_dim,
+                down_block_types=("DownEncoderBlock2D",),
+                block_out_channels=(c.Ne,),
+                layers_per_block=2,
+                norm_num_groups=32,
+                act_fn="silu",
+                double_z=False,
+                mid_block_add_attention=True,
+            )
+        if c.decoder == "linear":
+            self.decoder = nn.Conv2d(c.latent_dim, wide, kernel_size=1)
+        else:
+            self.decoder = vae.Decoder(
+                in_channels=c.latent_dim,
+                out_channels=wide,
+                up_block_types=("UpDecoderBlock2D",),
+                block_out_channels=(c.Nd,),
+                layers_per_block=2,
+                norm_num_groups=32,
+                act_fn="silu",
+                mid_block_add_attention=True,
+            )
+
+    def analysis(self, x: Tensor) -> Tensor:
+        return wavelets.analysis_2d(x, self.config.J)
+
+    def synthesis(self, X: Tensor) -> Tensor:
+        return wavelets.synthesis_2d(X, self.config.J)
+
+    def latent_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        _, h, w = signal_shape
+        b = self.config.block
+        return (self.config.latent_dim, -(-h // b), -(-w // b))
+
+
+class WaLLoC1D(WaLLoC):
+    """Audio with any channel count. Latents have L/2^J + 2 frames, like the reference."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__(config)
+        c = config
+        wide = c.channels * c.bands
+        if c.lightweight_encode:
+            # padding=1 reproduces the reference (one extra frame each side, decoded away)
+            self.encoder = nn.Conv1d(wide, c.latent_dim, kernel_size=1, padding=1)
+        else:
+            self.encoder = autoencoder_oobleck.OobleckEncoder(
+                encoder_hidden_size=c.latent_dim,
+                audio_channels=wide,
+                downsampling_ratios=[1, 1],
+                channel_multiples=[c.Ne // c.latent_dim] * 2,
+            )
+        if c.decoder == "linear":
+            self.decoder = nn.Conv1d(c.latent_dim, wide, kernel_size=3)  # L+2 frames -> L
+        else:
+            self.decoder = autoencoder_oobleck.OobleckDecoder(
+                channels=c.latent_dim,
+                input_channels=c.latent_dim,
+                audio_channels=wide,
+                upsampling_ratios=[1, 1],
+                channel_multiples=[c.Nd // c.latent_dim] * 2,
+            )
+        self.post = nn.Conv1d(c.channels, c.channels, 129, padding=64) if c.post_filter else None
+
+    def analysis(self, x: Tensor) -> Tensor:
+        return wavelets.analysis_1d(x, self.config.J)
+
+    def synthesis(self, X: Tensor) -> Tensor:
+        return wavelets.synthesis_1d(X, self.config.J)
+
+    def synthesize(self, X_hat: Tensor) -> Tensor:
+        x = self.synthesis(X_hat)
+        return self.post(x) if self.post is not None else x
+
+    def latent_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        _, length = signal_shape
+        return (self.config.latent_dim, -(-length // self.config.block) + 2)
+
+
+def build(config: CodecConfig) -> WaLLoC:
+    """A freshly initialised codec for a config."""
+    return WaLLoC2D(config) if config.kind == "2d" else WaLLoC1D(config)
