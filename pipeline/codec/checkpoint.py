@@ -22,7 +22,7 @@ import pywt
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import CodecConfig
+from .config import REFERENCE_KEYS, CodecConfig
 from .hashing import codec_hash
 from .model import WaLLoC, build
 
@@ -116,13 +116,25 @@ def load_reference(path: str | Path, *, trust_pickle: bool = False) -> WaLLoC:
     config_path = path.with_suffix(".json")
     if config_path.exists():
         config = json.loads(config_path.read_text())
-    elif isinstance(ckpt.get("config"), dict):
-        config = ckpt["config"]
     else:
-        raise CheckpointError(f"{path}: no config; put the codec's JSON beside it as {config_path.name}")
+        config = _embedded_config(ckpt)
+        if config is None:
+            raise CheckpointError(f"{path}: no config; put the codec's JSON beside it as {config_path.name}")
     codec = from_reference(config, state_dict)
     codec.source = str(path)
     return codec
+
+
+def _embedded_config(ckpt: dict) -> dict | None:
+    """A config stored inside the checkpoint: under 'config' (dict or namespace) or at top level."""
+    embedded = ckpt.get("config")
+    if embedded is not None and not isinstance(embedded, dict):
+        embedded = vars(embedded)
+    if isinstance(embedded, dict):
+        return embedded
+    if all(k in ckpt for k in REFERENCE_KEYS):
+        return {k: v for k, v in ckpt.items() if k != "model_state_dict"}
+    return None
 
 
 def save(codec: WaLLoC, path: str | Path, *, name: str | None = None, metadata: dict | None = None) -> Path:
