@@ -1,0 +1,98 @@
+"""Flags shared by the encode jobs (one definition, so every job explains them the same way)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .config import EncodeConfig
+from .registry import SINKS, SOURCES
+from .sinks import base as _sinks  # noqa: F401  (registers sinks)
+from .sources import detect_source as _detect  # noqa: F401  (registers sources)
+
+
+def add_common_flags(
+    parser: argparse.ArgumentParser, *, default_input: str, default_output: str, default_codec: str
+) -> None:
+    io = parser.add_argument_group("input and output")
+    io.add_argument(
+        "--input",
+        default=default_input,
+        help="input folder, tar shards, HF dataset dir or parquet files (path or fsspec URL); "
+        f"default: the bundled samples ({default_input})",
+    )
+    io.add_argument(
+        "--source",
+        default="auto",
+        choices=["auto", *sorted(SOURCES)],
+        help="input kind (default: detected from the input)",
+    )
+    io.add_argument(
+        "--output", default=default_output, help="output root: local path or fsspec URL (s3://...)"
+    )
+    io.add_argument(
+        "--format",
+        default="webdataset",
+        choices=sorted(SINKS),
+        help="webdataset: tar shards readable by stock webdataset; zarr: one v3 store (fixed size)",
+    )
+    io.add_argument(
+        "--latent-format",
+        default="npy",
+        help="npy: int8 .npy per sample; zstd/png/webp: entropy-coded latents (.latent.wlat)",
+    )
+    io.add_argument(
+        "--shard-size", type=int, default=256, help="samples per shard (unit of work and of resume)"
+    )
+    io.add_argument(
+        "--mode",
+        default="resume",
+        choices=["overwrite", "resume", "append"],
+        help="resume: continue an interrupted run, refuse changed inputs/settings; "
+        "append: encode only inputs not yet in the output; overwrite: start again",
+    )
+    io.add_argument("--limit", type=int, default=None, help="encode only the first N inputs of the listing")
+    codec = parser.add_argument_group("codec")
+    codec.add_argument(
+        "--codec", default=default_codec, help="bundled codec name or path (.json/.safetensors/.pth)"
+    )
+    codec.add_argument("--batch-size", type=int, default=64, help="samples per codec call")
+    ray = parser.add_argument_group("ray")
+    ray.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    ray.add_argument(
+        "--workers", type=int, default=None, help="encoder actors (default: one per CPU, or per GPU)"
+    )
+    ray.add_argument(
+        "--num-gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs per encoder actor; decoding stays on CPUs (0: encode on CPUs)",
+    )
+    ray.add_argument(
+        "--sample-timeout",
+        type=float,
+        default=60.0,
+        help="seconds one input may take to read and decode before it becomes an error row",
+    )
+    ray.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+
+def config_from_args(args: argparse.Namespace, **extra: Any) -> EncodeConfig:
+    return EncodeConfig(
+        input=args.input,
+        output=args.output,
+        source=args.source,
+        format=args.format,
+        codec=args.codec,
+        latent_format=args.latent_format,
+        shard_size=args.shard_size,
+        mode=args.mode,
+        limit=args.limit,
+        address=args.address,
+        workers=args.workers,
+        num_gpus_per_worker=args.num_gpus_per_worker,
+        batch_size=args.batch_size,
+        sample_timeout_s=args.sample_timeout,
+        progress=not args.no_progress,
+        **extra,
+    )

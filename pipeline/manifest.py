@@ -1,0 +1,198 @@
+"""Run identity, per-shard commit markers, the manifest and the error table.
+
+Commit protocol (what makes runs resumable and readers safe):
+  1. `_run.json` records the settings hash and listing hash when a run starts;
+  2. each shard is written under a temporary name and renamed (the sink's job);
+  3. then `_shards/shard-NNNNNN.json` is written (atomically): the shard's stats, keys and errors.
+     A shard is committed if and only if its marker exists;
+  4. after the last shard, `errors.parquet` and then `manifest.json` are written from the markers.
+The manifest holds no timestamps, so identical runs give identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+from .schemas import arrow_schema, validate
+from .sinks.base import atomic_write
+
+MANIFEST = "manifest.json"
+ERRORS = "errors.parquet"
+RUN_STATE = "_run.json"
+MARKERS = "_shards"
+FORMAT = "walloc-pipeline-manifest/1"
+STAGES = ("read", "decode", "encode", "write", "timeout")  # the closed set of failure stages
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of canonical JSON: identifies settings independent of key order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What an output was made with. Resume requires both hashes to match; append only the settings."""
+
+    settings: dict[str, Any]  # codec hash, preprocessing, sink, shard size, latent format
+    listing_hash: str  # the input listing
+
+    @property
+    def settings_hash(self) -> str:
+        return stable_hash(self.settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "settings_hash": self.settings_hash,
+            "listing_hash": self.listing_hash,
+        }
+
+
+@dataclass
+class ShardMarker:
+    """The committed record of one shard."""
+
+    stats: dict[str, Any]  # ShardStats.to_dict()
+    slot_offset: int
+    keys: list[str]
+    errors: list[dict[str, Any]] = field(default_factory=list)  # error-table rows
+    settings_hash: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stats": self.stats,
+            "slot_offset": self.slot_offset,
+            "keys": self.keys,
+            "errors": self.errors,
+            "settings_hash": self.settings_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShardMarker:
+        return cls(**d)
+
+
+class OutputRoot:
+    """The output folder (local or fsspec URL) and the small JSON files that describe it."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
+        self.url = url.rstrip("/")
+        self.fs, self.path = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.path = self.path.rstrip("/")
+
+    def _p(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self._p(name))
+
+    def read_json(self, name: str) -> Any:
+        with self.fs.open(self._p(name), "rb") as f:
+            return json.loads(f.read())
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write(self.fs, self._p(name), (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+    def clear(self) -> None:
+        """Remove everything under the root (--mode overwrite)."""
+        if self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)
+        self.fs.makedirs(self.path, exist_ok=True)
+
+    def is_empty(self) -> bool:
+        return not self.fs.exists(self.path) or not self.fs.ls(self.path)
+
+    # --- shard markers ------------------------------------------------------------------------
+    def marker_name(self, shard: int) -> str:
+        return f"{MARKERS}/shard-{shard:06d}.json"
+
+    def write_marker(self, marker: ShardMarker) -> None:
+        self.write_json(self.marker_name(marker.stats["shard"]), marker.to_dict())
+
+    def markers(self) -> list[ShardMarker]:
+        """Every committed shard, in shard order."""
+        folder = self._p(MARKERS)
+        if not self.fs.exists(folder):
+            return []
+        names = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".json"))
+        out = []
+        for name in names:
+            with self.fs.open(name, "rb") as f:
+                out.append(ShardMarker.from_dict(json.loads(f.read())))
+        return sorted(out, key=lambda m: m.stats["shard"])
+
+    # --- error table and manifest -----------------------------------------------------------
+    def write_errors(self, rows: list[dict[str, Any]]) -> None:
+        schema = arrow_schema("errors.schema.json")
+        for row in rows:
+            if row["stage"] not in STAGES:
+                raise ValueError(f"unknown error stage {row['stage']!r}")
+        table = pa.Table.from_pylist(rows, schema=schema)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        atomic_write(self.fs, self._p(ERRORS), buf.getvalue())
+
+    def read_errors(self) -> pa.Table:
+        with self.fs.open(self._p(ERRORS), "rb") as f:
+            return pq.read_table(f)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        validate(manifest, "manifest.schema.json", "manifest")
+        self.write_json(MANIFEST, manifest)
+
+    def read_manifest(self) -> dict[str, Any]:
+        manifest = self.read_json(MANIFEST)
+        validate(manifest, "manifest.schema.json", f"{self.url}/{MANIFEST}")
+        return manifest
+
+
+def build_manifest(
+    *,
+    identity: RunIdentity,
+    codec: dict[str, Any],
+    latent: dict[str, Any],
+    source: dict[str, Any],
+    label_map: dict[str, int],
+    markers: list[ShardMarker],
+    inputs: int,
+    appends: int = 0,
+) -> dict[str, Any]:
+    """The manifest from the committed markers (deterministic: no clocks, sorted everything)."""
+    import torch
+
+    shards = []
+    for m in markers:
+        entry = dict(m.stats)
+        entry["errors"] = len(m.errors)
+        entry["slot_offset"] = m.slot_offset
+        shards.append(entry)
+    written = sum(s["samples"] for s in shards)
+    errors = sum(len(m.errors) for m in markers)
+    settings = identity.settings
+    return {
+        "format": FORMAT,
+        "software": {"walloc_pipeline": __version__, "torch": torch.__version__.split("+")[0]},
+        "run": {
+            "settings_hash": identity.settings_hash,
+            "sink": settings["sink"],
+            "shard_size": settings["shard_size"],
+            "latent_format": settings["latent_format"],
+            "appends": appends,
+        },
+        "codec": codec,
+        "latent": latent,
+        "preprocessing": settings["preprocessing"],
+        "source": source | {"listing_hash": identity.listing_hash, "items": inputs},
+        "label_map": dict(sorted(label_map.items(), key=lambda kv: kv[1])),
+        "shards": shards,
+        "totals": {"inputs": inputs, "written": written, "errors": errors},
+    }

@@ -1,0 +1,195 @@
+"""Image decoding and the resize/crop policy: bytes in, uint8 (C, H, W) out. Pure functions, no I/O.
+
+Channel rule (documented in the README): images are converted to the codec's channel count —
+  3 channels: L/I;16/I/F -> grey replicated; P/PA/LA/RGBA -> composited over white (alpha is
+              dropped by blending, not by truncation); CMYK/YCbCr/LAB -> RGB via Pillow.
+  1 channel:  anything -> luminance 'L' (alpha composited over white first).
+  4 channels: RGBA (missing alpha = opaque).
+  16-bit and float modes are scaled to 8 bits by their value range ((v >> 8) for I;16).
+Other channel counts are multi-band rasters: use the raster source.
+EXIF orientation is applied. JPEGs are decoded in draft mode (DCT-domain downscaling) when the
+target is at most half the size, which is both faster and what a resize would produce anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb threshold x 2: refuse anything larger
+
+
+class DecodeError(ValueError):
+    """An input that cannot become a sample; the message is the error table's reason."""
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """How images become codec input. Recorded in the manifest: latents depend on it."""
+
+    size: int | None = 256  # target side (crop=center) or shorter side (crop=none); None keeps size
+    crop: Literal["center", "none"] = "center"  # none: keep aspect, pad to a multiple of 2^J
+    channels: int = 3  # the codec's channel count
+    multiple: int = 8  # 2^J: crop=none pads to this (reflect, in the codec)
+    resample: str = "bicubic"  # Pillow filter for resizing (antialiased)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb cap
+    draft: bool = True  # JPEG DCT-domain downscaling when shrinking >= 2x
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Decoded:
+    """A decoded sample: the codec-ready array (before float conversion) and what to record about it."""
+
+    array: np.ndarray  # images: uint8 (C, H, W); audio: float32 (C, L) in [-0.5, 0.5]
+    meta: dict[str, Any]  # images: original_size (W, H), mode, resized_size, crop_box
+
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite a mode with transparency over white, giving RGB."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer / float greyscale to 'L' by scaling its value range."""
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16") or arr.dtype == np.uint16:
+        return Image.fromarray((arr.astype(np.uint32) >> 8).astype(np.uint8), mode="L")
+    arr = arr.astype(np.float64)
+    lo, hi = (0.0, 1.0) if img.mode == "F" and arr.max() <= 1.0 else (float(arr.min()), float(arr.max()))
+    scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255)
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def convert_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Apply the documented channel rule."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        img = _to_8bit(img)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if channels == 3:
+        return _flatten_alpha(img) if has_alpha else img.convert("RGB")
+    if channels == 1:
+        return (_flatten_alpha(img) if has_alpha else img).convert("L")
+    if channels == 4:
+        return img.convert("RGBA")
+    raise DecodeError(f"images cannot feed a {channels}-channel codec; use the raster source for band data")
+
+
+def _resize_plan(w: int, h: int, policy: ImagePolicy) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """(resized W, H) and the crop box (left, top, right, bottom) in resized coordinates."""
+    if policy.size is None:
+        return (w, h), (0, 0, w, h)
+    scale = policy.size / min(w, h)
+    rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+    if policy.crop == "none":
+        return (rw, rh), (0, 0, rw, rh)
+    left, top = (rw - policy.size) // 2, (rh - policy.size) // 2
+    return (rw, rh), (left, top, left + policy.size, top + policy.size)
+
+
+def decode_image(data: bytes, policy: ImagePolicy) -> Decoded:
+    """Decode, orient, convert and resize/crop one image. Raises DecodeError with a specific reason."""
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > policy.max_pixels:
+                raise DecodeError(f"image is {w}x{h} = {w * h} pixels, over the cap of {policy.max_pixels}")
+            mode = img.mode
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated GIF/WebP/multi-page TIFF: the first frame
+            original = _oriented_size(img)
+            (rw, rh), _ = _resize_plan(*original, policy)
+            if policy.draft and img.format == "JPEG" and rw * 2 <= original[0]:
+                request = (rw, rh) if original == (w, h) else (rh, rw)  # draft sees stored orientation
+                img.draft(img.mode if img.mode in ("RGB", "L") else None, request)
+            img.load()
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DecodeError(f"decompression bomb refused: {err}") from err
+    except Image.UnidentifiedImageError:
+        raise DecodeError("not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DecodeError(f"corrupt or truncated image: {err}") from err
+    with contextlib.suppress(Exception):  # broken EXIF must not lose the image
+        img = ImageOps.exif_transpose(img)
+    img = convert_mode(img, policy.channels)
+    (rw, rh), box = _resize_plan(*original, policy)
+    if img.size != (rw, rh):
+        img = img.resize((rw, rh), _RESAMPLE[policy.resample], reducing_gap=None)
+    if box != (0, 0, rw, rh):
+        img = img.crop(box)
+    pixels = np.asarray(img, dtype=np.uint8)
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    meta = {
+        "original_size": list(original),
+        "mode": mode,
+        "resized_size": [rw, rh],
+        "crop_box": list(box),
+    }
+    return Decoded(array=np.ascontiguousarray(pixels.transpose(2, 0, 1)), meta=meta)
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    """Image size after EXIF rotation, read from the header (before decoding pixels)."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001
+        orientation = 1
+    w, h = img.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def to_codec_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [-0.5, 0.5], the reference's input range."""
+    return pixels.astype(np.float32) / 255.0 - 0.5
+
+
+@dataclass(frozen=True)
+class ImagePreprocessor:
+    """The image branch of the runtime: bytes -> (uint8 pixels, metadata) and -> codec input."""
+
+    policy: ImagePolicy
+    modality: str = "image"
+
+    def decode(self, data: bytes, item: Any = None) -> Decoded:
+        return decode_image(data, self.policy)
+
+    def codec_input(self, pixels: np.ndarray) -> np.ndarray:
+        return to_codec_input(pixels)
+
+    def input_size(self, pixels: np.ndarray) -> tuple[int, ...]:
+        return tuple(pixels.shape[1:])
+
+    def fixed_shape(self) -> tuple[int, ...] | None:
+        """(C, H, W) when every sample has the same shape (needed by the Zarr sink)."""
+        if self.policy.crop == "center" and self.policy.size is not None:
+            return (self.policy.channels, self.policy.size, self.policy.size)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"modality": "image", **self.policy.to_dict()}

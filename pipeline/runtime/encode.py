@@ -1,0 +1,457 @@
+"""The encode run on Ray Data: shards of inputs stream through decode -> encode -> write.
+
+    driver: list inputs -> plan shards (resume/append) -> Ray Data:
+        from_items(shard tasks)                  one row per shard (the unit of commit and resume)
+        .map_batches(decode_shard)               CPU tasks: read bytes, decode, preprocess
+        .map_batches(ShardEncoder, actors)       actors hold the codec once (GPU with --num-gpus-per-worker)
+        .map_batches(write_shard)                sink writes the shard atomically, then its marker
+    driver: markers -> errors.parquet -> manifest.json (the commit point of the run)
+
+Why shard-granular rows: a shard must be written by exactly one writer, in input order, to be
+deterministic and atomically committed; Ray Data streams shards with backpressure, so memory is
+bounded by the shards in flight, not by the corpus. Per-sample failures never raise: they become
+error rows. This module is the only place that touches Ray's API.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..codec import load as load_codec
+from ..config import EncodeConfig
+from ..manifest import OutputRoot, RunIdentity, ShardMarker, build_manifest, stable_hash
+from ..preprocess.image import DecodeError, ImagePolicy, ImagePreprocessor
+from ..registry import SINKS, lookup
+from ..sinks import EncodedSample, SinkSpec
+from ..sources import SourceItem, listing_hash, open_source
+from .plan import ShardTask, plan_run
+
+WRITE_ATTEMPTS = 3  # bounded retries of a shard write before the shard is reported as failed
+
+
+@dataclass
+class RunSummary:
+    inputs: int
+    written: int
+    errors: int
+    failed_shards: list[int]
+    shards_encoded: int
+    shards_skipped: int
+    seconds: float
+    bytes_written: int
+    input_bytes: int  # raw uint8 size of the codec inputs encoded in this run
+    output: str
+    written_this_run: int
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.written_this_run / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        ratio = self.input_bytes / self.bytes_written if self.bytes_written else float("nan")
+        lines = [
+            f"output           {self.output}",
+            f"inputs           {self.inputs}  (written {self.written} + errors {self.errors})",
+            f"shards           {self.shards_encoded} encoded, {self.shards_skipped} already committed"
+            + (f", FAILED: {self.failed_shards}" if self.failed_shards else ""),
+            f"this run         {self.written_this_run} samples in {self.seconds:.1f} s "
+            f"= {self.samples_per_s:.1f} samples/s",
+            f"bytes written    {self.bytes_written:,} (inputs {self.input_bytes:,} raw: ratio {ratio:.1f}x)",
+        ]
+        return "\n".join(lines)
+
+
+def make_preprocessor(cfg: EncodeConfig, modality: str, codec) -> Any:
+    """The preprocessing for a source's modality, parameterised by the codec (channels, 2^J)."""
+    c = codec.config
+    builders = {
+        "image": lambda: ImagePreprocessor(
+            ImagePolicy(size=cfg.size, crop=cfg.crop, channels=c.channels, multiple=c.block)
+        ),
+    }
+    try:
+        from ..preprocess.audio import AudioPreprocessor  # audio stack is optional at import time
+
+        builders["audio"] = lambda: AudioPreprocessor.from_config(cfg, codec)
+    except ImportError:
+        pass
+    if modality not in builders:
+        raise ValueError(f"no preprocessing for {modality!r} inputs")
+    return builders[modality]()
+
+
+# --- Ray Data stages (run on workers) ---------------------------------------------------------
+
+
+def _error(item: SourceItem, shard: int, stage: str, reason: str) -> dict[str, Any]:
+    return {"key": item.key, "source": item.uri, "shard": shard, "stage": stage, "reason": reason[:2000]}
+
+
+def _with_timeout(pool: concurrent.futures.ThreadPoolExecutor, fn, timeout: float):
+    return pool.submit(fn).result(timeout=timeout)
+
+
+def decode_shard(batch: dict[str, np.ndarray], source, preprocessor, cache_salt: str, timeout: float):
+    """Read and decode every item of each shard row; failures become error rows (never raise)."""
+    out_payload = []
+    for payload in batch["payload"]:
+        task: ShardTask = payload["task"]
+        samples, errors = [], list(payload.get("errors", []))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        for slot, item in enumerate(task.items):
+            try:
+                data = _with_timeout(pool, lambda item=item: source.read_bytes(item), timeout)
+            except concurrent.futures.TimeoutError:
+                errors.append(
+                    _error(item, task.shard, "timeout", f"reading took longer than {timeout:.0f} s")
+                )
+                pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # abandon the stuck thread
+                continue
+            except Exception as err:  # noqa: BLE001 - any read failure is a per-sample error
+                errors.append(_error(item, task.shard, "read", f"{type(err).__name__}: {err}"))
+                continue
+            try:
+                decoded = _with_timeout(
+                    pool, lambda data=data, item=item: preprocessor.decode(data, item), timeout
+                )
+            except concurrent.futures.TimeoutError:
+                errors.append(
+                    _error(item, task.shard, "timeout", f"decoding took longer than {timeout:.0f} s")
+                )
+                pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+                continue
+            except DecodeError as err:
+                errors.append(_error(item, task.shard, "decode", str(err)))
+                continue
+            except Exception as err:  # noqa: BLE001
+                errors.append(_error(item, task.shard, "decode", f"{type(err).__name__}: {err}"))
+                continue
+            source_sha = hashlib.sha256(data).hexdigest()
+            meta = dict(item.meta) | decoded.meta
+            meta |= {
+                "key": item.key,
+                "source": item.uri,
+                "label": item.label,
+                "source_sha256": source_sha,
+                "cache_key": hashlib.sha256(f"{source_sha}:{cache_salt}".encode()).hexdigest(),
+            }
+            samples.append(
+                {"key": item.key, "label": item.label, "slot": slot, "array": decoded.array, "meta": meta}
+            )
+        pool.shutdown(wait=False)
+        out_payload.append({"task": task, "samples": samples, "errors": errors})
+    return {"shard": batch["shard"], "payload": np.array(out_payload, dtype=object)}
+
+
+class ShardEncoder:
+    """A Ray actor: loads the codec once, encodes whole shards in batches of equal-shape samples."""
+
+    def __init__(
+        self,
+        codec_ref: str,
+        codec_hash: str,
+        preprocessor,
+        batch_size: int,
+        latent_format: str,
+        threads: int,
+        device: str,
+    ):
+        import torch
+
+        if device == "cpu":
+            torch.set_num_threads(max(1, threads))
+        self.torch = torch
+        self.device = device
+        self.codec = load_codec(codec_ref).to(device).freeze()
+        if self.codec.hash != codec_hash:
+            raise RuntimeError(
+                f"worker loaded codec {self.codec.hash[:12]} for {codec_ref!r}, driver has {codec_hash[:12]}"
+            )
+        self.preprocessor = preprocessor
+        self.batch_size = batch_size
+        self.latent_format = latent_format
+
+    def _encode(self, arrays: list[np.ndarray]) -> np.ndarray:
+        x = np.stack([self.preprocessor.codec_input(a) for a in arrays])
+        z = self.codec.encode(self.torch.from_numpy(x).to(self.device))
+        return z.cpu().numpy()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out_payload = []
+        for payload in batch["payload"]:
+            task, samples, errors = payload["task"], payload["samples"], list(payload["errors"])
+            groups: dict[tuple, list[dict]] = {}
+            for s in samples:
+                groups.setdefault(tuple(s["array"].shape), []).append(s)
+            encoded, input_bytes = [], 0
+            for group in groups.values():
+                for i in range(0, len(group), self.batch_size):
+                    part = group[i : i + self.batch_size]
+                    try:
+                        latents = self._encode([s["array"] for s in part])
+                    except Exception as err:  # noqa: BLE001 - a failed batch falls back to one by one
+                        latents = None
+                        first_error = err
+                    for j, s in enumerate(part):
+                        try:
+                            z = latents[j] if latents is not None else self._encode([s["array"]])[0]
+                        except Exception as err:  # noqa: BLE001
+                            reason = f"{type(err).__name__}: {err}" if latents is None else str(first_error)
+                            errors.append(
+                                {
+                                    "key": s["key"],
+                                    "source": s["meta"]["source"],
+                                    "shard": task.shard,
+                                    "stage": "encode",
+                                    "reason": reason,
+                                }
+                            )
+                            continue
+                        size = self.preprocessor.input_size(s["array"])
+                        meta = s["meta"] | {"input_size": list(size)}
+                        coded = None
+                        if self.latent_format != "npy":
+                            coded = self.codec.to_bytes(
+                                self.torch.from_numpy(z), method=self.latent_format, size=size
+                            )
+                        encoded.append(
+                            EncodedSample(
+                                key=s["key"],
+                                label=s["label"],
+                                latent=z,
+                                meta=meta,
+                                latent_bytes=coded,
+                                slot=s["slot"],
+                            )
+                        )
+                        input_bytes += int(s["array"].size)
+            encoded.sort(key=lambda e: e.slot)
+            out_payload.append(
+                {"task": task, "encoded": encoded, "errors": errors, "input_bytes": input_bytes}
+            )
+        return {"shard": batch["shard"], "payload": np.array(out_payload, dtype=object)}
+
+
+def write_shard(batch: dict[str, np.ndarray], sink_name: str, spec: SinkSpec, settings_hash: str):
+    """Write and commit each shard, then its marker. A shard that keeps failing is reported, not raised."""
+    results = []
+    sink = lookup(SINKS, sink_name, "sink")(spec)
+    root = OutputRoot(spec.output, spec.storage_options)
+    for payload in batch["payload"]:
+        task, encoded, errors = payload["task"], payload["encoded"], payload["errors"]
+        last_error = None
+        for attempt in range(WRITE_ATTEMPTS):
+            writer = sink.open_shard(task.shard, task.slot_offset)
+            try:
+                for sample in encoded:
+                    writer.write(sample)
+                stats = writer.commit()
+                break
+            except Exception as err:  # noqa: BLE001 - retried, then reported
+                writer.abort()
+                last_error = f"{type(err).__name__}: {err}"
+                time.sleep(0.2 * (attempt + 1))
+        else:
+            results.append(
+                {"shard": task.shard, "failed": last_error, "written": 0, "input_bytes": 0, "bytes": 0}
+            )
+            continue
+        if stats.samples + len(errors) != len(task.items):
+            raise AssertionError(
+                f"shard {task.shard}: {stats.samples} + {len(errors)} != {len(task.items)} inputs"
+            )
+        marker = ShardMarker(
+            stats=stats.to_dict(),
+            slot_offset=task.slot_offset,
+            keys=stats.keys,
+            errors=sorted(errors, key=lambda e: e["key"]),
+            settings_hash=settings_hash,
+        )
+        root.write_marker(marker)
+        results.append(
+            {
+                "shard": task.shard,
+                "failed": None,
+                "written": stats.samples,
+                "bytes": stats.bytes,
+                "input_bytes": payload["input_bytes"],
+            }
+        )
+    return {"result": np.array(results, dtype=object)}
+
+
+# --- driver -------------------------------------------------------------------------------------
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address,
+        ignore_reinit_error=True,
+        include_dashboard=False,
+        log_to_driver=True,
+        logging_level="WARNING",
+    )
+
+
+def _worker_plan(cfg: EncodeConfig) -> tuple[int, int, str]:
+    """(encoder actors, torch threads per actor, device) sized from the cluster's resources."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus = int(resources.get("CPU", 1))
+    if cfg.num_gpus_per_worker > 0:
+        gpus = resources.get("GPU", 0)
+        if gpus <= 0:
+            raise RuntimeError("--num-gpus-per-worker was given but the Ray cluster has no GPUs")
+        workers = cfg.workers or max(1, int(gpus / cfg.num_gpus_per_worker))
+        return workers, 1, "cuda"
+    workers = cfg.workers or max(1, cpus)
+    return workers, max(1, cpus // workers), "cpu"
+
+
+def run_encode(cfg: EncodeConfig) -> RunSummary:
+    """Encode cfg.input into cfg.output; returns the summary. Idempotent per --mode (see plan)."""
+    started = time.perf_counter()
+    source = open_source(cfg.input, cfg.source, **cfg.source_options)
+    items = source.list_items()
+    if cfg.limit is not None:
+        items = items[: cfg.limit]
+    codec = load_codec(cfg.codec)
+    preprocessor = make_preprocessor(cfg, source.modality, codec)
+    settings = {
+        "codec_hash": codec.hash,
+        "preprocessing": preprocessor.to_dict(),
+        "sink": cfg.format,
+        "shard_size": cfg.shard_size,
+        "latent_format": cfg.latent_format,
+    }
+    identity = RunIdentity(settings=settings, listing_hash=listing_hash(items))
+    root = OutputRoot(cfg.output, cfg.storage_options)
+    plan = plan_run(root, items, identity, cfg.shard_size, cfg.mode)
+
+    spec = SinkSpec(
+        output=cfg.output,
+        latent_format=cfg.latent_format,
+        shard_size=cfg.shard_size,
+        storage_options=cfg.storage_options,
+    )
+    sink = lookup(SINKS, cfg.format, "sink")(spec)
+    fixed = preprocessor.fixed_shape()
+    latent_shape = list(codec.latent_shape(fixed)) if fixed else None
+    codec_info = {"name": codec.name, "hash": codec.hash, "config": codec.config.to_dict()}
+    latent_info = {
+        "dtype": "int8",
+        "bits": codec.config.latent_bits,
+        "shape": latent_shape,
+        "dequantize": "codec.compander.to_normal (Gaussian-CDF inverse companding)",
+    }
+    sink.prepare(
+        plan.total_slots,
+        tuple(latent_shape) if latent_shape else None,
+        {
+            "codec": codec_info,
+            "latent": latent_info,
+            "preprocessing": settings["preprocessing"],
+            "label_map": source.label_map(),
+        },
+    )
+
+    results = _execute(
+        cfg,
+        plan.todo,
+        source,
+        preprocessor,
+        identity,
+        spec,
+        codec_ref=cfg.codec,
+        codec_hash=codec.hash,
+        cache_salt=f"{codec.hash}:{stable_hash(settings['preprocessing'])}",
+    )
+    failed = sorted(r["shard"] for r in results if r["failed"])
+
+    markers = root.markers()
+    errors = [e for m in markers for e in m.errors]
+    root.write_errors(errors)
+    manifest = build_manifest(
+        identity=identity,
+        codec=codec_info,
+        latent=latent_info,
+        source=source.describe(),
+        label_map=source.label_map(),
+        markers=markers,
+        inputs=sum(m.stats["samples"] + len(m.errors) for m in markers),
+        appends=plan.appends,
+    )
+    root.write_manifest(manifest)
+    totals = manifest["totals"]
+    return RunSummary(
+        inputs=totals["inputs"],
+        written=totals["written"],
+        errors=totals["errors"],
+        failed_shards=failed,
+        shards_encoded=len(plan.todo) - len(failed),
+        shards_skipped=len(plan.done),
+        seconds=time.perf_counter() - started,
+        bytes_written=sum(r["bytes"] for r in results),
+        input_bytes=sum(r["input_bytes"] for r in results),
+        output=cfg.output,
+        written_this_run=sum(r["written"] for r in results),
+    )
+
+
+def _execute(
+    cfg, tasks, source, preprocessor, identity, spec, codec_ref, codec_hash, cache_salt
+) -> list[dict]:
+    if not tasks:
+        return []
+    _init_ray(cfg.address)
+    import ray
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.progress
+    ctx.execution_options.preserve_order = True
+    workers, threads, device = _worker_plan(cfg)
+    rows = [{"shard": t.shard, "payload": {"task": t}} for t in tasks]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map_batches(
+        decode_shard,
+        batch_size=1,
+        fn_kwargs={
+            "source": source,
+            "preprocessor": preprocessor,
+            "cache_salt": cache_salt,
+            "timeout": cfg.sample_timeout_s,
+        },
+    )
+    ds = ds.map_batches(
+        ShardEncoder,
+        batch_size=1,
+        fn_constructor_kwargs={
+            "codec_ref": codec_ref,
+            "codec_hash": codec_hash,
+            "preprocessor": preprocessor,
+            "batch_size": cfg.batch_size,
+            "latent_format": cfg.latent_format,
+            "threads": threads,
+            "device": device,
+        },
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+        num_gpus=cfg.num_gpus_per_worker or None,
+    )
+    ds = ds.map_batches(
+        write_shard,
+        batch_size=1,
+        fn_kwargs={"sink_name": cfg.format, "spec": spec, "settings_hash": identity.settings_hash},
+    )
+    return [row["result"] for row in ds.iter_rows()]

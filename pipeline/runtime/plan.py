@@ -1,0 +1,102 @@
+"""Deterministic shard planning, and what --mode overwrite|resume|append means for an output.
+
+Shard k holds inputs [k*S, (k+1)*S) of the sorted listing (S = --shard-size), so the same inputs
+and settings always give the same shards. Resume skips shards whose commit marker exists; append
+plans new shards (numbered after the existing ones) for inputs whose keys are not yet present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..manifest import RUN_STATE, OutputRoot, RunIdentity, ShardMarker
+from ..sources.base import SourceItem
+
+Mode = Literal["overwrite", "resume", "append"]
+
+
+class OutputConflictError(RuntimeError):
+    """The output holds a different run; the message says which --mode to use."""
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    shard: int
+    slot_offset: int  # first row of this shard in slot space (Zarr row index)
+    items: tuple[SourceItem, ...]
+
+
+@dataclass
+class Plan:
+    todo: list[ShardTask]  # shards to encode now
+    done: list[ShardMarker]  # shards already committed (kept)
+    total_slots: int  # rows a Zarr store needs
+    inputs: int  # items covered by done + todo
+    appends: int  # how many append runs built this output
+
+
+def chunk(items: list[SourceItem], shard_size: int, first_shard: int, first_slot: int) -> list[ShardTask]:
+    return [
+        ShardTask(
+            shard=first_shard + i,
+            slot_offset=first_slot + i * shard_size,
+            items=tuple(items[s : s + shard_size]),
+        )
+        for i, s in enumerate(range(0, len(items), shard_size))
+    ]
+
+
+def plan_run(
+    root: OutputRoot, items: list[SourceItem], identity: RunIdentity, shard_size: int, mode: Mode
+) -> Plan:
+    """Decide which shards to (re)encode, and prepare the output root for the run."""
+    if mode == "overwrite" or root.is_empty():
+        root.clear()
+        root.write_json(RUN_STATE, identity.to_dict() | {"appends": 0})
+        tasks = chunk(items, shard_size, 0, 0)
+        return Plan(todo=tasks, done=[], total_slots=len(items), inputs=len(items), appends=0)
+
+    if not root.exists(RUN_STATE):
+        raise OutputConflictError(
+            f"{root.url} is not empty and holds no pipeline run; choose an empty output or --mode overwrite"
+        )
+    state = root.read_json(RUN_STATE)
+    if state["settings_hash"] != identity.settings_hash:
+        raise OutputConflictError(
+            f"{root.url} was encoded with different settings "
+            f"({_diff(state['settings'], identity.settings)}); use another output, or --mode overwrite"
+        )
+    done = root.markers()
+    appends = int(state.get("appends", 0))
+
+    if mode == "resume":
+        if state["listing_hash"] != identity.listing_hash:
+            raise OutputConflictError(
+                f"the inputs changed since {root.url} was started; use --mode append to encode only the "
+                "new inputs, or --mode overwrite to start again"
+            )
+        # the first run's plan (appends add their own shards after it; resume only applies to run 0)
+        if appends:
+            raise OutputConflictError(f"{root.url} has been appended to; use --mode append")
+        committed = {m.stats["shard"] for m in done}
+        tasks = [t for t in chunk(items, shard_size, 0, 0) if t.shard not in committed]
+        return Plan(todo=tasks, done=done, total_slots=len(items), inputs=len(items), appends=0)
+
+    # append: inputs not present yet (written or in the error table) go into new shards
+    present = {k for m in done for k in m.keys} | {e["key"] for m in done for e in m.errors}
+    new = [it for it in items if it.key not in present]
+    next_shard = max((m.stats["shard"] for m in done), default=-1) + 1
+    used = max((m.slot_offset + shard_size for m in done), default=0)
+    first_slot = -(-used // shard_size) * shard_size  # Zarr shards stay aligned to --shard-size
+    tasks = chunk(new, shard_size, next_shard, first_slot)
+    appends += 1 if tasks else 0
+    root.write_json(RUN_STATE, identity.to_dict() | {"appends": appends})
+    total_slots = first_slot + len(new) if tasks else used
+    inputs = sum(m.stats["samples"] + len(m.errors) for m in done) + len(new)
+    return Plan(todo=tasks, done=done, total_slots=total_slots, inputs=inputs, appends=appends)
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "differs in " + ", ".join(keys) if keys else "same keys, different values"

@@ -1,0 +1,108 @@
+"""What every sink provides: open a shard, write encoded samples, commit it atomically.
+
+Every writer has the same shape (img2dataset's lesson), and one contract test runs over all sinks
+in the registry. Sinks know nothing of the model: they receive int8 latents (and optionally the
+entropy-coded bytes) plus metadata, and return what the manifest records about each shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+
+
+@dataclass
+class EncodedSample:
+    key: str
+    label: int | None
+    latent: np.ndarray  # int8 (C, h, w) or (C, l)
+    meta: dict[str, Any]  # source key/uri, original size, crop box, audio offset/scale, cache key
+    latent_bytes: bytes | None = None  # entropy-coded payload when latent_format != "npy"
+    slot: int = 0  # the item's position within its shard's planned items (Zarr row = offset + slot)
+
+
+@dataclass
+class ShardStats:
+    """What the manifest records about a committed shard."""
+
+    shard: int
+    name: str  # path relative to the output root
+    samples: int
+    bytes: int
+    sha256: str
+    first_key: str | None
+    last_key: str | None
+    keys: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "name": self.name,
+            "samples": self.samples,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "first_key": self.first_key,
+            "last_key": self.last_key,
+        }
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """Everything a sink needs, picklable so it travels to Ray workers."""
+
+    output: str  # local path or fsspec URL of the output root
+    latent_format: str = "npy"  # npy, or an entropy coding method (zstd, png, webp)
+    shard_size: int = 256
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        fs, root = fsspec.core.url_to_fs(self.output, **self.storage_options)
+        return fs, root.rstrip("/")
+
+
+class ShardWriter:
+    """One shard: write() samples in order, then commit() (or abort())."""
+
+    def write(self, sample: EncodedSample) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> ShardStats:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop a shard that could not be completed; nothing becomes visible."""
+
+
+class Sink:
+    """Driver-side lifecycle: prepare() before any shard, open_shard() on workers, finalize() last."""
+
+    registry_name: str = ""
+
+    def __init__(self, spec: SinkSpec):
+        self.spec = spec
+
+    def prepare(self, total_slots: int, sample_shape: tuple[int, ...] | None, description: dict) -> None:
+        """Create whatever must exist before shards are written (e.g. a Zarr store sized N)."""
+
+    def open_shard(self, shard: int, slot_offset: int) -> ShardWriter:
+        raise NotImplementedError
+
+    def shard_name(self, shard: int) -> str:
+        raise NotImplementedError
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write to a temporary name, then rename: readers see the whole file or nothing."""
+    tmp = f"{path}.tmp-{hashlib.sha1(data).hexdigest()[:10]}"
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)

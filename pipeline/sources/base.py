@@ -1,0 +1,74 @@
+"""What every source provides: a deterministic listing of items, and their raw bytes.
+
+Sources know nothing of decoding or the codec. Listing is sorted and stable; keys are tar-safe
+(no dots, no path separators) and unique, so that the same inputs always give the same shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One input sample: where its bytes are, its label, and what to record about it."""
+
+    key: str  # tar-safe, unique within the source
+    uri: str  # path, fsspec URL, or "<tar path>::<member>"
+    label: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. class name, segment offset
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def safe_key(text: str) -> str:
+    """A tar-safe key from a relative path: separators and dots become '_' (webdataset splits on '.')."""
+    return SAFE_KEY.sub("_", text).strip("_") or "item"
+
+
+def unique_keys(names: list[str]) -> list[str]:
+    """safe_key for each name; names whose keys collide get a short hash of the full name appended."""
+    keys = [safe_key(n) for n in names]
+    seen: dict[str, int] = {}
+    for k in keys:
+        seen[k] = seen.get(k, 0) + 1
+    return [
+        k if seen[k] == 1 else f"{k}_{hashlib.sha1(n.encode()).hexdigest()[:8]}"
+        for k, n in zip(keys, names, strict=True)
+    ]
+
+
+def listing_hash(items: list[SourceItem]) -> str:
+    """Identifies a listing (keys, uris, labels): resume refuses to continue a different one."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it.key, it.uri, it.label], separators=(",", ":")).encode() + b"\n")
+    return h.hexdigest()
+
+
+class Source:
+    """Base class: subclasses list items and read their bytes."""
+
+    registry_name: str = ""
+    modality: str = "image"  # "image" or "audio": which preprocessing applies
+
+    def list_items(self) -> list[SourceItem]:
+        raise NotImplementedError
+
+    def read_bytes(self, item: SourceItem) -> bytes:
+        raise NotImplementedError
+
+    def label_map(self) -> dict[str, int]:
+        """Class name -> label index ({} when the source has no labels)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about the source."""
+        return {"kind": self.registry_name}

@@ -1,0 +1,58 @@
+"""Image folders, including the ImageNet layout (`<root>/<wnid>/<file>.JPEG`, labels from folders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from ..registry import register_source
+from .base import Source, SourceItem, unique_keys
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm"}
+
+
+@register_source("image-folder")
+class ImageFolderSource(Source):
+    """Every image file under `root`, sorted by relative path.
+
+    With `labels="folders"` (default when the root holds only class folders) the first path
+    component is the class, as in ImageNet's `train/<wnid>/...`; classes are indexed in sorted order.
+    """
+
+    modality = "image"
+
+    def __init__(self, root: str, labels: str = "auto", extensions: set[str] | None = None):
+        self.root = str(root)
+        self.fs, self.path = fsspec.core.url_to_fs(self.root)
+        self.extensions = {e.lower() for e in (extensions or IMAGE_EXTENSIONS)}
+        files = sorted(p for p in self.fs.find(self.path) if Path(p).suffix.lower() in self.extensions)
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(self.extensions))}) under {self.root}")
+        self._relpaths = [p[len(self.path.rstrip("/")) + 1 :] for p in files]
+        self._files = files
+        nested = all("/" in r for r in self._relpaths)
+        self.labelled = labels == "folders" or (labels == "auto" and nested)
+        classes = sorted({r.split("/", 1)[0] for r in self._relpaths}) if self.labelled else []
+        self._classes = {c: i for i, c in enumerate(classes)}
+
+    def list_items(self) -> list[SourceItem]:
+        keys = unique_keys([str(Path(r).with_suffix("")) for r in self._relpaths])
+        items = []
+        for key, rel, full in zip(keys, self._relpaths, self._files, strict=True):
+            cls = rel.split("/", 1)[0] if self.labelled else None
+            label = self._classes[cls] if cls is not None else None
+            meta = {"path": rel} | ({"class": cls} if cls is not None else {})
+            items.append(SourceItem(key=key, uri=self.fs.unstrip_protocol(full), label=label, meta=meta))
+        return items
+
+    def read_bytes(self, item: SourceItem) -> bytes:
+        with fsspec.open(item.uri, "rb") as f:
+            return f.read()
+
+    def label_map(self) -> dict[str, int]:
+        return dict(self._classes)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.registry_name, "root": self.root, "labelled": self.labelled}
