@@ -17,8 +17,9 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 class ImageFolderSource(Source):
     """Every image file under `root`, sorted by relative path.
 
-    With `labels="folders"` (default when the root holds only class folders) the first path
-    component is the class, as in ImageNet's `train/<wnid>/...`; classes are indexed in sorted order.
+    With `labels="folders"` (the default when every image sits in a sub-folder) the image's parent
+    folder is its class, as in ImageNet's `train/<wnid>/<file>.JPEG` (whether the root is the
+    dataset or its split folder); classes are indexed in sorted order.
     """
 
     modality = "image"
@@ -34,18 +35,24 @@ class ImageFolderSource(Source):
         self._files = files
         nested = all("/" in r for r in self._relpaths)
         self.labelled = labels == "folders" or (labels == "auto" and nested)
-        classes = sorted({r.split("/", 1)[0] for r in self._relpaths}) if self.labelled else []
+        classes = sorted({_class_of(r) for r in self._relpaths}) if self.labelled else []
         self._classes = {c: i for i, c in enumerate(classes)}
 
     def list_items(self) -> list[SourceItem]:
         keys = unique_keys([str(Path(r).with_suffix("")) for r in self._relpaths])
         items = []
         for key, rel, full in zip(keys, self._relpaths, self._files, strict=True):
-            cls = rel.split("/", 1)[0] if self.labelled else None
+            cls = _class_of(rel) if self.labelled else None
             label = self._classes[cls] if cls is not None else None
             meta = {"path": rel} | ({"class": cls} if cls is not None else {})
             items.append(SourceItem(key=key, uri=self.fs.unstrip_protocol(full), label=label, meta=meta))
         return items
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Workers only read items by URI: don't ship the listing to every task."""
+        state = dict(self.__dict__)
+        state["_files"], state["_relpaths"] = [], []
+        return state
 
     def read_bytes(self, item: SourceItem) -> bytes:
         with fsspec.open(item.uri, "rb") as f:
@@ -56,3 +63,8 @@ class ImageFolderSource(Source):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.registry_name, "root": self.root, "labelled": self.labelled}
+
+
+def _class_of(relpath: str) -> str:
+    """The class of an image: the name of its parent folder."""
+    return relpath.rsplit("/", 2)[-2]
