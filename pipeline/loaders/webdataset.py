@@ -10,14 +10,22 @@ when exact mid-epoch resume matters.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import fsspec
 import torch
 import webdataset as wds
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from .common import Dequantizer, LatentOutput, RunInfo, latent_from_sample
+
+
+class TamperedShardError(ValueError):
+    """A shard whose bytes do not match the sha256 the manifest recorded."""
 
 
 class LatentWebDataset(torch.utils.data.IterableDataset):
@@ -33,12 +41,15 @@ class LatentWebDataset(torch.utils.data.IterableDataset):
         shuffle_shards: bool = True,
         resampled: bool = False,
         with_meta: bool = False,
+        verify: bool = True,
         seed: int = 0,
         storage_options: dict | None = None,
     ):
         super().__init__()
         self.info = RunInfo.open(root, storage_options)
         self.urls = self.info.shard_urls()
+        self.sha256 = {f"{self.info.root}/{s['name']}": s["sha256"] for s in self.info.manifest["shards"]}
+        self.verify, self.storage_options = verify, storage_options or {}
         if not self.urls:
             raise FileNotFoundError(f"{root}: the manifest lists no WebDataset shards")
         self.dequantize = Dequantizer(self.info.bits, output)
@@ -49,6 +60,19 @@ class LatentWebDataset(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle shard order for a new epoch (same seed and epoch -> same order)."""
         self.epoch = epoch
+
+    def _open_shards(self, urls: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Read each shard whole (shards are bounded by --shard-size) and check its sha256."""
+        for entry in urls:
+            url = entry["url"]
+            with fsspec.open(url, "rb", **self.storage_options) as f:
+                data = f.read()
+            if self.verify and hashlib.sha256(data).hexdigest() != self.sha256.get(url):
+                raise TamperedShardError(
+                    f"{url}: sha256 {hashlib.sha256(data).hexdigest()[:12]} does not match the manifest's "
+                    f"{str(self.sha256.get(url))[:12]}; the shard was modified or corrupted"
+                )
+            yield {"url": url, "stream": io.BytesIO(data)}
 
     def _decode(self, sample: dict[str, Any]) -> tuple:
         z = self.dequantize(latent_from_sample(sample, self.info.codec_hash))
@@ -69,7 +93,7 @@ class LatentWebDataset(torch.utils.data.IterableDataset):
                     )
                 )
             stages += [wds.split_by_node, wds.split_by_worker]
-        stages.append(wds.tarfile_to_samples())
+        stages += [self._open_shards, tar_file_expander, group_by_keys]
         if self.shuffle_buffer:
             stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=None))
         stages.append(wds.map(self._decode))
