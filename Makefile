@@ -8,9 +8,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,bench]"
-	$(PY) -m pip install -q --no-deps walloc==1.2.1
+	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+# the reference implementation (walloc 1.2.1, no deps: it would pull torchvision) for side-by-side benchmarks
+.venv/.bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m pip install -q --no-deps walloc==1.2.1
+	touch .venv/.bench
 
 setup: $(STAMP)
 
@@ -31,7 +36,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-bench: $(STAMP)
+bench: .venv/.bench
 	$(PY) benchmarks/encode_speed.py
 
 clean:
