@@ -30,6 +30,8 @@ class EncodeConfig:
     # images
     size: int | None = 256  # target side; None keeps the original size (crop=none)
     crop: Literal["center", "none"] = "center"
+    # rasters (and images' size/crop above)
+    value_range: tuple[float, float] | None = None  # clip to [lo, hi] then scale; None: by dtype
     # audio
     window: int = 2**17  # samples per segment (at the codec's rate)
     hop: int | None = None  # segment hop; None = window (no overlap)

@@ -27,6 +27,7 @@ from ..codec import load as load_codec
 from ..config import EncodeConfig
 from ..manifest import OutputRoot, RunIdentity, ShardMarker, build_manifest, stable_hash
 from ..preprocess.image import DecodeError, ImagePolicy, ImagePreprocessor
+from ..preprocess.raster import RasterPreprocessor
 from ..registry import SINKS, lookup
 from ..sinks import EncodedSample, SinkSpec
 from ..sources import SourceItem, listing_hash, open_source
@@ -74,6 +75,7 @@ def make_preprocessor(cfg: EncodeConfig, modality: str, codec) -> Any:
         "image": lambda: ImagePreprocessor(
             ImagePolicy(size=cfg.size, crop=cfg.crop, channels=c.channels, multiple=c.block)
         ),
+        "raster": lambda: RasterPreprocessor.from_config(cfg, codec),
     }
     try:
         from ..preprocess.audio import AudioPreprocessor  # audio stack is optional at import time
@@ -322,7 +324,7 @@ def _worker_plan(cfg: EncodeConfig) -> tuple[int, int, str]:
 def run_encode(cfg: EncodeConfig) -> RunSummary:
     """Encode cfg.input into cfg.output; returns the summary. Idempotent per --mode (see plan)."""
     started = time.perf_counter()
-    source = open_source(cfg.input, cfg.source, **cfg.source_options)
+    source = open_source(cfg.input, cfg.source, config=cfg, **cfg.source_options)
     items = source.list_items()
     if cfg.limit is not None:
         items = items[: cfg.limit]

@@ -7,7 +7,7 @@ from typing import Any
 import fsspec
 
 from ..registry import SOURCES, lookup
-from . import image_folder  # noqa: F401  (registers)
+from . import audio, hf, image_folder, raster, tar_shards  # noqa: F401  (each registers its kinds)
 from .base import Source, SourceItem, listing_hash, safe_key
 
 __all__ = ["Source", "SourceItem", "listing_hash", "open_source", "detect_source", "safe_key"]
@@ -25,6 +25,11 @@ def detect_source(path: str) -> str:
     return "image-folder"
 
 
-def open_source(path: str, kind: str = "auto", **options: Any) -> Source:
+def open_source(path: str, kind: str = "auto", config: Any = None, **options: Any) -> Source:
+    """The source for `path`. With the run's EncodeConfig, kinds that need run settings (audio:
+    window, hop, sample rate) take them from it; explicit options win."""
     name = detect_source(path) if kind == "auto" else kind
-    return lookup(SOURCES, name, "source")(path, **options)
+    cls = lookup(SOURCES, name, "source")
+    if config is not None:
+        options = cls.options_from_config(config) | options
+    return cls(path, **options)

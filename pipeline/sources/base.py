@@ -33,15 +33,20 @@ def safe_key(text: str) -> str:
     return SAFE_KEY.sub("_", text).strip("_") or "item"
 
 
-def unique_keys(names: list[str]) -> list[str]:
-    """safe_key for each name; names whose keys collide get a short hash of the full name appended."""
+def unique_keys(names: list[str], ids: list[str] | None = None) -> list[str]:
+    """safe_key for each name; names whose keys collide get a short hash of the full name appended.
+
+    `ids` (one per name, unique) are hashed instead of the names: for sources whose names may repeat
+    verbatim (the same WebDataset key in two shards), the hash must come from something unique.
+    """
     keys = [safe_key(n) for n in names]
+    ids = names if ids is None else ids
     seen: dict[str, int] = {}
     for k in keys:
         seen[k] = seen.get(k, 0) + 1
     return [
-        k if seen[k] == 1 else f"{k}_{hashlib.sha1(n.encode()).hexdigest()[:8]}"
-        for k, n in zip(keys, names, strict=True)
+        k if seen[k] == 1 else f"{k}_{hashlib.sha1(i.encode()).hexdigest()[:8]}"
+        for k, i in zip(keys, ids, strict=True)
     ]
 
 
@@ -57,7 +62,14 @@ class Source:
     """Base class: subclasses list items and read their bytes."""
 
     registry_name: str = ""
-    modality: str = "image"  # "image" or "audio": which preprocessing applies
+    modality: str = "image"  # "image", "raster" or "audio": which preprocessing applies
+
+    @classmethod
+    def options_from_config(cls, config: Any) -> dict[str, Any]:
+        """Constructor options this kind takes from the run's EncodeConfig (audio: window, hop, rate).
+
+        Explicit `source_options` override these; most kinds need nothing from the run."""
+        return {}
 
     def list_items(self) -> list[SourceItem]:
         raise NotImplementedError

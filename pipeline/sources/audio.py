@@ -1,0 +1,363 @@
+"""Audio sources: folders of audio files, and MUSDB18-HQ-style multitrack stems, cut into windows.
+
+Windows are defined at the codec's rate (`sample_rate`): a file of F frames at rate S resamples to
+L = ceil(F * R / S) samples at rate R; windows start at 0, hop, 2*hop, ... and the last one, which
+reaches or passes L, is partial (the preprocessor zero-pads it and records its valid length). A
+file shorter than one window gives one partial window; an empty file gives one window whose decode
+fails ("empty audio"), so it shows up as an error row. Listing reads headers only.
+
+One item per window (per stem, for MUSDB). `read_bytes` returns a small WAV excerpt, not the whole
+file: the source frames under the window plus resampler context on both sides (the excerpt's
+first frame, `meta["read"][0]`, is a multiple of S / gcd(R, S), so the window lands on whole
+samples after resampling; with enough context the excerpt resamples to exactly what the whole
+file would). The excerpt keeps the file's sample format (8/16/24/32-bit PCM, float), so nothing is
+lost; reading a 3-minute track cut into 60 windows reads the track once, not 60 times.
+
+item.meta: path, offset (first sample of the window at the codec's rate), window, valid, rate
+(codec), source_rate, source_frames, source_channels, read [first, end) in source frames;
+MUSDB adds split, track, stem. A file whose header cannot be read is listed as one item whose read
+fails with the reason (`listing_error`).
+
+MUSDB layout: `<root>/<split>/<track>/{mixture,drums,bass,other,vocals}.wav` (.flac too), or a
+split folder itself. The mixture and each stem are separate samples, keyed
+`<split>_<track>_<window>_<stem>` and ordered split, track, window, stem (mixture first), so the five
+signals of a window are adjacent (same shard, except at shard edges); the label is the stem's
+index (label_map: mixture 0, drums 1, bass 2, other 3, vocals 4). MUSDB18's .stem.mp4 files are not
+readable by libsndfile: use MUSDB18-HQ (or convert with musdb's `stem2wav`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from ..registry import register_source
+from .base import Source, SourceItem, unique_keys
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3"}
+MUSDB_STEMS = ("mixture", "drums", "bass", "other", "vocals")
+RESAMPLE_ZERO_CROSSINGS = 16  # context read around a window, >= the resampler's 10 (scipy's default)
+DETECT_FILES = 64
+DEFAULT_WINDOW = 2**17
+DEFAULT_RATE = 44100
+
+# soundfile subtype -> (dtype to read it losslessly, WAV subtype to carry it in the excerpt)
+_CARRY = {
+    "PCM_U8": ("int16", "PCM_U8"),
+    "PCM_S8": ("int16", "PCM_16"),
+    "PCM_16": ("int16", "PCM_16"),
+    "PCM_24": ("int32", "PCM_24"),
+    "PCM_32": ("int32", "PCM_32"),
+    "FLOAT": ("float32", "FLOAT"),
+    "DOUBLE": ("float64", "DOUBLE"),
+}
+
+
+class AudioListingError(OSError):
+    """An audio file whose header could not be read when listing."""
+
+
+def resampled_length(frames: int, source_rate: int, rate: int) -> int:
+    """Samples at `rate` for `frames` at `source_rate` (scipy.signal.resample_poly's output length)."""
+    g = math.gcd(source_rate, rate)
+    return -(-frames * (rate // g) // (source_rate // g))
+
+
+def window_offsets(length: int, window: int, hop: int) -> list[int]:
+    """Window starts (at the codec rate) covering `length` samples; at least one."""
+    if length <= window:
+        return [0]
+    count = -(-(length - window) // hop) + 1
+    return [k * hop for k in range(count) if k * hop < length]
+
+
+def read_span(offset: int, valid: int, frames: int, source_rate: int, rate: int) -> tuple[int, int]:
+    """[first, end) source frames to read for a window: its frames plus resampler context, the
+    first aligned so that it maps to a whole sample at `rate`."""
+    if source_rate == rate:
+        return offset, min(frames, offset + valid)
+    g = math.gcd(source_rate, rate)
+    up, down = rate // g, source_rate // g
+    context = RESAMPLE_ZERO_CROSSINGS * -(-max(up, down) // up) + 2
+    first = offset * down // up - context
+    end = -(-(offset + valid) * down // up) + context
+    first = max(0, first // down * down)
+    return first, min(frames, end)
+
+
+def audio_header(url: str) -> tuple[int, int, int, str]:
+    """(frames, samplerate, channels, subtype) from the file's header."""
+    import soundfile as sf
+
+    with fsspec.open(url, "rb") as f, sf.SoundFile(f) as snd:
+        return int(snd.frames), int(snd.samplerate), int(snd.channels), str(snd.subtype)
+
+
+def window_items(
+    url: str,
+    names: tuple[str, ...],
+    window: int,
+    hop: int,
+    rate: int,
+    base_meta: dict[str, Any],
+) -> list[tuple[str, dict[str, Any]]]:
+    """(name for the key, meta) per window of one file; `names` prefix the window index."""
+    try:
+        frames, source_rate, channels, _ = audio_header(url)
+    except Exception as err:  # noqa: BLE001 - a broken file must not stop the listing
+        return [("/".join((*names, "000000")), base_meta | {"listing_error": f"{type(err).__name__}: {err}"})]
+    length = resampled_length(frames, source_rate, rate)
+    out = []
+    for k, offset in enumerate(window_offsets(length, window, hop)):
+        valid = max(0, min(window, length - offset))
+        first, end = read_span(offset, valid, frames, source_rate, rate)
+        meta = base_meta | {
+            "offset": offset,
+            "window": window,
+            "valid": valid,
+            "rate": rate,
+            "source_rate": source_rate,
+            "source_frames": frames,
+            "source_channels": channels,
+            "read": [first, end],
+        }
+        out.append(("/".join((*names, f"{k:06d}")), meta))
+    return out
+
+
+def read_excerpt(url: str, first: int, end: int) -> bytes:
+    """Frames [first, end) of an audio file as a WAV in the file's own sample format."""
+    import soundfile as sf
+
+    with fsspec.open(url, "rb") as f, sf.SoundFile(f) as snd:
+        dtype, subtype = _CARRY.get(snd.subtype, ("float32", "FLOAT"))
+        snd.seek(first)
+        data = snd.read(max(0, end - first), dtype=dtype, always_2d=True)
+        rate, channels = snd.samplerate, snd.channels
+    out = io.BytesIO()
+    with sf.SoundFile(out, "w", samplerate=rate, channels=channels, subtype=subtype, format="WAV") as dst:
+        dst.write(data)
+    return out.getvalue()
+
+
+def _walk_files(fs, root: str, limit: int) -> list[str]:
+    found: list[str] = []
+    for dirpath, _, files in fs.walk(root):
+        found.extend(f"{dirpath.rstrip('/')}/{f}" for f in sorted(files))
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
+class _WindowedSource(Source):
+    """Shared by the audio sources: segmentation settings and reading a window's excerpt."""
+
+    modality = "audio"
+
+    def __init__(self, window: int, hop: int | None, sample_rate: int):
+        if window < 1 or (hop is not None and hop < 1) or sample_rate < 1:
+            raise ValueError(f"window, hop and sample_rate must be positive ({window}, {hop}, {sample_rate})")
+        self.window, self.hop, self.sample_rate = int(window), int(hop or window), int(sample_rate)
+
+    @classmethod
+    def options_from_config(cls, config: Any) -> dict[str, Any]:
+        return {"window": config.window, "hop": config.hop, "sample_rate": config.sample_rate}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_listing": None}  # workers need no listing
+
+    def read_bytes(self, item: SourceItem) -> bytes:
+        if "listing_error" in item.meta:
+            raise AudioListingError(f"unreadable audio file: {item.meta['listing_error']}")
+        first, end = item.meta["read"]
+        return read_excerpt(item.uri, int(first), int(end))
+
+    def _segmentation(self) -> dict[str, Any]:
+        return {"window": self.window, "hop": self.hop, "sample_rate": self.sample_rate}
+
+
+@register_source("audio-folder")
+class AudioFolderSource(_WindowedSource):
+    """Every audio file under `root` (or one file), sorted by relative path, cut into windows.
+
+    Labels come from class folders (`<root>/<class>/<file>`) when every file sits in one, as for
+    image folders (labels="auto"), or always ("folders") or never ("none")."""
+
+    def __init__(
+        self,
+        root: str,
+        window: int = DEFAULT_WINDOW,
+        hop: int | None = None,
+        sample_rate: int = DEFAULT_RATE,
+        labels: str = "auto",
+    ):
+        super().__init__(window, hop, sample_rate)
+        self.root = str(root)
+        self._listing: list[str] | None = None
+        relpaths = self._relpaths()
+        if not relpaths:
+            raise FileNotFoundError(
+                f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {self.root}"
+            )
+        nested = all("/" in r for r in relpaths)
+        self.labelled = labels == "folders" or (labels == "auto" and nested)
+        self.classes = sorted({r.split("/", 1)[0] for r in relpaths}) if self.labelled else []
+
+    @staticmethod
+    def detect(path: str) -> bool:
+        """Audio files and no images among the first files found, and not a MUSDB layout."""
+        from .image_folder import IMAGE_EXTENSIONS
+
+        fs, p = fsspec.core.url_to_fs(path)
+        if fs.isfile(p):
+            return Path(p).suffix.lower() in AUDIO_EXTENSIONS
+        if not fs.isdir(p) or MusdbSource.detect(path):
+            return False
+        suffixes = [Path(f).suffix.lower() for f in _walk_files(fs, p, DETECT_FILES)]
+        return any(s in AUDIO_EXTENSIONS for s in suffixes) and not any(
+            s in IMAGE_EXTENSIONS for s in suffixes
+        )
+
+    def _relpaths(self) -> list[str]:
+        if self._listing is None:
+            fs, p = fsspec.core.url_to_fs(self.root)
+            if fs.isfile(p):
+                self._listing = [Path(p).name]
+            else:
+                base = p.rstrip("/")
+                found = sorted(f for f in fs.find(p) if Path(f).suffix.lower() in AUDIO_EXTENSIONS)
+                self._listing = [f[len(base) + 1 :] for f in found]
+        return self._listing
+
+    def list_items(self) -> list[SourceItem]:
+        fs, p = fsspec.core.url_to_fs(self.root)
+        single = fs.isfile(p)
+        index = {c: i for i, c in enumerate(self.classes)}
+        rows: list[tuple[str, str, int | None, dict[str, Any]]] = []  # name, url, label, meta
+        for rel in self._relpaths():
+            url = fs.unstrip_protocol(p if single else f"{p.rstrip('/')}/{rel}")
+            cls = rel.split("/", 1)[0] if self.labelled else None
+            base = {"path": rel} | ({"class": cls} if cls is not None else {})
+            stem = str(Path(rel).with_suffix(""))
+            for name, meta in window_items(url, (stem,), self.window, self.hop, self.sample_rate, base):
+                rows.append((name, url, index[cls] if cls is not None else None, meta))
+        return _items(rows)
+
+    def label_map(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.registry_name,
+            "root": self.root,
+            "labelled": self.labelled,
+        } | self._segmentation()
+
+
+def _items(rows: list[tuple[str, str, int | None, dict[str, Any]]]) -> list[SourceItem]:
+    """SourceItems with tar-safe unique keys; the hash for a colliding key comes from url + window."""
+    keys = unique_keys([r[0] for r in rows], ids=[f"{r[1]}#{r[0]}" for r in rows])
+    return [
+        SourceItem(key=k, uri=url, label=label, meta=meta)
+        for k, (_, url, label, meta) in zip(keys, rows, strict=True)
+    ]
+
+
+@register_source("musdb")
+class MusdbSource(_WindowedSource):
+    """MUSDB18-HQ-style stems (see the module docstring for the layout, keys and labels)."""
+
+    def __init__(
+        self,
+        root: str,
+        window: int = DEFAULT_WINDOW,
+        hop: int | None = None,
+        sample_rate: int = DEFAULT_RATE,
+        split: str | None = None,
+        stems: tuple[str, ...] | list[str] | None = None,
+    ):
+        super().__init__(window, hop, sample_rate)
+        self.root = str(root)
+        self.stems = tuple(stems or MUSDB_STEMS)
+        unknown = [s for s in self.stems if s not in MUSDB_STEMS]
+        if unknown:
+            raise ValueError(f"unknown stems {unknown}; MUSDB has {list(MUSDB_STEMS)}")
+        self.split = split
+        self._listing: list[tuple[str, str, str, str]] | None = None
+        if not self._tracks():
+            raise FileNotFoundError(f"no MUSDB tracks (<split>/<track>/mixture.wav) under {self.root}")
+
+    @staticmethod
+    def detect(path: str) -> bool:
+        """A folder of track folders holding mixture.*, or of split folders of those (first few looked at)."""
+        fs, p = fsspec.core.url_to_fs(path)
+        if not fs.isdir(p):
+            return False
+        top = _subdirs(fs, p)[:8]
+        if any(_mixture(fs, d) for d in top):
+            return True
+        return any(_mixture(fs, t) for d in top for t in _subdirs(fs, d)[:4])
+
+    def _tracks(self) -> list[tuple[str, str, str, str]]:
+        """(split, track, stem, url) for every stem file, in listing order (cached on the driver)."""
+        if self._listing is None:
+            fs, p = fsspec.core.url_to_fs(self.root)
+            root_is_split = any(_mixture(fs, d) for d in _subdirs(fs, p)[:8])
+            splits = [p] if root_is_split else _subdirs(fs, p)
+            found = []
+            for split_dir in splits:
+                split = split_dir.rstrip("/").rsplit("/", 1)[-1]
+                if self.split is not None and split != self.split:
+                    continue
+                for track_dir in _subdirs(fs, split_dir):
+                    files = {Path(f).stem: f for f in fs.ls(track_dir, detail=False)}
+                    if _mixture(fs, track_dir) is None:
+                        continue
+                    track = track_dir.rstrip("/").rsplit("/", 1)[-1]
+                    for stem in self.stems:
+                        if stem in files and Path(files[stem]).suffix.lower() in AUDIO_EXTENSIONS:
+                            found.append((split, track, stem, fs.unstrip_protocol(files[stem])))
+            self._listing = found
+        return self._listing
+
+    def list_items(self) -> list[SourceItem]:
+        per_track: dict[tuple[str, str], list[list[tuple[str, str, int, dict[str, Any]]]]] = {}
+        for split, track, stem, url in self._tracks():
+            base = {"path": f"{split}/{track}/{Path(url).name}", "split": split, "track": track, "stem": stem}
+            windows = window_items(url, (split, track), self.window, self.hop, self.sample_rate, base)
+            label = MUSDB_STEMS.index(stem)
+            per_track.setdefault((split, track), []).append(
+                [(f"{name}/{stem}", url, label, meta) for name, meta in windows]
+            )
+        rows: list[tuple[str, str, int | None, dict[str, Any]]] = []
+        for stems in per_track.values():  # window-major, stems in MUSDB order within a window
+            for k in range(max(len(w) for w in stems)):
+                rows.extend(w[k] for w in stems if k < len(w))
+        return _items(rows)
+
+    def label_map(self) -> dict[str, int]:
+        return {stem: i for i, stem in enumerate(MUSDB_STEMS)}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.registry_name,
+            "root": self.root,
+            "split": self.split,
+            "stems": list(self.stems),
+        } | self._segmentation()
+
+
+def _subdirs(fs, path: str) -> list[str]:
+    return sorted(e["name"] for e in fs.ls(path, detail=True) if e["type"] == "directory")
+
+
+def _mixture(fs, track_dir: str) -> str | None:
+    for ext in sorted(AUDIO_EXTENSIONS):
+        candidate = f"{track_dir.rstrip('/')}/mixture{ext}"
+        if fs.isfile(candidate):
+            return candidate
+    return None

@@ -1,0 +1,208 @@
+"""Tar / WebDataset shards of images (the `imagenet-1k-wds` shape), read member by member in place.
+
+    shards:  a directory of .tar files, one .tar, or a brace pattern `train-{000000..000146}.tar`
+    members: `<key>.jpg|.jpeg|.png|.webp|...` (the image), optional `<key>.cls` (int label) and
+             `<key>.json` (its "label" is used when there is no .cls); other members are ignored
+
+Listing reads each shard's headers once and records every image member's data offset and size in
+`item.meta`, so `read_bytes` seeks straight to the bytes: nothing is extracted to disk and no shard
+is rescanned per sample. The key is the WebDataset key (member name up to the first dot of its
+basename), made tar-safe; a key repeated across shards gets a hash of its "<shard>::<member>".
+Items come in shard order (sorted paths), then archive order within a shard (an archive is
+immutable, so this is as deterministic as sorting, and reads walk each shard forwards).
+
+Members that would be dangerous to extract (`..` in the name, absolute names, symlinks, hardlinks,
+devices, fifos, sparse files) are listed too, and their read raises `UnsafeTarMemberError`: they
+become error rows ("unsafe tar member ..."), never crashes, never followed, never silently dropped.
+Only uncompressed tars are supported (seeking into .tar.gz would mean decompressing from the start).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from typing import Any
+
+import fsspec
+
+from ..registry import register_source
+from .base import Source, SourceItem, unique_keys
+from .image_folder import IMAGE_EXTENSIONS
+
+LABEL_MEMBER_MAX_BYTES = 1 << 16  # .cls / .json siblings larger than this are not read for labels
+
+
+class UnsafeTarMemberError(ValueError):
+    """A tar member that must not be read as a sample (escaping name, link, device...)."""
+
+
+def expand_shards(pattern: str) -> list[str]:
+    """The shard paths named by an input: a brace pattern, one .tar, or every .tar under a folder."""
+    if "{" in pattern:
+        from braceexpand import braceexpand  # webdataset's own dependency
+
+        return list(braceexpand(pattern))
+    fs, path = fsspec.core.url_to_fs(pattern)
+    if fs.isdir(path):
+        return sorted(fs.unstrip_protocol(p) for p in fs.find(path) if p.endswith(".tar"))
+    return [pattern]
+
+
+def unsafe_reason(member: tarfile.TarInfo) -> str | None:
+    """Why reading this member as a sample would be unsafe, or None."""
+    name = member.name
+    if name.startswith("/") or posixpath.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "name escapes the archive ('..')"
+    if member.issym():
+        return f"symlink to {member.linkname!r}"
+    if member.islnk():
+        return f"hardlink to {member.linkname!r}"
+    if member.ischr() or member.isblk():
+        return "device file"
+    if member.isfifo():
+        return "fifo"
+    if member.issparse():
+        return "sparse member (its bytes are not stored contiguously)"
+    if not member.isreg():
+        return f"not a regular file (type {member.type!r})"
+    return None
+
+
+def wds_split(name: str) -> tuple[str, str]:
+    """(key, extension) the way WebDataset groups members: the extension starts at the first dot
+    of the basename."""
+    directory, base = posixpath.split(name)
+    stem, dot, ext = base.partition(".")
+    return (posixpath.join(directory, stem) if directory else stem), (ext.lower() if dot else "")
+
+
+def _label_from(data: bytes, ext: str) -> int | None:
+    try:
+        if ext == "cls":
+            return int(data.decode("utf-8").strip())
+        doc = json.loads(data)
+        value = doc.get("label", doc.get("cls")) if isinstance(doc, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def scan_shard(shard: str, extensions: set[str]) -> list[dict[str, Any]]:
+    """One record per image member of a shard, in archive order: name, key, offset, size, label,
+    unsafe reason. Reads headers, plus the small .cls/.json siblings for labels."""
+    records: list[dict[str, Any]] = []
+    labels: dict[str, dict[str, int]] = {}
+    with fsspec.open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        for member in tar:
+            if member.isdir():
+                continue
+            key, ext = wds_split(member.name)
+            reason = unsafe_reason(member)
+            if ext in ("cls", "json") and reason is None and member.size <= LABEL_MEMBER_MAX_BYTES:
+                handle = tar.extractfile(member)
+                label = _label_from(handle.read(), ext) if handle is not None else None
+                if label is not None:
+                    labels.setdefault(key, {})[ext] = label
+                continue
+            if "." + ext.rsplit(".", 1)[-1] not in extensions:
+                continue
+            records.append(
+                {
+                    "name": member.name,
+                    "key": key,
+                    "offset": member.offset_data,
+                    "size": member.size,
+                    "unsafe": reason,
+                }
+            )
+    for r in records:
+        found = labels.get(r["key"], {})
+        r["label"] = found.get("cls", found.get("json"))
+    return records
+
+
+@register_source("wds-tars")
+class TarShardSource(Source):
+    """Images inside tar shards; see the module docstring for the layout and the safety rules."""
+
+    modality = "image"
+
+    def __init__(self, path: str, extensions: set[str] | None = None):
+        self.root = str(path)
+        self.extensions = {e.lower() for e in (extensions or IMAGE_EXTENSIONS)}
+        shards = self.shards()
+        listed = "{" not in self.root and _isdir(self.root)  # found by listing: they exist
+        missing = [] if listed else [s for s in shards if not _exists(s)]
+        if not shards or missing:
+            what = f"{len(missing)} of {len(shards)} shards missing, e.g. {missing[0]}" if missing else "none"
+            raise FileNotFoundError(f"no tar shards for {self.root} ({what})")
+
+    @staticmethod
+    def detect(path: str) -> bool:
+        """A .tar, a brace pattern of .tar, or a folder holding .tar files (top level only: cheap)."""
+        if "{" in path and ".tar" in path:
+            return True
+        fs, p = fsspec.core.url_to_fs(path)
+        if p.endswith(".tar"):
+            return fs.isfile(p)
+        return fs.isdir(p) and any(q.endswith(".tar") for q in fs.ls(p, detail=False))
+
+    def shards(self) -> list[str]:
+        """The shard paths, in listing order (computed, not stored: sources travel to workers)."""
+        return expand_shards(self.root)
+
+    def list_items(self) -> list[SourceItem]:
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for shard in self.shards():
+            rows.extend((shard, r) for r in scan_shard(shard, self.extensions))
+        keys = unique_keys([r["key"] for _, r in rows], ids=[f"{s}::{r['name']}" for s, r in rows])
+        items = []
+        for key, (shard, r) in zip(keys, rows, strict=True):
+            meta: dict[str, Any] = {"shard": posixpath.basename(shard), "member": r["name"]}
+            if r["unsafe"]:
+                meta["unsafe"] = r["unsafe"]
+            else:
+                meta |= {"tar_offset": r["offset"], "tar_size": r["size"]}
+            items.append(SourceItem(key=key, uri=f"{shard}::{r['name']}", label=r["label"], meta=meta))
+        return items
+
+    def read_bytes(self, item: SourceItem) -> bytes:
+        shard, member = item.uri.rsplit("::", 1)
+        meta = item.meta
+        if "tar_offset" not in meta and "unsafe" not in meta:  # an item built elsewhere: find it
+            meta = _locate(shard, member)
+        if meta.get("unsafe"):
+            raise UnsafeTarMemberError(f"unsafe tar member {member!r} in {shard}: {meta['unsafe']}")
+        offset, size = int(meta["tar_offset"]), int(meta["tar_size"])
+        with fsspec.open(shard, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+        if len(data) != size:
+            raise OSError(f"tar member {member!r} in {shard} is truncated ({len(data)} of {size} bytes)")
+        return data
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.registry_name, "root": self.root, "shards": len(self.shards())}
+
+
+def _isdir(path: str) -> bool:
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs.isdir(p)
+
+
+def _exists(path: str) -> bool:
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs.isfile(p)
+
+
+def _locate(shard: str, member: str) -> dict[str, Any]:
+    """Offset/size (or the unsafe reason) of one member, by scanning the shard's headers."""
+    with fsspec.open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        for m in tar:
+            if m.name == member:
+                reason = unsafe_reason(m)
+                return {"unsafe": reason} if reason else {"tar_offset": m.offset_data, "tar_size": m.size}
+    raise FileNotFoundError(f"no member {member!r} in {shard}")
