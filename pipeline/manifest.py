@@ -29,6 +29,9 @@ MANIFEST = "manifest.json"
 ERRORS = "errors.parquet"
 RUN_STATE = "_run.json"
 MARKERS = "_shards"
+LEASE = "_lease.json"  # the live run's lease (pipeline/runtime/lease.py): one writer per output
+LEASE_LOCK = "_lease.lock"  # local filesystems: serialises lease takeover between processes
+LEASE_PREFIX = "_lease."  # lease, lock, lease temp files: they belong to the run doing the clearing
 FORMAT = "walloc-pipeline-manifest/1"
 STAGES = ("read", "decode", "encode", "write", "timeout")  # the closed set of failure stages
 
@@ -102,14 +105,21 @@ class OutputRoot:
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write(self.fs, self._p(name), (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
+    def _contents(self) -> list[str]:
+        """Paths under the root, except the lease (which says who writes, not what was written)."""
+        if not self.fs.exists(self.path):
+            return []
+        names = self.fs.ls(self.path, detail=False)
+        return [p for p in names if not p.rstrip("/").rsplit("/", 1)[-1].startswith(LEASE_PREFIX)]
+
     def clear(self) -> None:
-        """Remove everything under the root (--mode overwrite)."""
-        if self.fs.exists(self.path):
-            self.fs.rm(self.path, recursive=True)
+        """Remove everything under the root but the lease (--mode overwrite)."""
+        for p in self._contents():
+            self.fs.rm(p, recursive=True)
         self.fs.makedirs(self.path, exist_ok=True)
 
     def is_empty(self) -> bool:
-        return not self.fs.exists(self.path) or not self.fs.ls(self.path)
+        return not self._contents()
 
     # --- shard markers ------------------------------------------------------------------------
     def marker_name(self, shard: int) -> str:

@@ -31,6 +31,7 @@ from ..preprocess.raster import RasterPreprocessor
 from ..registry import SINKS, lookup
 from ..sinks import EncodedSample, SinkSpec
 from ..sources import SourceItem, listing_hash, open_source
+from .lease import OutputLease
 from .plan import ShardTask, plan_run
 
 WRITE_ATTEMPTS = 3  # bounded retries of a shard write before the shard is reported as failed
@@ -309,7 +310,11 @@ def _worker_plan(cfg: EncodeConfig) -> tuple[int, int, str]:
     """(encoder actors, torch threads per actor, device) sized from the cluster's resources."""
     import ray
 
-    resources = ray.cluster_resources()
+    return worker_plan(cfg, ray.cluster_resources())
+
+
+def worker_plan(cfg: EncodeConfig, resources: dict[str, float]) -> tuple[int, int, str]:
+    """(encoder actors, torch threads per actor, device) for these resources (also the dry run's)."""
     cpus = int(resources.get("CPU", 1))
     if cfg.num_gpus_per_worker > 0:
         gpus = resources.get("GPU", 0)
@@ -321,9 +326,21 @@ def _worker_plan(cfg: EncodeConfig) -> tuple[int, int, str]:
     return workers, max(1, cpus // workers), "cpu"
 
 
-def run_encode(cfg: EncodeConfig) -> RunSummary:
-    """Encode cfg.input into cfg.output; returns the summary. Idempotent per --mode (see plan)."""
-    started = time.perf_counter()
+@dataclass
+class Prepared:
+    """What a run works out before touching the output (shared with the dry run)."""
+
+    source: Any
+    items: list[SourceItem]
+    codec: Any
+    preprocessor: Any
+    settings: dict[str, Any]
+    identity: RunIdentity
+    root: OutputRoot
+
+
+def prepare_run(cfg: EncodeConfig) -> Prepared:
+    """List the inputs, load the codec, fix the run's identity. Reads only."""
     source = open_source(cfg.input, cfg.source, config=cfg, **cfg.source_options)
     items = source.list_items()
     if cfg.limit is not None:
@@ -339,6 +356,23 @@ def run_encode(cfg: EncodeConfig) -> RunSummary:
     }
     identity = RunIdentity(settings=settings, listing_hash=listing_hash(items))
     root = OutputRoot(cfg.output, cfg.storage_options)
+    return Prepared(source, items, codec, preprocessor, settings, identity, root)
+
+
+def run_encode(cfg: EncodeConfig) -> RunSummary:
+    """Encode cfg.input into cfg.output; returns the summary. Idempotent per --mode (see plan).
+
+    The output's lease (runtime/lease.py) is held from before the listing to the end, errors
+    included: a second run on the same output fails fast instead of interleaving shards."""
+    with OutputLease(OutputRoot(cfg.output, cfg.storage_options)) as lease:
+        return _run_encode(cfg, lease)
+
+
+def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
+    started = time.perf_counter()
+    prep = prepare_run(cfg)
+    source, items, codec, preprocessor = prep.source, prep.items, prep.codec, prep.preprocessor
+    settings, identity, root = prep.settings, prep.identity, prep.root
     plan = plan_run(root, items, identity, cfg.shard_size, cfg.mode)
 
     spec = SinkSpec(
@@ -381,6 +415,7 @@ def run_encode(cfg: EncodeConfig) -> RunSummary:
     )
     failed = sorted(r["shard"] for r in results if r["failed"])
 
+    lease.check()  # another run took the output over (our lease expired): do not commit over it
     markers = root.markers()
     errors = [e for m in markers for e in m.errors]
     root.write_errors(errors)

@@ -48,12 +48,22 @@ def chunk(items: list[SourceItem], shard_size: int, first_shard: int, first_slot
 
 
 def plan_run(
-    root: OutputRoot, items: list[SourceItem], identity: RunIdentity, shard_size: int, mode: Mode
+    root: OutputRoot,
+    items: list[SourceItem],
+    identity: RunIdentity,
+    shard_size: int,
+    mode: Mode,
+    *,
+    write: bool = True,
 ) -> Plan:
-    """Decide which shards to (re)encode, and prepare the output root for the run."""
+    """Decide which shards to (re)encode, and prepare the output root for the run.
+
+    write=False (the dry run) decides the same plan and raises the same conflicts, but leaves the
+    output untouched."""
     if mode == "overwrite" or root.is_empty():
-        root.clear()
-        root.write_json(RUN_STATE, identity.to_dict() | {"appends": 0})
+        if write:
+            root.clear()
+            root.write_json(RUN_STATE, identity.to_dict() | {"appends": 0})
         tasks = chunk(items, shard_size, 0, 0)
         return Plan(todo=tasks, done=[], total_slots=len(items), inputs=len(items), appends=0)
 
@@ -91,7 +101,8 @@ def plan_run(
     first_slot = -(-used // shard_size) * shard_size  # Zarr shards stay aligned to --shard-size
     tasks = chunk(new, shard_size, next_shard, first_slot)
     appends += 1 if tasks else 0
-    root.write_json(RUN_STATE, identity.to_dict() | {"appends": appends})
+    if write:
+        root.write_json(RUN_STATE, identity.to_dict() | {"appends": appends})
     total_slots = first_slot + len(new) if tasks else used
     inputs = sum(m.stats["samples"] + len(m.errors) for m in done) + len(new)
     return Plan(todo=tasks, done=done, total_slots=total_slots, inputs=inputs, appends=appends)
