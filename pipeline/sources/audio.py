@@ -212,6 +212,8 @@ class AudioFolderSource(_WindowedSource):
         """Audio files and no images among the first files found, and not a MUSDB layout."""
         from .image_folder import IMAGE_EXTENSIONS
 
+        if path.startswith("hf://datasets/"):  # a Hub dataset id (the hf source's), not a folder
+            return False
         fs, p = fsspec.core.url_to_fs(path)
         if fs.isfile(p):
             return Path(p).suffix.lower() in AUDIO_EXTENSIONS

@@ -90,13 +90,28 @@ def _label_from(data: bytes, ext: str) -> int | None:
         return None
 
 
+def _members(tar: tarfile.TarFile, shard: str):
+    """The members of a tar, stopping quietly at a truncated end: the member cut short is already
+    listed, and its read fails ("truncated"). Any other damage names the shard."""
+    members = iter(tar)
+    while True:
+        try:
+            yield next(members)
+        except StopIteration:
+            return
+        except tarfile.ReadError as err:
+            if "unexpected end of data" in str(err):
+                return
+            raise tarfile.ReadError(f"{shard}: {err}") from err
+
+
 def scan_shard(shard: str, extensions: set[str]) -> list[dict[str, Any]]:
     """One record per image member of a shard, in archive order: name, key, offset, size, label,
     unsafe reason. Reads headers, plus the small .cls/.json siblings for labels."""
     records: list[dict[str, Any]] = []
     labels: dict[str, dict[str, int]] = {}
     with fsspec.open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        for member in tar:
+        for member in _members(tar, shard):
             if member.isdir():
                 continue
             key, ext = wds_split(member.name)
