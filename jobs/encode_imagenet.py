@@ -44,9 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         "none: keep the aspect ratio (padded to a multiple of 2^J by the codec)",
     )
     args = parser.parse_args(argv)
+    cfg = config_from_args(args, size=args.size or None, crop=args.crop)
+    if args.dry_run:
+        from pipeline.runtime.dry_run import dry_run_main
+
+        return dry_run_main(cfg)
     from pipeline.runtime import run_encode
 
-    summary = run_encode(config_from_args(args, size=args.size or None, crop=args.crop))
+    summary = run_encode(cfg)
     print(summary.format())
     return 1 if summary.failed_shards else 0
 

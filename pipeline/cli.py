@@ -75,6 +75,12 @@ def add_common_flags(
         help="seconds one input may take to read and decode before it becomes an error row",
     )
     ray.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (inputs, shards to encode/skip per --mode, encoder workers and devices, "
+        "expected output size) and exit without encoding or writing; exit 1 if the run would be refused",
+    )
 
 
 def config_from_args(args: argparse.Namespace, **extra: Any) -> EncodeConfig:

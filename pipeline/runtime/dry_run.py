@@ -1,0 +1,250 @@
+"""--dry-run: what a run would do, worked out with the run's own code, without writing anything.
+
+Why: on a cluster a wrong --mode or --output costs hours of GPU time or overwrites a dataset. The
+dry run lists the inputs, loads the codec, asks plan_run (write=False) what each --mode would encode
+or refuse, sizes the encoder pool from the cluster's resources exactly as the run does, and
+estimates the output size. It never writes to the output (no lease, no _run.json).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import EncodeConfig
+from .encode import Prepared, prepare_run, worker_plan
+from .lease import read_lease
+from .plan import OutputConflictError, plan_run
+
+MODES = ("resume", "append", "overwrite")
+TAR_BLOCK = 512  # tar member header, and the unit data is padded to
+TAR_RECORD = 10240  # Python's tarfile pads every archive to a multiple of this (per-shard overhead)
+NPY_HEADER = 128  # .npy header of a small int8 array
+META_BYTES = 700  # per-sample JSON metadata (key, source URI, sha256s, crop box, sizes): typical size
+
+
+@dataclass(frozen=True)
+class ModePlan:
+    encode_shards: int
+    skip_shards: int
+    encode_inputs: int
+    refused: str | None = None  # the OutputConflictError the run would raise
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    encoders: int
+    threads: int
+    device: str
+    cpus: float
+    gpus: float
+    resources_from: str  # "Ray cluster at <address>" or "this machine (no --address)"
+    error: str | None = None
+
+
+@dataclass
+class PlanReport:
+    """The dry run's answer; format() prints it, ok says whether the selected --mode would start."""
+
+    input: str
+    output: str
+    source: dict[str, Any]
+    inputs: int
+    mode: str
+    modes: dict[str, ModePlan]
+    codec: str
+    latent_shape: tuple[int, ...] | None
+    latent_bytes_per_sample: float
+    bytes_per_sample: float  # latent + container overhead (upper bound for entropy-coded latents)
+    shard_size: int
+    format: str
+    latent_format: str
+    workers: WorkerPlan
+    lease: str | None  # a lease currently on the output (a run would fail if it is live)
+    lease_live: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def selected(self) -> ModePlan:
+        return self.modes[self.mode]
+
+    @property
+    def expected_bytes(self) -> int:
+        """New bytes this run would write (the selected mode)."""
+        sel = self.selected
+        return int(
+            sel.encode_inputs * self.bytes_per_sample + sel.encode_shards * _shard_overhead(self.format)
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.selected.refused is None and self.workers.error is None and not self.lease_live
+
+    def format_text(self) -> str:
+        w = self.workers
+        shape = "x".join(map(str, self.latent_shape)) if self.latent_shape else "variable"
+        lines = [
+            f"DRY RUN: nothing is encoded or written to {self.output}",
+            f"input            {self.input}  ({self.source.get('kind', '?')}: {self.inputs} inputs found)",
+            f"output           {self.output}  ({self.format}, latents {self.latent_format}, "
+            f"{self.shard_size} per shard)",
+            f"codec            {self.codec}  latent {shape} int8 "
+            f"= {self.latent_bytes_per_sample:,.0f} B/sample",
+            "plan per --mode  (selected: --mode " + self.mode + ")",
+        ]
+        for mode in MODES:
+            m = self.modes[mode]
+            mark = "*" if mode == self.mode else " "
+            if m.refused:
+                lines.append(f"  {mark} {mode:<10} refused: {m.refused}")
+            else:
+                lines.append(
+                    f"  {mark} {mode:<10} encode {m.encode_shards} shards ({m.encode_inputs} inputs), "
+                    f"skip {m.skip_shards} committed shards"
+                )
+        if w.error:
+            lines.append(f"workers          {w.resources_from}: {w.error}")
+        else:
+            lines.append(
+                f"workers          {w.encoders} encoder actors on {w.device}"
+                + (f" ({w.threads} torch threads each)" if w.device == "cpu" else "")
+                + f", decoding on CPUs; resources {w.cpus:g} CPU, {w.gpus:g} GPU [{w.resources_from}]"
+            )
+        lines.append(
+            f"expected output  ~{_human(self.expected_bytes)} this run "
+            f"({self.bytes_per_sample:,.0f} B/sample incl. {self.format} overhead"
+            + (", upper bound: entropy coding shrinks latents" if self.latent_format != "npy" else "")
+            + ")"
+        )
+        if self.lease:
+            state = "a run would be REFUSED" if self.lease_live else "expired: a run would take it over"
+            lines.append(f"lease            {self.lease} ({state})")
+        lines.extend(f"note             {n}" for n in self.notes)
+        lines.append("verdict          " + ("would start" if self.ok else "would NOT start (see above)"))
+        return "\n".join(lines)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{n:,.0f} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _tar_member(size: float) -> float:
+    return TAR_BLOCK + math.ceil(size / TAR_BLOCK) * TAR_BLOCK
+
+
+def _shard_overhead(fmt: str) -> int:
+    return TAR_RECORD if fmt == "webdataset" else 0
+
+
+def bytes_per_sample(fmt: str, latent_bytes: float, labelled: bool) -> float:
+    """Latent bytes plus what the container adds per sample (a model, see the constants above)."""
+    if fmt == "webdataset":  # <key>.latent.npy, <key>.cls, <key>.json tar members
+        return (
+            _tar_member(NPY_HEADER + latent_bytes)
+            + (_tar_member(4) if labelled else 0)
+            + _tar_member(META_BYTES)
+        )
+    # zarr: one int8 chunk per sample (zstd: raw is the upper bound) + label, key, valid, meta rows
+    return latent_bytes + 8 + 1 + 40 + META_BYTES
+
+
+def _latent_shape(prep: Prepared, sample: int = 8) -> tuple[tuple[int, ...] | None, float, list[str]]:
+    """Latent shape of every sample when fixed; else the mean size over a few decoded inputs."""
+    fixed = prep.preprocessor.fixed_shape()
+    if fixed:
+        shape = tuple(prep.codec.latent_shape(fixed))
+        return shape, float(math.prod(shape)), []
+    sizes = []
+    for item in prep.items[:sample]:
+        try:
+            decoded = prep.preprocessor.decode(prep.source.read_bytes(item), item)
+        except Exception:  # noqa: BLE001 - an unreadable input is an error row in the run; skip it here
+            continue
+        x = prep.preprocessor.codec_input(decoded.array)
+        sizes.append(math.prod(prep.codec.latent_shape(tuple(x.shape))))
+    note = [f"variable latent shape: size estimated from {len(sizes)} decoded inputs"]
+    return None, (sum(sizes) / len(sizes) if sizes else 0.0), note
+
+
+def cluster_resources(address: str | None) -> tuple[dict[str, float], str]:
+    """The resources the run would size its pool from: the Ray cluster's, or this machine's."""
+    if address:
+        import ray
+
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        try:
+            return dict(ray.cluster_resources()), f"Ray cluster at {address}"
+        finally:
+            ray.shutdown()
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no CUDA build, no GPUs
+        gpus = 0
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}, "this machine (no --address)"
+
+
+def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) -> PlanReport:
+    """The dry run. `resources` overrides the cluster's (tests); the output is only read."""
+    prep = prepare_run(cfg)
+    modes: dict[str, ModePlan] = {}
+    for mode in MODES:
+        try:
+            plan = plan_run(prep.root, prep.items, prep.identity, cfg.shard_size, mode, write=False)
+        except OutputConflictError as err:
+            modes[mode] = ModePlan(0, 0, 0, refused=str(err))
+            continue
+        inputs = sum(len(t.items) for t in plan.todo)
+        modes[mode] = ModePlan(len(plan.todo), len(plan.done), inputs)
+
+    if resources is None:
+        resources, where = cluster_resources(cfg.address)
+    else:
+        where = "given resources"
+    try:
+        encoders, threads, device = worker_plan(cfg, resources)
+        error = None
+    except RuntimeError as err:
+        encoders, threads, device, error = 0, 0, "-", str(err)
+    workers = WorkerPlan(
+        encoders, threads, device, resources.get("CPU", 0.0), resources.get("GPU", 0.0), where, error
+    )
+
+    shape, latent_bytes, notes = _latent_shape(prep)
+    labelled = any(it.label is not None for it in prep.items[:100])
+    lease = read_lease(prep.root)
+    return PlanReport(
+        input=cfg.input,
+        output=cfg.output,
+        source=prep.source.describe(),
+        inputs=len(prep.items),
+        mode=cfg.mode,
+        modes=modes,
+        codec=f"{prep.codec.name} ({prep.codec.hash[:12]})",
+        latent_shape=shape,
+        latent_bytes_per_sample=latent_bytes,
+        bytes_per_sample=bytes_per_sample(cfg.format, latent_bytes, labelled),
+        shard_size=cfg.shard_size,
+        format=cfg.format,
+        latent_format=cfg.latent_format,
+        workers=workers,
+        lease=lease.describe() if lease else None,
+        lease_live=bool(lease and lease.live(time.time())),
+        notes=notes,
+    )
+
+
+def dry_run_main(cfg: EncodeConfig) -> int:
+    """For the jobs' --dry-run: print the plan; 0 if the run would start, 1 if it would be refused."""
+    report = plan_encode(cfg)
+    print(report.format_text())
+    return 0 if report.ok else 1
