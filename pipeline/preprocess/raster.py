@@ -87,7 +87,7 @@ def decode_raster(
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             if not tif.series:
-                raise DecodeError("TIFF holds no image series")
+                raise DecodeError("not a readable TIFF: no image series (corrupt or empty)")
             first = tif.series[0]
             _, h, w = _bands_of(first)
             if h * w > policy.max_pixels:
