@@ -19,7 +19,8 @@ from pipeline.cli import add_common_flags, config_from_args  # noqa: E402
 from pipeline.config import DEFAULT_IMAGE_CODEC, DEFAULT_IMAGE_INPUT  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's flags (the deploy manifests' entrypoints are checked against it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         help="center: resize the shorter side to --size and center-crop a square; "
         "none: keep the aspect ratio (padded to a multiple of 2^J by the codec)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = config_from_args(args, size=args.size or None, crop=args.crop)
     if args.dry_run:
         from pipeline.runtime.dry_run import dry_run_main
