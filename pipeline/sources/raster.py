@@ -98,13 +98,10 @@ class RasterSource(Source):
                 self._listing = [f[len(base) + 1 :] for f in found]
         return self._listing
 
-    def _url(self, rel: str) -> str:
-        fs, p = fsspec.core.url_to_fs(self.root)
-        full = p if fs.isfile(p) else f"{p.rstrip('/')}/{rel}"
-        return fs.unstrip_protocol(full)
-
     def list_items(self) -> list[SourceItem]:
         relpaths = self._relpaths()
+        fs, p = fsspec.core.url_to_fs(self.root)
+        single = fs.isfile(p)
         index = {c: i for i, c in enumerate(self.classes)}
         keys = unique_keys([str(Path(r).with_suffix("")) for r in relpaths])
         items = []
@@ -112,7 +109,8 @@ class RasterSource(Source):
             cls = rel.split("/", 1)[0] if self.labelled else None
             meta = {"path": rel} | ({"class": cls} if cls is not None else {})
             label = index[cls] if cls is not None else None
-            items.append(SourceItem(key=key, uri=self._url(rel), label=label, meta=meta))
+            url = fs.unstrip_protocol(p if single else f"{p.rstrip('/')}/{rel}")
+            items.append(SourceItem(key=key, uri=url, label=label, meta=meta))
         return items
 
     def read_bytes(self, item: SourceItem) -> bytes:

@@ -185,8 +185,9 @@ class TarShardSource(Source):
         return items
 
     def read_bytes(self, item: SourceItem) -> bytes:
-        shard, member = item.uri.rsplit("::", 1)
         meta = item.meta
+        member = meta.get("member") or item.uri.rsplit("::", 1)[1]  # names may hold "::" themselves
+        shard = item.uri[: -len(member) - 2]
         if "tar_offset" not in meta and "unsafe" not in meta:  # an item built elsewhere: find it
             meta = _locate(shard, member)
         if meta.get("unsafe"):

@@ -157,6 +157,10 @@ def test_musdb_keys_order_labels(tmp_path):
         "train_A_Band_-_Song_000000_vocals",
     ]
     assert len(train) == 6
+    split_folder = MusdbSource(f"{path}/train", **options).list_items()
+    assert [i.key for i in split_folder] == [
+        i.key for i in MusdbSource(path, split="train", **options).list_items()
+    ]
     with pytest.raises(ValueError, match="unknown stems"):
         MusdbSource(path, stems=["piano"], **options)
 

@@ -113,6 +113,13 @@ def test_item_without_offsets_is_located(tmp_path):
     assert source.read_bytes(bare) == source.read_bytes(listed)
 
 
+def test_member_names_with_separators_of_their_own(tmp_path):
+    shard = write_tar(tmp_path / "odd.tar", [("a::b.png", image_bytes(5))])
+    source = TarShardSource(str(shard))
+    (item,) = source.list_items()
+    assert item.key == "a_b" and source.read_bytes(item) == image_bytes(5)
+
+
 def test_wds_split():
     assert wds_split("dir/n01.abc.jpg") == ("dir/n01", "abc.jpg")
     assert wds_split("n01.CLS") == ("n01", "cls")
