@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import tarfile
 from typing import Any
 
@@ -52,7 +53,7 @@ def expand_shards(pattern: str) -> list[str]:
 def unsafe_reason(member: tarfile.TarInfo) -> str | None:
     """Why reading this member as a sample would be unsafe, or None."""
     name = member.name
-    if name.startswith("/") or posixpath.isabs(name) or (len(name) > 1 and name[1] == ":"):
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", name):
         return "absolute path"
     if ".." in name.replace("\\", "/").split("/"):
         return "name escapes the archive ('..')"

@@ -62,6 +62,7 @@ def test_hostile_members_are_listed_and_refused(tmp_path):
         add_member(tar, "good.png", good)
         add_member(tar, "../escape.png", good)
         add_member(tar, "/etc/absolute.png", good)
+        add_member(tar, "C:\\Windows\\evil.png", good)
         add_member(tar, "a/../../up.jpg", good)
         add_member(tar, "link.jpg", type=tarfile.SYMTYPE, linkname="/etc/passwd")
         add_member(tar, "hard.jpg", type=tarfile.LNKTYPE, linkname="good.png")
@@ -70,7 +71,7 @@ def test_hostile_members_are_listed_and_refused(tmp_path):
         add_member(tar, "notes.txt", b"ignored")
     source = TarShardSource(str(shard))
     items = source.list_items()
-    assert len(items) == 8 and len({i.key for i in items}) == 8
+    assert len(items) == 9 and len({i.key for i in items}) == 9
     assert source.read_bytes(items[0]) == good
     reasons = {}
     for item in items[1:]:
@@ -78,7 +79,7 @@ def test_hostile_members_are_listed_and_refused(tmp_path):
             source.read_bytes(item)
         reasons[item.meta["member"]] = str(err.value)
     assert "escapes" in reasons["../escape.png"] and "escapes" in reasons["a/../../up.jpg"]
-    assert "absolute" in reasons["/etc/absolute.png"]
+    assert "absolute" in reasons["/etc/absolute.png"] and "absolute" in reasons["C:\\Windows\\evil.png"]
     assert "symlink" in reasons["link.jpg"] and "hardlink" in reasons["hard.jpg"]
     assert "device" in reasons["dev.jpg"] and "fifo" in reasons["fifo.jpg"]
     assert not (tmp_path.parent / "escape.png").exists()
