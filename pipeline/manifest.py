@@ -43,10 +43,12 @@ def stable_hash(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """What an output was made with. Resume requires both hashes to match; append only the settings."""
+    """What an output was made with. Resume requires both hashes to match; append only the settings,
+    and that the classes already encoded keep their labels."""
 
     settings: dict[str, Any]  # codec hash, preprocessing, sink, shard size, latent format
     listing_hash: str  # the input listing
+    label_map: dict[str, int] = field(default_factory=dict)  # class -> label of the listing
 
     @property
     def settings_hash(self) -> str:
@@ -57,6 +59,7 @@ class RunIdentity:
             "settings": self.settings,
             "settings_hash": self.settings_hash,
             "listing_hash": self.listing_hash,
+            "label_map": self.label_map,
         }
 
 

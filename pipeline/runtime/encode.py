@@ -354,7 +354,7 @@ def prepare_run(cfg: EncodeConfig) -> Prepared:
         "shard_size": cfg.shard_size,
         "latent_format": cfg.latent_format,
     }
-    identity = RunIdentity(settings=settings, listing_hash=listing_hash(items))
+    identity = RunIdentity(settings=settings, listing_hash=listing_hash(items), label_map=source.label_map())
     root = OutputRoot(cfg.output, cfg.storage_options)
     return Prepared(source, items, codec, preprocessor, settings, identity, root)
 

@@ -94,6 +94,13 @@ def plan_run(
         return Plan(todo=tasks, done=done, total_slots=len(items), inputs=len(items), appends=0)
 
     # append: inputs not present yet (written or in the error table) go into new shards
+    relabelled = sorted(c for c, i in state.get("label_map", {}).items() if identity.label_map.get(c) != i)
+    if relabelled:
+        raise OutputConflictError(
+            f"appending would change the labels of classes already in {root.url} "
+            f"({', '.join(relabelled[:5])}{', ...' if len(relabelled) > 5 else ''}): labels index the "
+            "sorted class names, and the new inputs' classes renumber them; use --mode overwrite"
+        )
     present = {k for m in done for k in m.keys} | {e["key"] for m in done for e in m.errors}
     new = [it for it in items if it.key not in present]
     next_shard = max((m.stats["shard"] for m in done), default=-1) + 1
