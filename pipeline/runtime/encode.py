@@ -426,7 +426,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         source=source.describe(),
         label_map=source.label_map(),
         markers=markers,
-        inputs=sum(m.stats["samples"] + len(m.errors) for m in markers),
+        inputs=plan.inputs,  # all planned inputs: a failed shard leaves written + errors short of it
         appends=plan.appends,
     )
     root.write_manifest(manifest)
