@@ -20,9 +20,13 @@ from e2e_helpers import SAMPLE_IMAGES, SIZE, encode
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every in-process run of the session (`address="local"`: never join a
-    cluster that someone else started on this machine)."""
+    cluster that someone else started on this machine). Its value is the cluster's address, for job
+    subprocesses that join it."""
     import ray
 
+    if ray.is_initialized():  # another suite's fixture started one: share it, leave it running
+        yield ray.get_runtime_context().gcs_address
+        return
     ray.init(
         address="local",
         num_cpus=2,
@@ -30,7 +34,7 @@ def ray_session():
         logging_level="WARNING",
         configure_logging=False,
     )
-    yield
+    yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
