@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from .config import EncodeConfig
@@ -26,6 +27,16 @@ def add_common_flags(
         default="auto",
         choices=["auto", *sorted(SOURCES)],
         help="input kind (default: detected from the input)",
+    )
+    io.add_argument(
+        "--source-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=parse_source_option,
+        help="an option of the source, repeatable; VALUE is JSON when it parses, else a string. "
+        'hf: split=validation, image_column=img, label_column=fine_label ("" for none); '
+        'musdb: split=test, stems=\'["mixture","vocals"]\'; image-folder/raster/audio-folder: labels=none',
     )
     io.add_argument(
         "--output", default=default_output, help="output root: local path or fsspec URL (s3://...)"
@@ -83,11 +94,23 @@ def add_common_flags(
     )
 
 
+def parse_source_option(text: str) -> tuple[str, Any]:
+    """'key=value' -> (key, value): JSON values (numbers, lists, "") when they parse, else the string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"--source-option takes KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def config_from_args(args: argparse.Namespace, **extra: Any) -> EncodeConfig:
     return EncodeConfig(
         input=args.input,
         output=args.output,
         source=args.source,
+        source_options=dict(getattr(args, "source_option", None) or []),
         format=args.format,
         codec=args.codec,
         latent_format=args.latent_format,
