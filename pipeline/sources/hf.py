@@ -255,9 +255,8 @@ class HFSource(Source):
             for url in self._split_files():
                 with fsspec.open(url, "rb") as f:
                     pf = pq.ParquetFile(f)
-                    labels = self._labels(
-                        pf.read(columns=[self.label_column]).column(0), pf.metadata.num_rows
-                    )
+                    column = pf.read(columns=[self.label_column]).column(0) if self.label_column else None
+                    labels = self._labels(column, pf.metadata.num_rows)
                     sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
                 i = 0
                 for group, n in enumerate(sizes):
@@ -288,8 +287,8 @@ class HFSource(Source):
         arrow-formatted Dataset."""
         if self.label_column is None:
             return [None] * n
-        if hasattr(data, "with_format"):
-            data = data[:][self.label_column]
+        if hasattr(data, "select_columns"):  # a Dataset: read the label column only
+            data = data.select_columns([self.label_column]).with_format("arrow")[:][self.label_column]
         values = data.to_pylist()
         return [v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None for v in values]
 

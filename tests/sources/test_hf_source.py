@@ -105,7 +105,8 @@ def test_plain_parquet_columns_by_name(tmp_path):
     assert source.read_bytes(items[0]) == image_bytes(1)
     with pytest.raises(MissingImageError):
         source.read_bytes(items[1])
-    assert HFSource(str(path), label_column="").label_column is None
+    unlabelled = HFSource(str(path), label_column="")
+    assert unlabelled.label_column is None and [i.label for i in unlabelled.list_items()] == [None, None]
     with pytest.raises(ValueError, match="no image column"):
         HFSource(str(path), image_column="nope")
 
