@@ -145,7 +145,9 @@ def _small_corpus(root: Path, held_back: int) -> tuple[Path, list[Path]]:
 
 
 def test_append_encodes_only_new_inputs_then_overwrite_starts_again(reference_run, klt_codec, tmp_path):
-    corpus, later = _small_corpus(tmp_path, held_back=3)
+    from pipeline.runtime import OutputConflictError
+
+    corpus, later = _small_corpus(tmp_path, held_back=3)  # classes n00000004 -> 0, n00000005 -> 1
     output = tmp_path / "out"
     first = encode(corpus, output, klt_codec)
     assert (first.inputs, first.shards_encoded) == (9, 3)  # 4 + 4 + 1
@@ -167,47 +169,41 @@ def test_append_encodes_only_new_inputs_then_overwrite_starts_again(reference_ru
     assert len(keys) == len(set(keys)) == 12
     new = [uri_to_path(s["json"]["source"]).name for s in samples[-3:]]
     assert new == [p.name for p in later]
-    for s in samples:
-        assert s["cls"] == manifest["label_map"][uri_to_path(s["json"]["source"]).parent.name]
 
     # nothing new: append encodes nothing and changes nothing
     again = encode(corpus, output, klt_codec, mode="append")
     assert (again.shards_encoded, again.written_this_run) == (0, 0)
     assert read_manifest(output) == manifest
 
-    # overwrite: a fresh run of the 12 inputs (shards 4 + 4 + 4), the appended layout is gone
-    fresh = encode(corpus, output, klt_codec, mode="overwrite")
-    assert (fresh.shards_encoded, fresh.shards_skipped, fresh.written) == (3, 0, 12)
-    manifest = read_manifest(output)
-    assert manifest["run"]["appends"] == 0
-    assert [s["samples"] for s in manifest["shards"]] == [4, 4, 4]
-    assert sorted(p.name for p in output.glob("*.tar")) == [f"shard-{i:06d}.tar" for i in range(3)]
-    assert len(list((output / "_shards").glob("*.json"))) == 3
-    sources = [s["json"]["source"] for s in read_webdataset(output)]
-    assert sources == sorted(sources)
-
-
-def test_append_refuses_to_renumber_the_labels_of_encoded_classes(klt_codec, tmp_path, ray_session):
-    """Labels index the sorted class folders: a new class that sorts first would renumber them."""
-    from pipeline.runtime import OutputConflictError
-
-    corpus, _ = _small_corpus(tmp_path, held_back=0)  # n00000004 -> 0, n00000005 -> 1
-    output = tmp_path / "out"
-    encode(corpus, output, klt_codec)
+    # labels index the sorted class folders: a new class that sorts first would renumber the labels
+    # already written, so append refuses it (and leaves the output as it was)
     before = tree_bytes(output)
     shutil.copytree(SAMPLE_IMAGES / "n00000009", corpus / "n00000001")
     with pytest.raises(OutputConflictError, match=r"change the labels of classes .*n00000004, n00000005"):
         encode(corpus, output, klt_codec, mode="append")
     assert tree_bytes(output) == before
-
     # a class that sorts last keeps every existing label: append goes ahead
     (corpus / "n00000001").rename(corpus / "n00000009")
     appended = encode(corpus, output, klt_codec, mode="append")
-    assert (appended.written_this_run, appended.written) == (6, 18)
+    assert (appended.shards_encoded, appended.written_this_run, appended.written) == (2, 6, 18)
     manifest = read_manifest(output)
+    assert manifest["run"]["appends"] == 2
     assert manifest["label_map"] == {"n00000004": 0, "n00000005": 1, "n00000009": 2}
-    for s in read_webdataset(output):
+    samples = read_webdataset(output)
+    assert len({s["__key__"] for s in samples}) == 18
+    for s in samples:
         assert s["cls"] == manifest["label_map"][uri_to_path(s["json"]["source"]).parent.name]
+
+    # overwrite: a fresh run of the 18 inputs (shards 4 + 4 + 4 + 4 + 2), the appended layout is gone
+    fresh = encode(corpus, output, klt_codec, mode="overwrite")
+    assert (fresh.shards_encoded, fresh.shards_skipped, fresh.written) == (5, 0, 18)
+    manifest = read_manifest(output)
+    assert manifest["run"]["appends"] == 0
+    assert [s["samples"] for s in manifest["shards"]] == [4, 4, 4, 4, 2]
+    assert sorted(p.name for p in output.glob("*.tar")) == [f"shard-{i:06d}.tar" for i in range(5)]
+    assert len(list((output / "_shards").glob("*.json"))) == 5
+    sources = [s["json"]["source"] for s in read_webdataset(output)]
+    assert sources == sorted(sources)
 
 
 def test_a_shard_that_cannot_be_written_is_reported_then_resumed(reference_run, corpus, klt_codec, tmp_path):
