@@ -3,8 +3,11 @@
 
 Why: the cluster plan (docs/scaling.md) needs measured per-worker rates, not guesses. Each run
 encodes the same inputs into a fresh output (--mode overwrite) with run_encode, as the job does.
-Throughput is timed from the first to the last committed shard (marker mtimes), which leaves out
-actor start-up (codec load, imports) that a long run amortises; wall time is printed too.
+Two measures: wall-clock throughput (what a user sees; on a shared machine it moves with the other
+processes' load, printed alongside) and CPU seconds per sample of the Ray worker processes (psutil;
+robust to contention: if it stays flat from 1 to N workers, throughput scales with the cores that
+are really free). Worker processes are warmed up first (Ray keeps idle workers with torch imported).
+Shard commit times (marker mtimes, seconds after the start) show when results became durable.
 
     .venv/bin/python benchmarks/scaling.py                    # data/imagenet-mini/train if present
     .venv/bin/python benchmarks/scaling.py --workers 1 2 4 --shard-size 20 --json out/scaling.json
@@ -59,20 +62,20 @@ def pick_codec(tmp: Path) -> tuple[str, str]:
 
 
 def stage_costs(cfg: EncodeConfig, shard_size: int) -> dict[str, float]:
-    """In-process (no Ray) ms per image of decode and of encode (1 torch thread): the unit costs."""
+    """In-process (no Ray) CPU ms per image of decode and of encode (1 torch thread): the unit costs."""
     from pipeline.runtime.encode import ShardEncoder, decode_shard, prepare_run
     from pipeline.runtime.plan import chunk
 
     prep = prepare_run(cfg)
     task = chunk(prep.items, shard_size, 0, 0)[0]
     batch = {"shard": np.array([0]), "payload": np.array([{"task": task}])}
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: robust to other processes' load
     decoded = decode_shard(batch, prep.source, prep.preprocessor, "bench", 60.0)
-    decode_s = time.perf_counter() - t
+    decode_s = time.process_time() - t
     encoder = ShardEncoder(cfg.codec, prep.codec.hash, prep.preprocessor, cfg.batch_size, "npy", 1, "cpu")
-    t = time.perf_counter()
+    t = time.process_time()
     encoder(decoded)
-    encode_s = time.perf_counter() - t
+    encode_s = time.process_time() - t
     n = len(task.items)
     return {"decode_ms_per_image": 1000 * decode_s / n, "encode_ms_per_image": 1000 * encode_s / n}
 
@@ -81,37 +84,60 @@ def marker_times(output: Path) -> list[float]:
     return sorted(p.stat().st_mtime for p in (output / MARKERS).glob("*.json"))
 
 
+def ray_worker_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) so far of every Ray worker process (titles start with ray::)."""
+    import psutil
+
+    out = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if cmd and cmd[0].startswith("ray::"):
+                t = proc.cpu_times()
+                out[proc.pid] = t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
 def run_once(cfg: EncodeConfig) -> dict[str, float]:
+    """One run_encode: wall time, worker CPU time, when its shards were committed."""
     from pipeline.runtime import run_encode
 
     load_before = os.getloadavg()[0]
-    t = time.perf_counter()
+    cpu_before = ray_worker_cpu()
+    started, t = time.time(), time.perf_counter()
     summary = run_encode(cfg)
     wall = time.perf_counter() - t
+    cpu_after = ray_worker_cpu()
+    worker_cpu = sum(v - cpu_before.get(pid, 0.0) for pid, v in cpu_after.items())
     times = marker_times(Path(cfg.output))
-    shards = len(times)
-    per_shard = summary.written / shards if shards else 0.0
-    # each worker's first shard lands at about the same time: count from the w-th commit on
-    w = min(cfg.workers or 1, shards - 1)
-    span = times[-1] - times[w - 1] if shards > w else 0.0
-    steady = (shards - w) * per_shard / span if span > 0 else 0.0
     return {
         "workers": cfg.workers,
         "samples": summary.written,
         "errors": summary.errors,
-        "shards": shards,
+        "shards": len(times),
         "wall_s": wall,
-        "wall_samples_per_s": summary.written / wall,
-        "steady_samples_per_s": steady,
+        "rate": summary.written / wall,
+        "worker_cpu_s": worker_cpu,
+        "cpu_ms_per_sample": 1000 * worker_cpu / max(1, summary.written),
+        "first_commit_s": times[0] - started,
+        "last_commit_s": times[-1] - started,
         "bytes_written": summary.bytes_written,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
     }
 
 
-def _median_row(runs: list[dict[str, float]]) -> dict[str, float]:
-    keys = ("wall_s", "wall_samples_per_s", "steady_samples_per_s", "load_before", "load_after")
-    return runs[0] | {k: float(np.median([r[k] for r in runs])) for k in keys}
+MEDIAN_KEYS = (
+    "wall_s",
+    "rate",
+    "cpu_ms_per_sample",
+    "first_commit_s",
+    "last_commit_s",
+    "load_before",
+    "load_after",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="encoder actor counts")
     parser.add_argument("--shard-size", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=15, help="copies of the samples (no imagenet-mini)")
-    parser.add_argument("--limit", type=int, default=None, help="first N inputs only")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians reported")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; medians reported")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -131,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         input_dir, input_note = pick_inputs(tmp, args.repeat)
         codec, codec_note = pick_codec(tmp)
 
-        def cfg(workers: int, name: str, limit: int | None = args.limit) -> EncodeConfig:
+        def cfg(workers: int, name: str, limit: int | None) -> EncodeConfig:
             return EncodeConfig(
                 input=input_dir,
                 output=str(tmp / name),
@@ -143,33 +168,41 @@ def main(argv: list[str] | None = None) -> int:
                 progress=False,
             )
 
-        costs = stage_costs(cfg(1, "costs"), args.shard_size)
+        costs = stage_costs(cfg(1, "costs", None), args.shard_size)
         import ray
 
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         cpus = ray.cluster_resources().get("CPU", 0)
-        run_once(cfg(1, "warmup", limit=2 * args.shard_size))  # worker processes, imports: paid once
-        runs = [run_once(cfg(w, f"w{w}-r{r}")) for r in range(args.rounds) for w in args.workers]
+        runs = []
+        for r in range(args.rounds):
+            for w in args.workers:
+                run_once(cfg(w, f"w{w}-r{r}-warm", 2 * w * args.shard_size))  # w warm worker processes
+                runs.append(run_once(cfg(w, f"w{w}-r{r}", None)))
         ray.shutdown()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = [_median_row([r for r in runs if r["workers"] == w]) for w in args.workers]
-    base = rows[0]["steady_samples_per_s"] or 1.0
+    rows = []
+    for w in args.workers:
+        mine = [r for r in runs if r["workers"] == w]
+        rows.append(mine[0] | {k: float(np.median([r[k] for r in mine])) for k in MEDIAN_KEYS})
+    base = rows[0]["rate"]
     print(f"inputs  {input_note}; codec {codec_note}")
     print(f"machine {os.cpu_count()} CPUs ({cpus:g} for Ray); shard size {args.shard_size}")
     print(
-        f"unit costs (in-process, 1 thread): decode {costs['decode_ms_per_image']:.1f} ms/image, "
+        f"unit costs (in-process CPU time, 1 thread): decode {costs['decode_ms_per_image']:.1f} ms/image, "
         f"encode {costs['encode_ms_per_image']:.1f} ms/image"
     )
-    print(f"medians of {args.rounds} interleaved rounds; steady = first to last shard commit")
-    print("| workers | samples | shards | wall s | wall samples/s | steady samples/s | speedup | load 1m |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"medians of {args.rounds} interleaved rounds, warm worker processes")
+    header = ["workers", "samples", "wall s", "samples/s", "speedup", "worker CPU ms/sample"]
+    print("| " + " | ".join([*header, "1st / last commit s", "load 1m"]) + " |")
+    print("|" + "---:|" * (len(header) + 2))
     for r in rows:
         print(
-            f"| {r['workers']} | {r['samples']} | {r['shards']} | {r['wall_s']:.1f} "
-            f"| {r['wall_samples_per_s']:.1f} | {r['steady_samples_per_s']:.1f} "
-            f"| {r['steady_samples_per_s'] / base:.2f}x | {r['load_before']:.1f} -> {r['load_after']:.1f} |"
+            f"| {r['workers']} | {r['samples']} | {r['wall_s']:.1f} | {r['rate']:.1f} "
+            f"| {r['rate'] / base:.2f}x "
+            f"| {r['cpu_ms_per_sample']:.0f} | {r['first_commit_s']:.1f} / {r['last_commit_s']:.1f} "
+            f"| {r['load_before']:.1f} -> {r['load_after']:.1f} |"
         )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
