@@ -490,5 +490,6 @@ def _execute(
         write_shard,
         batch_size=1,
         fn_kwargs={"sink_name": cfg.format, "spec": spec, "settings_hash": identity.settings_hash},
+        num_cpus=0,  # I/O-bound: must not wait for a CPU while encoders hold every core (no durable progress)
     )
     return [row["result"] for row in ds.iter_rows()]
