@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-lightweight", dest="lightweight", action="store_false", help="conv encoder, not 1x1")
     p.add_argument("--post-filter", action="store_true", help="1d: 129-tap filter after synthesis")
     p.add_argument("--decoder", choices=["deep", "linear"], default="deep", help="linear + --steps 0 = KLT")
-    p.add_argument("--init", choices=["none", "klt"], default="none", help="start the 1x1 encoder at the KLT")
+    p.add_argument(
+        "--init",
+        choices=["none", "klt"],
+        default="none",
+        help="klt: start as the KLT codec (1x1 encoder and deep decoder; 1d: identity post filter)",
+    )
     p.add_argument("--klt-batches", type=int, default=16, help="batches used to fit the KLT")
     p.add_argument("--crop", type=int, default=128, help="2d: random crop side (pixels)")
     p.add_argument("--window", type=int, default=1 << 15, help="1d: random window (samples)")

@@ -10,7 +10,7 @@ import datetime
 import functools
 import platform
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Literal
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from pipeline.codec import CodecConfig, WaLLoC, build, save
 
 from . import data as D
-from .klt import fit_klt, init_encoder_from_klt, klt_codec
+from .klt import fit_klt, init_deep_decoder_from_klt, init_encoder_from_klt, klt_codec
 from .loop import CHECKPOINT, TrainConfig, TrainResult, load_checkpoint, train, train_ray, validate
 
 
@@ -46,7 +46,7 @@ class CodecJob:
     kinds: tuple[str, ...] = ("photo",)  # MANIFEST.tsv kinds to train on (2-D; roots without one: all)
     valid_fraction: float = 0.2  # share of files held out (by file) for validation/evaluation
     split_seed: int = 0  # salt of the split hash
-    init: Literal["none", "klt"] = "none"  # initialise the 1x1 encoder from the KLT
+    init: Literal["none", "klt"] = "none"  # klt: start at the KLT codec (see klt.py), 1-D: identity post
     klt_batches: int = 16  # batches used to fit the KLT
     work_dir: str | None = None  # checkpoints + log (default: <out>.work)
     workers: int = 1  # >1 or address: Ray Train data parallel
@@ -101,7 +101,10 @@ def setup(job: CodecJob) -> tuple[WaLLoC, Dataset, Tensor]:
     data, valid = datasets(job, job.train.seed)
     codec = build(job.codec_config)
     if job.init == "klt" and not (job.ckpt_dir / CHECKPOINT).exists():
-        init_encoder_from_klt(codec, fit_klt_on(job, codec))
+        klt = fit_klt_on(job, codec)
+        init_encoder_from_klt(codec, klt)
+        if job.decoder == "deep":
+            init_deep_decoder_from_klt(codec, klt)
     return codec, data, valid
 
 
@@ -137,8 +140,16 @@ def run_job(job: CodecJob) -> Path:
         result.val_psnr.append((0, validate(codec, valid)))
         extra = {"klt": {"vectors": klt.count, "energy_kept": klt.energy_fraction(job.latent_dim)}}
     elif job.workers > 1 or job.address:
+        # workers may run in another folder or on another node: give them absolute paths
+        remote = replace(
+            job, data=[str(Path(d).resolve()) for d in job.data], work_dir=str(job.ckpt_dir.resolve())
+        )
         train_ray(
-            functools.partial(setup, job), job.train, job.ckpt_dir, workers=job.workers, address=job.address
+            functools.partial(setup, remote),
+            job.train,
+            job.ckpt_dir,
+            workers=job.workers,
+            address=job.address,
         )
         codec = build(job.codec_config)
         state = load_checkpoint(job.ckpt_dir / CHECKPOINT)

@@ -105,4 +105,120 @@ def klt_codec(config: CodecConfig, klt: KLT) -> WaLLoC:
         weight[:, :, 1] = W
     dec.weight.copy_(weight)
     dec.bias.copy_(b.to(dec.bias))
+    if getattr(codec, "post", None) is not None:
+        init_identity_post_filter(codec)
     return codec.eval()
+
+
+# --- a deep decoder that starts as the KLT decoder ------------------------------------------------
+STREAM_STD = 0.03  # std of each latent's copy in the decoder's residual stream
+CARRIER = 1.0  # +-CARRIER channels fix each GroupNorm group's mean (0) and variance (~CARRIER^2/2)
+SILU_SHIFT, SILU_GAIN = 12.0, 4.0  # SiLU(12 + 4u) = 12 + 4u to 1e-4 over |u| < 0.6: a linear regime
+
+
+@torch.no_grad()
+def init_deep_decoder_from_klt(codec: WaLLoC, klt: KLT) -> WaLLoC:
+    """Set a 2-D deep (diffusers VAE) decoder to reproduce the KLT decoder, in place.
+
+    Every residual branch (resnet conv2, attention output) starts at zero, so the body is the
+    identity and the decoder is conv_out(SiLU(GroupNorm(conv_in(z)))). Group g carries latent g as
+    (+h, -h, +CARRIER, -CARRIER): the group mean is exactly 0 and its variance is nearly constant,
+    so GroupNorm is a fixed scale; the norm's affine puts SiLU in its linear range; conv_out undoes
+    the scales and adds the mean. Training then starts from the KLT's PSNR and only has to learn
+    what improves on it, instead of first learning a linear inverse from random weights (slow on
+    a few CPU cores). Needs GroupNorm groups of >= 4 channels and >= latent_dim groups (Nd=128).
+    1-D codecs: see _init_oobleck_from_klt."""
+    c = codec.config
+    if c.decoder != "deep":
+        raise ValueError("init_deep_decoder_from_klt is for codecs with the deep decoder")
+    if c.kind == "1d":
+        if getattr(codec, "post", None) is not None:
+            init_identity_post_filter(codec)
+        return _init_oobleck_from_klt(codec, klt)
+    dec = codec.decoder
+    norm = dec.conv_norm_out
+    nd, groups = dec.conv_in.out_channels, norm.num_groups
+    per = nd // groups
+    if per < 4 or groups < c.latent_dim:
+        raise ValueError(
+            f"needs >= 4 channels per group and >= {c.latent_dim} groups; Nd={nd} has {groups}x{per}"
+        )
+    for name, module in dec.named_modules():  # zero the residual branches: the body is the identity
+        if name.endswith("conv2") or name.endswith("to_out.0"):
+            module.weight.zero_()
+            module.bias.zero_()
+    scale = codec.compander.scale
+    a = STREAM_STD / scale  # decoder inputs have std ~ scale
+    sigma = ((STREAM_STD**2 + CARRIER**2) / 2) ** 0.5  # the group's standard deviation
+    slope = SILU_GAIN * a / sigma  # d(norm output) / d(latent)
+    W, b = decoder_weights(klt, c.latent_dim, scale)  # X = W z + b
+    for w in (dec.conv_in.weight, dec.conv_in.bias, norm.weight, norm.bias, dec.conv_out.weight):
+        w.zero_()
+    for i in range(c.latent_dim):
+        ch = i * per
+        dec.conv_in.weight[ch, i, 1, 1] = a
+        dec.conv_in.weight[ch + 1, i, 1, 1] = -a
+        dec.conv_in.bias[ch + 2], dec.conv_in.bias[ch + 3] = CARRIER, -CARRIER
+        norm.weight[ch], norm.bias[ch] = SILU_GAIN, SILU_SHIFT
+        dec.conv_out.weight[:, ch, 1, 1] = (W[:, i] / slope).to(dec.conv_out.weight)
+    offset = (W / slope).sum(1) * SILU_SHIFT  # remove SILU_SHIFT * (column sums), add the mean
+    dec.conv_out.bias.copy_((b - offset).to(dec.conv_out.bias))
+    return codec
+
+
+SNAKE_LOG_ALPHA = -2.3  # Snake x + sin^2(a x)/b with a = 0.1, b = 1: x + 1e-4 on the 0.1-std stream
+
+
+def _set_weight_norm(module: torch.nn.Module, weight: Tensor) -> None:
+    """Give a weight_norm'ed layer the effective weight `weight` (dim 0 slices with zero norm: g = 0)."""
+    norms = weight.flatten(1).norm(dim=1).view(-1, *[1] * (weight.dim() - 1))
+    module.weight_g.copy_(norms.to(module.weight_g))
+    v = torch.where(norms > 0, weight, module.weight_v.detach().to(weight))  # keep v where g = 0
+    module.weight_v.copy_(v.to(module.weight_v))
+
+
+@torch.no_grad()
+def _init_oobleck_from_klt(codec: WaLLoC, klt: KLT) -> WaLLoC:
+    """1-D: the Oobleck decoder (Nd = latent_dim wide) as the KLT decoder. Residual units start at zero
+    (conv2 gain 0), the three Snakes on the main path are near-identity (small alpha), conv1 scales
+    each latent into its own channel, the two stride-1 transposed convs pass frames through while
+    dropping the encoder's first and last padding frame, and conv2 applies the KLT decoder.
+    conv2 has no bias, so the KLT's (small: mean-removed audio) coefficient mean is left out."""
+    c, dec = codec.config, codec.decoder
+    k = c.latent_dim
+    if dec.conv1.out_channels != k or any(b.conv_t1.out_channels != k for b in dec.block):
+        raise ValueError("KLT initialisation of the Oobleck decoder needs Nd == latent_dim")
+    eye = torch.eye(k, dtype=torch.float64)
+    a = STREAM_STD / codec.compander.scale
+    for name, module in dec.named_modules():
+        if name.endswith("conv2") and "res_unit" in name:
+            _set_weight_norm(module, torch.zeros(module.weight_v.shape, dtype=torch.float64))
+            module.bias.zero_()
+        if type(module).__name__ == "Snake1d" and "res_unit" not in name:
+            module.alpha.fill_(SNAKE_LOG_ALPHA)
+            module.beta.zero_()
+    conv1 = torch.zeros(dec.conv1.weight_v.shape, dtype=torch.float64)
+    conv1[:, :, 3] = a * eye
+    _set_weight_norm(dec.conv1, conv1)
+    dec.conv1.bias.zero_()
+    for block, tap in zip(dec.block, (0, 1), strict=True):  # tap 0 drops the first frame, tap 1 the last
+        w = torch.zeros(block.conv_t1.weight_v.shape, dtype=torch.float64)
+        w[:, :, tap] = eye
+        _set_weight_norm(block.conv_t1, w)
+        block.conv_t1.bias.zero_()
+    W, _ = decoder_weights(klt, k, codec.compander.scale)
+    conv2 = torch.zeros(dec.conv2.weight_v.shape, dtype=torch.float64)
+    conv2[:, :, 3] = W / a
+    _set_weight_norm(dec.conv2, conv2)
+    return codec
+
+
+@torch.no_grad()
+def init_identity_post_filter(codec: WaLLoC) -> None:
+    """A 1-D codec's 129-tap post filter as a pass-through (centre tap 1 from each channel to itself),
+    instead of a random filter that scrambles the synthesis output."""
+    post = codec.post
+    post.weight.zero_()
+    post.bias.zero_()
+    for ch in range(post.weight.shape[0]):
+        post.weight[ch, ch, post.weight.shape[-1] // 2] = 1.0

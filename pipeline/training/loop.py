@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 from pipeline.codec import WaLLoC
 
 from .data import StepBatches
+from .metrics import psnr
 
 CHECKPOINT = "last.pt"
 LOG = "log.jsonl"
@@ -82,12 +84,6 @@ def log_cosine_warmup(step: int, cfg: TrainConfig) -> float:
     t = min(step, cfg.warmup_steps) / max(1, cfg.warmup_steps)
     lo, hi = math.log10(cfg.min_lr), math.log10(cfg.lr)
     return 10 ** (lo + (hi - lo) * 0.5 * (1 - math.cos(math.pi * t))) / cfg.lr
-
-
-def psnr(x: Tensor, y: Tensor, peak: float = 1.0) -> float:
-    """PSNR in dB over a whole batch of signals in [-0.5, 0.5] (peak-to-peak 1)."""
-    mse = F.mse_loss(x.float(), y.float()).item()
-    return 10 * math.log10(peak**2 / max(mse, 1e-20))
 
 
 @torch.no_grad()
@@ -211,7 +207,13 @@ def train(
         generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched
         persistent_workers=False,
     )
-    bar = tqdm(total=cfg.steps, initial=result.step, disable=not progress or rank != 0, desc="train")
+    bar = tqdm(
+        total=cfg.steps,
+        initial=result.step,
+        disable=not progress or rank != 0,
+        desc="train",
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,  # log files get a line every 10 s
+    )
     t0 = time.perf_counter()
     for x in loader:
         x = x.to(device, non_blocking=True)
@@ -271,7 +273,7 @@ def train_ray(
     picklable and build the same codec and data on every worker; rank 0 writes `ckpt_dir/last.pt`
     (a path every worker can reach), from which the caller loads the result."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ckpt_dir = Path(ckpt_dir).resolve()
@@ -281,6 +283,10 @@ def train_ray(
         _ray_worker,
         train_loop_config={"setup": setup, "cfg": cfg, "ckpt_dir": str(ckpt_dir)},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=torch.cuda.is_available()),
-        run_config=RunConfig(name="train_codec", storage_path=str(ckpt_dir / "ray")),
+        run_config=RunConfig(
+            name="train_codec",
+            storage_path=str(ckpt_dir / "ray"),
+            failure_config=FailureConfig(max_failures=0),  # rerun the job instead: it resumes from last.pt
+        ),
     )
     trainer.fit()

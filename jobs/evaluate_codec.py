@@ -1,0 +1,159 @@
+"""Rate-distortion report: bundled (or given) codecs vs the KLT codec, JPEG, WebP and Vorbis.
+
+    python jobs/evaluate_codec.py                      # rgb-16x, rgb-16x-klt, stereo-44k(-klt) -> docs/
+    python jobs/evaluate_codec.py --image-codecs path/to/codec.json --audio-codecs --out /tmp/rd
+
+Images: held-out photos of the first image codec's training split (centre crops up to 512 px);
+audio: centre windows of its held-out music files. Writes OUT/rate_distortion.md, OUT/rd_curve.png,
+OUT/reconstructions.png and OUT/rate_distortion.json. Needs matplotlib (the `train` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.codec import load  # noqa: E402
+from pipeline.training import evaluate as E  # noqa: E402
+
+QUALITIES = [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
+VORBIS_LEVELS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+AUDIO_HEAD = ["method", "setting", "bits/sample/ch", "kbps", "PSNR dB", "SNR dB", "SI-SDR dB"]
+IMAGE_HEAD = ["method", "setting", "bpp", "PSNR dB", "SSIM"]
+
+
+def table(points: list[E.Point], audio: bool) -> str:
+    """A markdown table of operating points."""
+    head = AUDIO_HEAD if audio else IMAGE_HEAD
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in points:
+        cells = [p.method, p.setting, f"{p.rate:.3f}"]
+        if audio:
+            cells += [f"{p.kbps:.1f}", f"{p.psnr:.2f}", f"{p.snr:.2f}", f"{p.si_sdr:.2f}"]
+        else:
+            cells += [f"{p.psnr:.2f}", f"{p.ssim:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def versus(pt: E.Point, curves: dict[str, list[E.Point]]) -> str:
+    """'name: rate, PSNR; vs JPEG at the same bpp +x dB, ...' (n/a outside a curve's range)."""
+    parts = []
+    for label, curve in curves.items():
+        ref = E.interpolate_psnr(curve, pt.rate)
+        parts.append(f"vs {label} at the same rate " + ("n/a" if ref is None else f"{pt.psnr - ref:+.2f} dB"))
+    return f"- {pt.method} ({pt.setting}): {pt.rate:.3f}, {pt.psnr:.2f} dB; " + ", ".join(parts)
+
+
+def image_section(names: list[str], out: Path) -> tuple[list[str], dict]:
+    codecs = [load(c) for c in names]
+    paths = E.heldout_paths(codecs[0])
+    images = [E.eval_image(q) for q in paths]
+    ours, recs = [], {}
+    for c in codecs:
+        points, recs[c.name] = E.codec_on_images(c, images, c.name)
+        ours += points
+    jpeg = [E.pil_on_images(images, "JPEG", q) for q in QUALITIES]
+    webp = [E.pil_on_images(images, "WEBP", q) for q in QUALITIES]
+    curves = {"JPEG": [p for p, _ in jpeg], "WebP": [p for p, _ in webp]}
+    md = [
+        f"## Images\n\n{len(images)} held-out photos (never trained on): {', '.join(q.name for q in paths)}.",
+        "Centre crops of up to 512x512 after the training loader's downscale to <= 1024 px; our",
+        "reconstructions are rounded to 8 bits like the formats'. Rates: bits per pixel of the whole file",
+        "(ours: `codec.to_bytes` with its header, zstd or lossless-WebP latents).\n",
+        table(ours + curves["JPEG"] + curves["WebP"], audio=False),
+        "\n".join(versus(p, curves) for p in ours) + "\n",
+    ]
+    zstd = [p for p in ours if "zstd" in p.setting]
+    if len(zstd) >= 2:
+        gain = zstd[0].psnr - zstd[1].psnr
+        md.append(f"\n{zstd[0].method} vs {zstd[1].method} at the same latent size: {gain:+.2f} dB PSNR.\n")
+    md.append("\n![PSNR vs bpp](rd_curve.png)\n\n![originals vs reconstructions](reconstructions.png)\n")
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (label, curve), style in zip(curves.items(), ("o-", "s-"), strict=True):
+        ax.plot([p.rate for p in curve], [p.psnr for p in curve], style, label=label, ms=4)
+    for p, marker in zip(zstd, "*Dv^", strict=False):
+        ax.plot([p.rate], [p.psnr], marker, ms=12, label=f"{p.method} (zstd latents)")
+    ax.set(xlabel="bits per pixel", ylabel="PSNR (dB)", title="Held-out photos: PSNR vs rate")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "rd_curve.png", dpi=120)
+    plt.close(fig)
+
+    # originals vs reconstructions: 3 images, 192 px centre crops; JPEG at the rate nearest ours
+    qi = int(np.argmin([abs(p.rate - zstd[0].rate) for p in curves["JPEG"]]))
+    cols = [("original", images), *recs.items(), (f"JPEG q{QUALITIES[qi]}", jpeg[qi][1])]
+    rows = min(3, len(images))
+    fig, axes = plt.subplots(rows, len(cols), figsize=(3 * len(cols), 3 * rows), squeeze=False)
+    for i in range(rows):
+        h, w = images[i].shape[:2]
+        top, left = (h - min(h, 192)) // 2, (w - min(w, 192)) // 2
+        for j, (label, ims) in enumerate(cols):
+            axes[i][j].imshow(ims[i][top : top + 192, left : left + 192])
+            axes[i][j].set_axis_off()
+            if i == 0:
+                axes[i][j].set_title(label)
+    fig.tight_layout()
+    fig.savefig(out / "reconstructions.png", dpi=100)
+    plt.close(fig)
+    points = ours + curves["JPEG"] + curves["WebP"]
+    return md, {"files": [str(q) for q in paths], "points": [asdict(p) for p in points]}
+
+
+def audio_section(names: list[str], length: int) -> tuple[list[str], dict]:
+    codecs = [load(c) for c in names]
+    paths = E.heldout_paths(codecs[0])
+    x = E.eval_clips(paths, length)
+    rate = int(codecs[0].metadata.get("sample_rate", 44100))
+    ours = [E.codec_on_audio(c, x, c.name, rate) for c in codecs]
+    vorbis = [v for v in (E.vorbis_on_audio(x, level, rate) for level in VORBIS_LEVELS) if v is not None]
+    md = [
+        f"\n## Audio\n\n{len(paths)} held-out music files ({', '.join(q.name for q in paths)}): the centre",
+        f"{length} samples of each, stereo {rate} Hz, normalised as in training (mean removed, peak 0.5).",
+        "PSNR is for peak-to-peak 1 (the training metric). Rates: bits per sample per channel of the file.\n",
+        table(ours + vorbis, audio=True),
+        "\n".join(versus(p, {"Vorbis": vorbis}) for p in ours) if vorbis else "(no soundfile: no Vorbis)",
+    ]
+    return md, {"files": [str(q) for q in paths], "points": [asdict(p) for p in ours + vorbis]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image-codecs", nargs="*", default=["rgb-16x", "rgb-16x-klt"], help="names or paths")
+    p.add_argument(
+        "--audio-codecs", nargs="*", default=["stereo-44k", "stereo-44k-klt"], help="names or paths"
+    )
+    p.add_argument("--audio-length", type=int, default=1 << 19, help="samples per held-out clip")
+    p.add_argument("--out", default="docs", help="output folder")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md, report = (
+        ["# Rate-distortion of the bundled codecs\n", "Generated by `python jobs/evaluate_codec.py`.\n"],
+        {},
+    )
+    if a.image_codecs:
+        lines, report["images"] = image_section(a.image_codecs, out)
+        md += lines
+    if a.audio_codecs:
+        lines, report["audio"] = audio_section(a.audio_codecs, a.audio_length)
+        md += lines
+    (out / "rate_distortion.md").write_text("\n".join(md) + "\n")
+    (out / "rate_distortion.json").write_text(json.dumps(report, indent=1) + "\n")
+    print((out / "rate_distortion.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+import math
+
+import torch
+
+from pipeline.codec import CodecConfig, build
+from pipeline.training.klt import fit_klt, init_deep_decoder_from_klt, init_encoder_from_klt, klt_codec
+
+from .helpers import batch
+
+CONFIG = CodecConfig(kind="2d", channels=3, J=2, latent_dim=6, decoder="linear")
+
+
+def _mse(codec, x):
+    return torch.mean((codec.decode(codec.encode(x)) - x) ** 2).item()
+
+
+def test_klt_codec_beats_a_random_linear_codec_and_whitens():
+    train, test = batch(24, offset=0), batch(8)
+    klt = fit_klt(build(CONFIG), [train[:12], train[12:]])
+    codec = klt_codec(CONFIG, klt)
+    random_codec = build(CONFIG).eval()
+    assert _mse(codec, test) < 0.2 * _mse(random_codec, test)
+
+    # encoder: y = s * diag(lam)^-1/2 V^T (X - mu): rows are orthogonal, and on the fitting data
+    # every latent channel has mean 0 and standard deviation s (= compander.scale), uncorrelated
+    s = codec.compander.scale
+    W = codec.encoder.weight.detach().double().flatten(1)  # (k, D)
+    gram = W @ W.T
+    assert torch.allclose(gram, torch.diag(torch.diag(gram)), atol=1e-6 * gram.abs().max())
+    with torch.no_grad():
+        y = codec.encode_continuous(train).double().transpose(0, 1).flatten(1)  # (k, positions)
+    assert torch.allclose(y.mean(1), torch.zeros(6, dtype=torch.float64), atol=1e-3 * s)
+    assert torch.allclose(
+        torch.cov(y, correction=0), s**2 * torch.eye(6, dtype=torch.float64), atol=1e-3 * s**2
+    )
+    # decoder o encoder (without quantisation) is the projection onto the top-k subspace: idempotent
+    D = codec.decoder.weight.detach().double().flatten(1)  # (D, k)
+    P = D @ W
+    assert torch.allclose(P @ P, P, atol=1e-6)
+    assert klt.energy_fraction(6) > 0.5
+
+
+def test_klt_initialises_a_deep_codec_encoder():
+    deep = build(CodecConfig(kind="2d", channels=3, J=2, latent_dim=6, Nd=32))
+    klt = fit_klt(deep, [batch(8, offset=0)])
+    init_encoder_from_klt(deep, klt)
+    linear = klt_codec(CONFIG, klt)
+    assert torch.equal(deep.encoder.weight, linear.encoder.weight)
+    assert torch.equal(deep.encoder.bias, linear.encoder.bias)
+
+
+def test_klt_codec_1d_aligns_latent_frames():
+    cfg = CodecConfig(kind="1d", channels=2, J=3, latent_dim=8, decoder="linear")
+    t = torch.arange(512, dtype=torch.float32)
+    x = torch.stack([0.2 * torch.sin(t * f) * torch.tensor([[1.0], [0.7]]) for f in (0.05, 0.11, 0.3, 0.02)])
+    codec = klt_codec(cfg, fit_klt(build(cfg), [x]))
+    assert _mse(codec, x) < 1e-2 * x.pow(2).mean().item()
+
+
+def _psnr(codec, x):
+    return -10 * math.log10(_mse(codec, x))
+
+
+def test_deep_decoder_starts_as_the_klt_decoder_2d():
+    cfg = CodecConfig(kind="2d", channels=3, J=1, latent_dim=4, Nd=128)
+    x = batch(6, size=32, offset=0)
+    deep = build(cfg)
+    klt = fit_klt(deep, [x])
+    init_encoder_from_klt(deep, klt)
+    init_deep_decoder_from_klt(deep, klt)
+    linear = klt_codec(cfg, klt)
+    assert abs(_psnr(deep.eval(), x) - _psnr(linear, x)) < 0.1
+    assert _psnr(linear, x) > _psnr(build(cfg).eval(), x) + 10
+
+
+def test_deep_decoder_starts_as_the_klt_decoder_1d():
+    cfg = CodecConfig(kind="1d", channels=2, J=3, latent_dim=8, Nd=8, post_filter=True)
+    t = torch.arange(1024, dtype=torch.float32)
+    x = torch.stack([0.2 * torch.sin(t * f) * torch.tensor([[1.0], [0.7]]) for f in (0.05, 0.11, 0.3, 0.02)])
+    x = x + 0.01 * torch.randn(x.shape)
+    x = x - x.mean(-1, keepdim=True)  # as the audio loader does: the Oobleck conv2 has no bias for the mean
+    deep = build(cfg)
+    klt = fit_klt(deep, [x])
+    init_encoder_from_klt(deep, klt)
+    init_deep_decoder_from_klt(deep, klt)
+    linear = klt_codec(cfg, klt)
+    assert abs(_psnr(deep.eval(), x) - _psnr(linear, x)) < 0.1
