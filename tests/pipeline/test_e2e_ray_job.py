@@ -91,6 +91,7 @@ def ray_head(tmp_path):
     env["RAY_AUTH_MODE"] = "token"
     env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # nothing to drain at the end: stop at once
     head_log = tmp_path / "head.log"
     log = head_log.open("wb")  # noqa: SIM115 - closed in the finally below
     head = subprocess.Popen(
