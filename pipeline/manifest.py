@@ -92,7 +92,10 @@ class OutputRoot:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
         self.url = url.rstrip("/")
-        self.fs, self.path = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        # no listing cache: workers in other processes add markers and shards that a cached listing
+        # of this process (s3fs, gcsfs) would not show, e.g. to markers() at the end of a resume
+        options = {"use_listings_cache": False} | (storage_options or {})
+        self.fs, self.path = fsspec.core.url_to_fs(self.url, **options)
         self.path = self.path.rstrip("/")
 
     def _p(self, name: str) -> str:

@@ -25,13 +25,21 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+@functools.cache
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    """A compiled validator per schema (the schema is checked once, not at every document)."""
+    schema = load_schema(name)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
 def validate(document: Any, name: str, what: str = "document") -> None:
     """Raise SchemaError naming the first violation."""
-    try:
-        jsonschema.validate(document, load_schema(name))
-    except jsonschema.ValidationError as err:
+    err = jsonschema.exceptions.best_match(_validator(name).iter_errors(document))
+    if err is not None:
         where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-        raise SchemaError(f"{what} does not match {name} at {where}: {err.message}") from None
+        raise SchemaError(f"{what} does not match {name} at {where}: {err.message}")
 
 
 _ARROW_TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from ..codec import WaLLoC, entropy
 from ..codec import load as load_codec
 from ..codec.bottleneck import Compander
 from ..manifest import OutputRoot
+from ..schemas import SchemaError, validate
 
 LatentOutput = Literal["float", "int"]
 
@@ -79,6 +81,16 @@ class Dequantizer:
         if self.output == "int":
             return z.to(torch.int8)
         return self.compander.to_normal(z.float())
+
+
+def sample_meta(text: str | bytes, where: str) -> dict[str, Any]:
+    """A sample's metadata (WebDataset `<key>.json`, Zarr `meta[i]`), checked against sample.schema.json."""
+    try:
+        meta = json.loads(text)
+    except ValueError as err:
+        raise SchemaError(f"{where}: metadata is not JSON ({err})") from None
+    validate(meta, "sample.schema.json", f"{where} metadata")
+    return meta
 
 
 def latent_from_sample(sample: dict[str, Any], expected_hash: str | None = None) -> np.ndarray:

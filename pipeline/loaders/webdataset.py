@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from .common import Dequantizer, LatentOutput, RunInfo, latent_from_sample
+from .common import Dequantizer, LatentOutput, RunInfo, latent_from_sample, sample_meta
 
 
 class TamperedShardError(ValueError):
@@ -78,7 +77,7 @@ class LatentWebDataset(torch.utils.data.IterableDataset):
         z = self.dequantize(latent_from_sample(sample, self.info.codec_hash))
         label = int(sample["cls"]) if "cls" in sample else -1
         if self.with_meta:
-            return z, label, json.loads(sample["json"])
+            return z, label, sample_meta(sample["json"], f"{sample.get('__url__')} {sample.get('__key__')}")
         return z, label
 
     def pipeline(self) -> wds.DataPipeline:

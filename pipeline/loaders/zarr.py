@@ -1,13 +1,13 @@
 """Zarr latent stores -> a map-style Dataset: random access, DistributedSampler, exact resume.
 
-Rows with valid=False (inputs that failed; see errors.parquet) are skipped. `__getitems__` reads a
-whole batch with one orthogonal selection, so a DataLoader touches each Zarr shard once per batch
-instead of once per sample.
+Rows with valid=False (inputs that failed; see errors.parquet) are skipped, and so are rows of shards
+the manifest does not list (a shard whose write failed part-way may have left rows behind).
+`__getitems__` reads a whole batch with one orthogonal selection, so a DataLoader touches each Zarr
+shard once per batch instead of once per sample.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,16 @@ import torch
 import zarr
 
 from ..sinks.zarr import STORE
-from .common import Dequantizer, LatentOutput, RunInfo
+from .common import Dequantizer, LatentOutput, RunInfo, sample_meta
+
+
+def committed_rows(manifest: dict[str, Any], n: int) -> np.ndarray:
+    """Rows of committed shards (the manifest's): a shard that failed may have left rows behind."""
+    mask = np.zeros(n, dtype=bool)
+    for s in manifest["shards"]:
+        start = s.get("slot_offset", 0)
+        mask[start : start + s["samples"] + s.get("errors", 0)] = True
+    return mask
 
 
 class LatentZarrDataset(torch.utils.data.Dataset):
@@ -31,7 +40,8 @@ class LatentZarrDataset(torch.utils.data.Dataset):
         self.url = f"{self.info.root}/{STORE}"
         self.storage_options = storage_options
         group = self._open()
-        self.rows = np.flatnonzero(group["valid"][:])  # dataset index -> store row
+        valid = group["valid"][:]
+        self.rows = np.flatnonzero(valid & committed_rows(self.info.manifest, len(valid)))  # index -> row
         self.dequantize = Dequantizer(self.info.bits, output)
         self.with_meta = with_meta
         self._group = None  # opened lazily in each DataLoader worker
@@ -67,7 +77,7 @@ class LatentZarrDataset(torch.utils.data.Dataset):
         for k, i in enumerate(order):
             item: tuple = (self.dequantize(latents[k]), int(labels[k]))
             if metas is not None:
-                item += (json.loads(str(metas[k])),)
+                item += (sample_meta(str(metas[k]), f"{self.url} row {sorted_rows[k]}"),)
             out[i] = item
         return out
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import os
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,11 +32,18 @@ from ..preprocess.image import DecodeError, ImagePolicy, ImagePreprocessor
 from ..preprocess.raster import RasterPreprocessor
 from ..registry import SINKS, lookup
 from ..sinks import EncodedSample, SinkSpec
-from ..sources import SourceItem, listing_hash, open_source
+from ..sources import SourceItem, check_keys, listing_hash, open_source
 from .lease import OutputLease
 from .plan import ShardTask, plan_run
 
 WRITE_ATTEMPTS = 3  # bounded retries of a shard write before the shard is reported as failed
+# A worker process that dies (OOM kill, segfault, node loss) takes its shard with it; Ray runs the
+# shard again on a restarted actor / another worker, at most TASK_RETRIES more times. A shard that
+# still fails is reported like a failed write (summary, exit code 1) and the rest of the run goes on.
+# Actors may restart any number of times: every restart is paid for by one of those bounded retries.
+TASK_RETRIES = 3
+ACTOR_RESTARTS = -1
+KILL_SWITCH_ENV = "WALLOC_TEST_KILL_SWITCH"  # tests only: see _test_kill_switch
 
 
 @dataclass
@@ -50,6 +59,7 @@ class RunSummary:
     input_bytes: int  # raw uint8 size of the codec inputs encoded in this run
     output: str
     written_this_run: int
+    failures: dict[int, str] = field(default_factory=dict)  # failed shard -> last error
 
     @property
     def samples_per_s(self) -> float:
@@ -66,6 +76,9 @@ class RunSummary:
             f"= {self.samples_per_s:.1f} samples/s",
             f"bytes written    {self.bytes_written:,} (inputs {self.input_bytes:,} raw: ratio {ratio:.1f}x)",
         ]
+        lines += [f"shard {shard} FAILED  {reason}" for shard, reason in sorted(self.failures.items())]
+        if self.failed_shards:
+            lines.append("failed shards have no marker: the same command again (--mode resume) retries them")
         return "\n".join(lines)
 
 
@@ -94,6 +107,35 @@ def make_preprocessor(cfg: EncodeConfig, modality: str, codec) -> Any:
 
 def _error(item: SourceItem, shard: int, stage: str, reason: str) -> dict[str, Any]:
     return {"key": item.key, "source": item.uri, "shard": shard, "stage": stage, "reason": reason[:2000]}
+
+
+def _test_kill_switch(stage: str, shard: int) -> None:
+    """Tests only: make this worker process die, as an OOM kill would (no cleanup, no exception).
+
+    $WALLOC_TEST_KILL_SWITCH names a file of lines `<stage> <shard> once|always`; stage `encode`
+    dies in the middle of encoding the shard, `write` after the shard is in place but before its
+    marker. "once": only the first process to get there dies (it creates `<file>.<stage>-<shard>`
+    first); the retry runs normally. "always": every attempt at that shard dies. Each death appends
+    `<stage> <shard> <pid>` to `<file>.log`. Without the variable (every real run): one dict lookup."""
+    path = os.environ.get(KILL_SWITCH_ENV)
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            lines = [line.split() for line in f if line.strip()]
+    except FileNotFoundError:
+        return
+    for want_stage, want_shard, how in lines:
+        if (want_stage, int(want_shard)) != (stage, shard):
+            continue
+        if how == "once":
+            try:
+                os.close(os.open(f"{path}.{stage}-{shard}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:  # fired already: this is the retry
+                return
+        with open(f"{path}.log", "a") as f:
+            f.write(f"{stage} {shard} {os.getpid()}\n")
+        os._exit(1)
 
 
 def _with_timeout(pool: concurrent.futures.ThreadPoolExecutor, fn, timeout: float):
@@ -153,7 +195,10 @@ def decode_shard(batch: dict[str, np.ndarray], source, preprocessor, cache_salt:
 
 
 class ShardEncoder:
-    """A Ray actor: loads the codec once, encodes whole shards in batches of equal-shape samples."""
+    """A Ray actor: loads the codec once, encodes whole shards in batches of equal-shape samples.
+
+    With `decode` (decode_shard's keyword arguments) the actor also reads and decodes its shards:
+    on CPU-only runs one actor stage does both, so decoded pixels never go through the object store."""
 
     def __init__(
         self,
@@ -164,6 +209,7 @@ class ShardEncoder:
         latent_format: str,
         threads: int,
         device: str,
+        decode: dict[str, Any] | None = None,
     ):
         import torch
 
@@ -179,6 +225,7 @@ class ShardEncoder:
         self.preprocessor = preprocessor
         self.batch_size = batch_size
         self.latent_format = latent_format
+        self.decode = decode
 
     def _encode(self, arrays: list[np.ndarray]) -> np.ndarray:
         x = np.stack([self.preprocessor.codec_input(a) for a in arrays])
@@ -186,6 +233,8 @@ class ShardEncoder:
         return z.cpu().numpy()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.decode is not None:
+            batch = decode_shard(batch, **self.decode)
         out_payload = []
         for payload in batch["payload"]:
             task, samples, errors = payload["task"], payload["samples"], list(payload["errors"])
@@ -201,6 +250,7 @@ class ShardEncoder:
                     except Exception as err:  # noqa: BLE001 - a failed batch falls back to one by one
                         latents = None
                         first_error = err
+                    _test_kill_switch("encode", task.shard)
                     for j, s in enumerate(part):
                         try:
                             z = latents[j] if latents is not None else self._encode([s["array"]])[0]
@@ -242,7 +292,11 @@ class ShardEncoder:
 
 
 def write_shard(batch: dict[str, np.ndarray], sink_name: str, spec: SinkSpec, settings_hash: str):
-    """Write and commit each shard, then its marker. A shard that keeps failing is reported, not raised."""
+    """Write and commit each shard, then its marker. A shard that keeps failing is reported, not raised.
+
+    An attempt is the whole shard then its marker; attempts are idempotent (same bytes under the same
+    names), so a retry after a failure at any point, or a rerun of the task by Ray after its worker
+    died, leaves exactly what one clean attempt leaves."""
     results = []
     sink = lookup(SINKS, sink_name, "sink")(spec)
     root = OutputRoot(spec.output, spec.storage_options)
@@ -255,28 +309,30 @@ def write_shard(batch: dict[str, np.ndarray], sink_name: str, spec: SinkSpec, se
                 for sample in encoded:
                     writer.write(sample)
                 stats = writer.commit()
+                if stats.samples + len(errors) != len(task.items):
+                    raise AssertionError(
+                        f"shard {task.shard}: {stats.samples} + {len(errors)} != {len(task.items)} inputs"
+                    )
+                _test_kill_switch("write", task.shard)
+                marker = ShardMarker(
+                    stats=stats.to_dict(),
+                    slot_offset=task.slot_offset,
+                    keys=stats.keys,
+                    errors=sorted(errors, key=lambda e: e["key"]),
+                    settings_hash=settings_hash,
+                )
+                root.write_marker(marker)
                 break
             except Exception as err:  # noqa: BLE001 - retried, then reported
                 writer.abort()
                 last_error = f"{type(err).__name__}: {err}"
-                time.sleep(0.2 * (attempt + 1))
+                if attempt + 1 < WRITE_ATTEMPTS:
+                    time.sleep(0.2 * (attempt + 1))
         else:
             results.append(
                 {"shard": task.shard, "failed": last_error, "written": 0, "input_bytes": 0, "bytes": 0}
             )
             continue
-        if stats.samples + len(errors) != len(task.items):
-            raise AssertionError(
-                f"shard {task.shard}: {stats.samples} + {len(errors)} != {len(task.items)} inputs"
-            )
-        marker = ShardMarker(
-            stats=stats.to_dict(),
-            slot_offset=task.slot_offset,
-            keys=stats.keys,
-            errors=sorted(errors, key=lambda e: e["key"]),
-            settings_hash=settings_hash,
-        )
-        root.write_marker(marker)
         results.append(
             {
                 "shard": task.shard,
@@ -345,6 +401,7 @@ def prepare_run(cfg: EncodeConfig) -> Prepared:
     items = source.list_items()
     if cfg.limit is not None:
         items = items[: cfg.limit]
+    check_keys(items)
     codec = load_codec(cfg.codec)
     preprocessor = make_preprocessor(cfg, source.modality, codec)
     settings = {
@@ -413,7 +470,16 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         codec_hash=codec.hash,
         cache_salt=f"{codec.hash}:{stable_hash(settings['preprocessing'])}",
     )
-    failed = sorted(r["shard"] for r in results if r["failed"])
+    # a shard fails by its write (reported by write_shard) or by its workers dying more often than
+    # the retries allow (Ray Data drops its row: see _execute); either way it has no marker
+    returned = {r["shard"]: r for r in results}
+    failures = {r["shard"]: r["failed"] for r in results if r["failed"]}
+    for t in plan.todo:
+        if t.shard not in returned:
+            failures[t.shard] = (
+                f"its task failed {TASK_RETRIES + 1} times (its worker died, or raised: see the Ray logs)"
+            )
+    failed = sorted(failures)
 
     lease.check()  # another run took the output over (our lease expired): do not commit over it
     markers = root.markers()
@@ -443,6 +509,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         input_bytes=sum(r["input_bytes"] for r in results),
         output=cfg.output,
         written_this_run=sum(r["written"] for r in results),
+        failures=failures,
     )
 
 
@@ -458,38 +525,47 @@ def _execute(
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress
     ctx.execution_options.preserve_order = True
+    # a row (shard) whose task still fails after its retries is dropped, not fatal: the driver
+    # reports the shards that came back without a result, the others complete
+    ctx.max_errored_blocks = -1
     workers, threads, device = _worker_plan(cfg)
     rows = [{"shard": t.shard, "payload": {"task": t}} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map_batches(
-        decode_shard,
-        batch_size=1,
-        fn_kwargs={
-            "source": source,
-            "preprocessor": preprocessor,
-            "cache_salt": cache_salt,
-            "timeout": cfg.sample_timeout_s,
-        },
-    )
-    ds = ds.map_batches(
-        ShardEncoder,
-        batch_size=1,
-        fn_constructor_kwargs={
-            "codec_ref": codec_ref,
-            "codec_hash": codec_hash,
-            "preprocessor": preprocessor,
-            "batch_size": cfg.batch_size,
-            "latent_format": cfg.latent_format,
-            "threads": threads,
-            "device": device,
-        },
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-        num_gpus=cfg.num_gpus_per_worker or None,
-    )
-    ds = ds.map_batches(
-        write_shard,
-        batch_size=1,
-        fn_kwargs={"sink_name": cfg.format, "spec": spec, "settings_hash": identity.settings_hash},
-        num_cpus=0,  # I/O-bound: must not wait for a CPU while encoders hold every core (no durable progress)
-    )
+    decode_kwargs = {
+        "source": source,
+        "preprocessor": preprocessor,
+        "cache_salt": cache_salt,
+        "timeout": cfg.sample_timeout_s,
+    }
+    # Retries of worker deaths are Ray remote options, which map_batches takes only as **ray_remote_args:
+    # deprecated since Ray 2.60 (removal announced for 2.64), with no named parameter for them yet.
+    # Ray is pinned; tests/pipeline/test_e2e_faults.py kills workers and fails if these stop applying.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        if device != "cpu":  # GPU actors encode only; reading and decoding run as CPU tasks
+            ds = ds.map_batches(decode_shard, batch_size=1, fn_kwargs=decode_kwargs, max_retries=TASK_RETRIES)
+        ds = ds.map_batches(
+            ShardEncoder,
+            batch_size=1,
+            fn_constructor_kwargs={
+                "codec_ref": codec_ref,
+                "codec_hash": codec_hash,
+                "preprocessor": preprocessor,
+                "batch_size": cfg.batch_size,
+                "latent_format": cfg.latent_format,
+                "threads": threads,
+                "device": device,
+                "decode": decode_kwargs if device == "cpu" else None,
+            },
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+            num_gpus=cfg.num_gpus_per_worker or None,
+            max_restarts=ACTOR_RESTARTS,
+            max_task_retries=TASK_RETRIES,
+        )
+        ds = ds.map_batches(
+            write_shard,
+            batch_size=1,
+            fn_kwargs={"sink_name": cfg.format, "spec": spec, "settings_hash": identity.settings_hash},
+            max_retries=TASK_RETRIES,
+        )
     return [row["result"] for row in ds.iter_rows()]

@@ -7,6 +7,7 @@ entropy-coded bytes) plus metadata, and return what the manifest records about e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,10 +100,31 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Object stores have no rename (s3fs's mv is a server-side copy then a delete), but one PUT is
+# atomic: the object appears whole or not at all. Everything else gets temp file + rename.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"})
+
+
+def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return bool(OBJECT_STORES.intersection(protocols))
+
+
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write to a temporary name, then rename: readers see the whole file or nothing."""
+    """Readers see the whole file or nothing, never a partial one.
+
+    Filesystems: write a temporary name, then rename; a failed write (disk full, I/O error) removes
+    its temporary file. Object stores: one PUT (atomic there; a failed PUT leaves no object)."""
+    if is_object_store(fs):
+        fs.pipe_file(path, data)
+        return
     tmp = f"{path}.tmp-{hashlib.sha1(data).hexdigest()[:10]}"
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+    try:
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):  # a directory in its place stays (rm_file refuses it)
+            fs.rm_file(tmp)
+        raise

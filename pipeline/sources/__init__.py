@@ -8,9 +8,18 @@ import fsspec
 
 from ..registry import SOURCES, lookup
 from . import audio, hf, image_folder, raster, tar_shards  # noqa: F401  (each registers its kinds)
-from .base import Source, SourceItem, listing_hash, safe_key
+from .base import Source, SourceItem, UnsafeKeyError, check_keys, listing_hash, safe_key
 
-__all__ = ["Source", "SourceItem", "listing_hash", "open_source", "detect_source", "safe_key"]
+__all__ = [
+    "Source",
+    "SourceItem",
+    "UnsafeKeyError",
+    "check_keys",
+    "detect_source",
+    "listing_hash",
+    "open_source",
+    "safe_key",
+]
 
 
 def detect_source(path: str) -> str:

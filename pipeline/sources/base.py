@@ -6,6 +6,7 @@ Sources know nothing of decoding or the codec. Listing is sorted and stable; key
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import re
@@ -13,6 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # schemas/sample.schema.json's key pattern
+
+
+class UnsafeKeyError(ValueError):
+    """A listing whose keys could name files outside a shard (or collide): the run is refused."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,26 @@ def unique_keys(names: list[str], ids: list[str] | None = None) -> list[str]:
         k if seen[k] == 1 else f"{k}_{hashlib.sha1(i.encode()).hexdigest()[:8]}"
         for k, i in zip(keys, ids, strict=True)
     ]
+
+
+def check_keys(items: list[SourceItem]) -> None:
+    """Refuse a listing with keys that are not tar-safe or not unique, whatever source made it.
+
+    Keys become tar member names and Zarr/metadata keys: `../x` or `/etc/x` would be a path for
+    whoever extracts a shard, and a repeated key would merge two samples in a WebDataset reader.
+    The bundled sources make safe keys (safe_key, unique_keys); this check holds a custom source to
+    the same rule before anything is written."""
+    bad = [it.key for it in items if not isinstance(it.key, str) or not KEY_PATTERN.match(it.key)]
+    if bad:
+        shown = ", ".join(repr(k) for k in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise UnsafeKeyError(
+            f"{len(bad)} key(s) are not tar-safe ([A-Za-z0-9_-]+): {shown}; make them with "
+            "pipeline.sources.base.unique_keys"
+        )
+    counts = collections.Counter(it.key for it in items)
+    repeated = sorted(k for k, n in counts.items() if n > 1)
+    if repeated:
+        raise UnsafeKeyError(f"{len(repeated)} key(s) repeat in the listing: {', '.join(repeated[:5])}")
 
 
 def listing_hash(items: list[SourceItem]) -> str:

@@ -24,9 +24,18 @@ class ImageFolderSource(Source):
 
     modality = "image"
 
-    def __init__(self, root: str, labels: str = "auto", extensions: set[str] | None = None):
+    def __init__(
+        self,
+        root: str,
+        labels: str = "auto",
+        extensions: set[str] | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ):
         self.root = str(root)
-        self.fs, self.path = fsspec.core.url_to_fs(self.root)
+        # fsspec options for an object-store root (endpoint, credentials); they travel to the workers
+        # with the source and are never written to the manifest
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.path = fsspec.core.url_to_fs(self.root, **self.storage_options)
         self.extensions = {e.lower() for e in (extensions or IMAGE_EXTENSIONS)}
         files = sorted(p for p in self.fs.find(self.path) if Path(p).suffix.lower() in self.extensions)
         if not files:
@@ -55,7 +64,7 @@ class ImageFolderSource(Source):
         return state
 
     def read_bytes(self, item: SourceItem) -> bytes:
-        with fsspec.open(item.uri, "rb") as f:
+        with fsspec.open(item.uri, "rb", **self.storage_options) as f:
             return f.read()
 
     def label_map(self) -> dict[str, int]:

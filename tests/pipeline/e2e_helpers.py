@@ -68,6 +68,16 @@ def encode(corpus: Path, output: Path, codec: Path, **overrides: Any):
     return run_encode(EncodeConfig(**settings))
 
 
+def run_job(argv: list[str]) -> int:
+    """The image job's main() in this process (it finds this session's Ray already running)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("encode_imagenet_job", JOB)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job.main(argv)
+
+
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

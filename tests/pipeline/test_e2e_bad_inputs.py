@@ -6,7 +6,6 @@ opens, plus files that must fail with a reason a person can act on (not a generi
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from e2e_helpers import (
-    JOB,
     SAMPLE_IMAGES,
     SIZE,
     png_bomb,
@@ -23,6 +21,7 @@ from e2e_helpers import (
     read_errors,
     read_manifest,
     read_webdataset,
+    run_job,
     standard_args,
     uri_to_path,
 )
@@ -114,14 +113,6 @@ def _corpus(root: Path) -> dict[str, dict]:
     return {name: expect for name, (_, expect) in cases.items()}
 
 
-def _run_job(argv: list[str]) -> int:
-    """The job's main() in this process (it finds this session's Ray already running)."""
-    spec = importlib.util.spec_from_file_location("encode_imagenet_job", JOB)
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    return job.main(argv)
-
-
 def test_bad_and_unusual_images(ray_session, klt_codec, tmp_path):
     from pipeline.codec import load
     from pipeline.preprocess.image import ImagePolicy, decode_image, to_codec_input
@@ -129,7 +120,7 @@ def test_bad_and_unusual_images(ray_session, klt_codec, tmp_path):
     corpus = tmp_path / "mixed"
     expected = _corpus(corpus)
     output = tmp_path / "out"
-    assert _run_job(standard_args(corpus, output, klt_codec)) == 0
+    assert run_job(standard_args(corpus, output, klt_codec)) == 0
 
     manifest = read_manifest(output)
     errors = {uri_to_path(e["source"]).name: e for e in read_errors(output)}
