@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if codec.config.kind != "2d" or codec.config.channels != 3:
         print(f"codec {args.codec!r} is not an RGB image codec ({codec.config})", file=sys.stderr)
         return 1
-    paths = sorted(p for p in args.images.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if args.limit:
         paths = paths[: args.limit]
     if not paths:
