@@ -32,7 +32,8 @@ channel) first, so each (h, w) or (C, L) plane is contiguous. An empty tensor ha
     png   the planes, i.e. the last two dims (a 1-D tensor is one row), tiled into one grayscale
     webp  8-bit mosaic; planes wider than the format allows are cut into equal-width segments;
           unused tiles hold latent 0. The layout is a pure function of (shape, format limit), so
-          the decoder recomputes it. WebP is lossless, quality 100, method 4 (method 6 is ~1-2% smaller and ~100x slower).
+          the decoder recomputes it. WebP is lossless, quality 100, method 4
+          (method 6 is ~1-2% smaller and ~100x slower).
 """
 
 from __future__ import annotations
