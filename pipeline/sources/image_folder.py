@@ -48,7 +48,8 @@ class ImageFolderSource(Source):
         self._classes = {c: i for i, c in enumerate(classes)}
 
     def list_items(self) -> list[SourceItem]:
-        keys = unique_keys([str(Path(r).with_suffix("")) for r in self._relpaths])
+        # keys drop the extension; files that differ only in it (x.jpg, x.png) hash their full paths
+        keys = unique_keys([str(Path(r).with_suffix("")) for r in self._relpaths], ids=self._relpaths)
         items = []
         for key, rel, full in zip(keys, self._relpaths, self._files, strict=True):
             cls = _class_of(rel) if self.labelled else None
