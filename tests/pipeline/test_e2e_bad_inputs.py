@@ -128,6 +128,8 @@ def test_bad_and_unusual_images(ray_session, klt_codec, tmp_path):
     totals = manifest["totals"]
     assert totals["inputs"] == len(expected) == totals["written"] + totals["errors"]
     assert not set(errors) & set(samples)
+    keys = [s["__key__"] for s in samples.values()] + [e["key"] for e in errors.values()]
+    assert len(set(keys)) == len(expected), "every input has its own key (truncated.jpg vs truncated.png)"
     assert sorted(errors) == sorted(n for n, e in expected.items() if "error" in e)
     assert sorted(samples) == sorted(n for n, e in expected.items() if "error" not in e)
 
