@@ -25,7 +25,8 @@ from .config import CodecConfig
 from .hashing import codec_hash
 
 LATENT_DTYPE = torch.int8  # holds every latent_bits in [2, 8]
-ENCODE_CHUNK_BYTES = 3 << 20  # encode cache-sized chunks: the WPT is memory-bound
+ENCODE_CHUNK_BYTES = 3 << 20  # conv encoders: cache-sized chunks (analysis + wide activations)
+FUSED_ENCODE_CHUNK_BYTES = 8 << 20  # 1x1 encoders run fused, image by image; latents of a chunk stay in L2
 
 
 def centered_padding(size: int, multiple: int) -> tuple[int, int]:
@@ -42,6 +43,19 @@ def _pad_last_axes(x: Tensor, pads: list[tuple[int, int]]) -> Tensor:
     sizes = x.shape[-len(pads) :]
     reflectable = all(max(p) < s for p, s in zip(pads, sizes, strict=True))
     return F.pad(x, flat, mode="reflect" if reflectable else "replicate")
+
+
+def _pointwise_conv(module: nn.Module) -> bool:
+    """A plain 1x1 convolution (the lightweight encoder), which encode fuses into the transform."""
+    return (
+        isinstance(module, (nn.Conv1d, nn.Conv2d))
+        and all(k == 1 for k in module.kernel_size)
+        and all(s == 1 for s in module.stride)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and isinstance(module.padding, tuple)
+        and (isinstance(module, nn.Conv1d) or not any(module.padding))
+    )
 
 
 class WaLLoC(nn.Module):
@@ -110,13 +124,30 @@ class WaLLoC(nn.Module):
         self._check_input(x)
         x = self.pad(x)
         per_item = x[0].numel() * x.element_size()
-        size = max(1, ENCODE_CHUNK_BYTES // per_item)
+        limit = FUSED_ENCODE_CHUNK_BYTES if _pointwise_conv(self.encoder) else ENCODE_CHUNK_BYTES
+        size = max(1, limit // max(per_item, 1))
         out = [self._encode_chunk(chunk) for chunk in x.split(size)]
         return torch.cat(out) if len(out) > 1 else out[0]
 
     def _encode_chunk(self, x: Tensor) -> Tensor:
-        y = self.compander.to_uniform(self.encode_continuous(x))
-        return torch.round(y).to(LATENT_DTYPE)
+        enc = self.encoder
+        if _pointwise_conv(enc):
+            # the 1x1 encoder is fused into the transform (wavelets.analysis_*_linear): latents come
+            # straight from the WPT's natural memory layout, never the reference's band layout
+            if self.config.kind == "2d":
+                y = wavelets.analysis_2d_linear(x, self.config.J, enc.weight, enc.bias)
+            else:
+                y = wavelets.analysis_1d_linear(x, self.config.J, enc.weight, enc.bias)
+                p = enc.padding[0]
+                if p:  # zero frames through the 1x1 conv: the bias alone, as the reference computes
+                    y = F.pad(y, (p, p))
+                    if enc.bias is not None:
+                        y[..., :p] = enc.bias[:, None]
+                        y[..., -p:] = enc.bias[:, None]
+        else:
+            y = self.encode_continuous(x)
+        y = self.compander.to_uniform(y)
+        return torch.round_(y).to(LATENT_DTYPE)
 
     @torch.no_grad()
     def decode(self, z: Tensor, size: tuple[int, ...] | None = None) -> Tensor:
