@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "--codec", default=None, help="codec name or path (default: rgb-16x, else a small one)"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="samples per codec call")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; medians reported")
     args = parser.parse_args(argv)
 
     import ray
@@ -279,11 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         workers = args.workers or cpus
         load_before = os.getloadavg()[0]
+        stages = {
+            "decode+resize, 1 process": lambda: bench_decode(prep, tasks, None) | {"workers": 1},
+            "decode+resize, Ray": lambda: bench_decode(prep, tasks, workers) | {"workers": workers},
+            "full pipeline -> WebDataset": lambda: bench_full(cfg("webdataset")) | {"workers": workers},
+            "full pipeline -> Zarr": lambda: bench_full(cfg("zarr")) | {"workers": workers},
+        }
+        runs: dict[str, list[dict]] = {name: [] for name in stages}
+        for _ in range(args.rounds):  # interleaved, so that a burst of load hits every stage alike
+            for name, run in stages.items():
+                runs[name].append(run())
         results = {
-            "decode+resize, 1 process": bench_decode(prep, tasks, None) | {"workers": 1},
-            "decode+resize, Ray": bench_decode(prep, tasks, workers) | {"workers": workers},
-            "full pipeline -> WebDataset": bench_full(cfg("webdataset")) | {"workers": workers},
-            "full pipeline -> Zarr": bench_full(cfg("zarr")) | {"workers": workers},
+            name: rs[0] | {k: float(np.median([r[k] for r in rs])) for k in ("wall", "span", "rate")}
+            for name, rs in runs.items()
         }
         load_after = os.getloadavg()[0]
         ray.shutdown()
@@ -304,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         f"costs    in-process, 1 thread: decode+resize {costs['decode']:.1f}, encode {costs['encode']:.1f}, "
         f"write {costs['write']:.2f} ms/image: full/decode-only can reach at most {bound:.0%} on CPUs"
     )
-    print("rate     images after the first shard / (last - first shard completion): start-up excluded\n")
+    print(
+        "rate     images after the first shard / (last - first shard completion): start-up excluded; "
+        f"median of {args.rounds} interleaved round(s)\n"
+    )
     print("| stage | workers | images | errors | wall s | first->last shard s | images/s | vs decode (Ray) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
