@@ -60,10 +60,11 @@ class RunSummary:
     output: str
     written_this_run: int
     failures: dict[int, str] = field(default_factory=dict)  # failed shard -> last error
+    encode_seconds: float = 0.0  # from a started Ray to the last shard (excludes Ray start-up)
 
     @property
     def samples_per_s(self) -> float:
-        return self.written_this_run / self.seconds if self.seconds > 0 else 0.0
+        return self.written_this_run / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
     def format(self) -> str:
         ratio = self.input_bytes / self.bytes_written if self.bytes_written else float("nan")
@@ -72,8 +73,8 @@ class RunSummary:
             f"inputs           {self.inputs}  (written {self.written} + errors {self.errors})",
             f"shards           {self.shards_encoded} encoded, {self.shards_skipped} already committed"
             + (f", FAILED: {self.failed_shards}" if self.failed_shards else ""),
-            f"this run         {self.written_this_run} samples in {self.seconds:.1f} s "
-            f"= {self.samples_per_s:.1f} samples/s",
+            f"this run         {self.written_this_run} samples in {self.encode_seconds:.1f} s of encoding "
+            f"= {self.samples_per_s:.1f} samples/s ({self.seconds:.1f} s with listing and Ray start-up)",
             f"bytes written    {self.bytes_written:,} (inputs {self.input_bytes:,} raw: ratio {ratio:.1f}x)",
         ]
         lines += [f"shard {shard} FAILED  {reason}" for shard, reason in sorted(self.failures.items())]
@@ -459,6 +460,9 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         },
     )
 
+    if plan.todo:
+        _init_ray(cfg.address)
+    encode_started = time.perf_counter()
     results = _execute(
         cfg,
         plan.todo,
@@ -470,6 +474,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         codec_hash=codec.hash,
         cache_salt=f"{codec.hash}:{stable_hash(settings['preprocessing'])}",
     )
+    encode_seconds = time.perf_counter() - encode_started
     # a shard fails by its write (reported by write_shard) or by its workers dying more often than
     # the retries allow (Ray Data drops its row: see _execute); either way it has no marker
     returned = {r["shard"]: r for r in results}
@@ -510,6 +515,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         output=cfg.output,
         written_this_run=sum(r["written"] for r in results),
         failures=failures,
+        encode_seconds=encode_seconds,
     )
 
 
