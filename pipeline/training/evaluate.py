@@ -131,7 +131,7 @@ def pil_on_images(images: Sequence[np.ndarray], fmt: str, quality: int) -> tuple
         Image.fromarray(rgb).save(buf, format=fmt, quality=quality)
         bpp.append(8 * buf.tell() / (rgb.shape[0] * rgb.shape[1]))
         buf.seek(0)
-        rec = np.asarray(Image.open(buf).convert("RGB"))
+        rec = np.array(Image.open(buf).convert("RGB"))  # writable, for torch.from_numpy
         recs.append(rec)
         scores.append(_image_scores(rgb, rec))
     mean_psnr, mean_ssim = (float(np.mean(v)) for v in zip(*scores, strict=True))

@@ -10,6 +10,7 @@ import datetime
 import functools
 import platform
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -104,7 +105,10 @@ def setup(job: CodecJob) -> tuple[WaLLoC, Dataset, Tensor]:
         klt = fit_klt_on(job, codec)
         init_encoder_from_klt(codec, klt)
         if job.decoder == "deep":
-            init_deep_decoder_from_klt(codec, klt)
+            try:
+                init_deep_decoder_from_klt(codec, klt)
+            except ValueError as err:  # a decoder too narrow for the construction: encoder only
+                warnings.warn(f"decoder not initialised from the KLT: {err}", stacklevel=2)
     return codec, data, valid
 
 

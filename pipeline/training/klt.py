@@ -111,9 +111,11 @@ def klt_codec(config: CodecConfig, klt: KLT) -> WaLLoC:
 
 
 # --- a deep decoder that starts as the KLT decoder ------------------------------------------------
-STREAM_STD = 0.03  # std of each latent's copy in the decoder's residual stream
-CARRIER = 1.0  # +-CARRIER channels fix each GroupNorm group's mean (0) and variance (~CARRIER^2/2)
-SILU_SHIFT, SILU_GAIN = 12.0, 4.0  # SiLU(12 + 4u) = 12 + 4u to 1e-4 over |u| < 0.6: a linear regime
+STREAM_STD = 10.0  # std of each latent's copy in the decoder's residual stream; large, because Adam's
+# steps are absolute: at this scale one step (~lr) moves conv_in and the zeroed branches by a small
+# fraction of the signal (at 0.03 the first steps at lr 1e-4 wiped the KLT solution out)
+CARRIER = 300.0  # +-CARRIER channels fix each GroupNorm group's mean (0) and variance (~CARRIER^2/2)
+SILU_SHIFT, SILU_GAIN = 12.0, 4.0  # SiLU(12 + 4u) = 12 + 4u to 1e-4 for |u| < 0.6: a linear regime
 
 
 @torch.no_grad()
@@ -166,7 +168,7 @@ def init_deep_decoder_from_klt(codec: WaLLoC, klt: KLT) -> WaLLoC:
     return codec
 
 
-SNAKE_LOG_ALPHA = -2.3  # Snake x + sin^2(a x)/b with a = 0.1, b = 1: x + 1e-4 on the 0.1-std stream
+SNAKE_LOG_ALPHA = -6.9  # Snake x + sin^2(a x)/b with a = 1e-3, b = 1: x + <3e-3 on the 10-std stream
 
 
 def _set_weight_norm(module: torch.nn.Module, weight: Tensor) -> None:

@@ -278,7 +278,9 @@ def train_ray(
 
     ckpt_dir = Path(ckpt_dir).resolve()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        ray.init(
+            address=address or "local", include_dashboard=False
+        )  # "local": never join a stranger's cluster
     trainer = TorchTrainer(
         _ray_worker,
         train_loop_config={"setup": setup, "cfg": cfg, "ckpt_dir": str(ckpt_dir)},

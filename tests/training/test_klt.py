@@ -62,8 +62,8 @@ def _psnr(codec, x):
 
 
 def test_deep_decoder_starts_as_the_klt_decoder_2d():
-    cfg = CodecConfig(kind="2d", channels=3, J=1, latent_dim=4, Nd=128)
-    x = batch(6, size=32, offset=0)
+    cfg = CodecConfig(kind="2d", channels=3, J=1, latent_dim=4, Nd=128)  # 32 GroupNorm groups of 4
+    x = batch(4, size=16, offset=0)
     deep = build(cfg)
     klt = fit_klt(deep, [x])
     init_encoder_from_klt(deep, klt)

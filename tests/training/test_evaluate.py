@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from pipeline.codec import CodecConfig, build
+from pipeline.training import evaluate as E
+from pipeline.training.klt import fit_klt, klt_codec
+
+from .helpers import batch
+
+
+def _images(n: int = 2, size: int = 32) -> list[np.ndarray]:
+    return [((x.permute(1, 2, 0).numpy() + 0.5) * 255).round().astype(np.uint8) for x in batch(n, size)]
+
+
+def test_jpeg_points_trade_rate_for_quality_and_interpolate():
+    images = _images()
+    low, _ = E.pil_on_images(images, "JPEG", 10)
+    high, recs = E.pil_on_images(images, "JPEG", 95)
+    assert high.rate > low.rate and high.psnr > low.psnr and high.ssim > low.ssim
+    assert recs[0].shape == images[0].shape
+    mid = E.interpolate_psnr([low, high], (low.rate + high.rate) / 2)
+    assert mid == pytest.approx((low.psnr + high.psnr) / 2)
+    assert E.interpolate_psnr([low, high], high.rate * 2) is None
+
+
+def test_codec_points_count_the_entropy_coded_bytes():
+    cfg = CodecConfig(kind="2d", channels=3, J=2, latent_dim=6, decoder="linear")
+    codec = klt_codec(cfg, fit_klt(build(cfg), [batch(8, offset=0)])).freeze()
+    images = _images()
+    points, recs = E.codec_on_images(codec, images, "klt", methods=("zstd",))
+    (p,) = points
+    z = codec.encode(batch(1, 32))
+    assert p.extra["dimensionality_reduction"] == pytest.approx(3 * 16 / 6)
+    assert 0 < p.rate <= 8 * (len(codec.to_bytes(z)) + 64) / (32 * 32)  # header + at most 8 bits a value
+    assert p.psnr > 20 and recs[0].dtype == np.uint8
