@@ -14,6 +14,12 @@ Rates are steady state: (images after the first shard) / (time from the first sh
 to the last one's), from completion stamps (decode) and shard commit markers (full runs), so Ray
 and actor start-up stay out. Wall time, start-up included, is shown too.
 
+Reading the figures on a shared machine: Ray runs its workers at nice 15 (its worker_niceness), so
+when other processes compete for the CPUs the Ray stages slow down and the in-process decode (nice
+0) does not; compare the Ray stages with each other (the ratio does). On a 2-CPU node Ray Data's
+autoscaling pool has also been seen to keep a single encoder actor (a CPU stays free for the write
+tasks), so "workers" is an upper bound there.
+
     .venv/bin/python benchmarks/pipeline_throughput.py                   # data/imagenet-mini if fetched
     .venv/bin/python benchmarks/pipeline_throughput.py --input data/photos --limit 200 --size 256
 """
