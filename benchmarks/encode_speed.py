@@ -72,8 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def timed(fn, args: argparse.Namespace) -> float:
-    """Median wall time of fn() over args.repeats runs, after args.warmup runs (seconds)."""
+def timed(fn, args: argparse.Namespace) -> list[float]:
+    """Wall times of fn() over args.repeats runs, after args.warmup runs (seconds)."""
 
     def sync():
         if args.device == "cuda":
@@ -88,7 +88,7 @@ def timed(fn, args: argparse.Namespace) -> float:
         fn()
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 @torch.no_grad()
@@ -144,10 +144,10 @@ def bench_2d(args: argparse.Namespace) -> dict:
         "reference_synthesis": timed(lambda: ref.wavelet_synthesis(X, J=ref.J), args),
         "synthesis": timed(lambda: ours.synthesis(X_ours), args),
     }
-    rates = {
-        k: {"images_per_s": images / t, "mpixels_per_s": pixels / t / 1e6, "seconds": t}
-        for k, t in times.items()
-    }
+    rates = {}
+    for k, runs in times.items():
+        t = statistics.median(runs)
+        rates[k] = {"images_per_s": images / t, "mpixels_per_s": pixels / t / 1e6, "seconds": t, "runs": runs}
     return {"config": config, "input": list(x.shape), "agreement": agreement, "rates": rates}
 
 
@@ -187,10 +187,11 @@ def bench_1d(args: argparse.Namespace) -> dict:
         "reference_synthesis": timed(lambda: ref.wavelet_synthesis(X, J=ref.J), args),
         "synthesis": timed(lambda: ours.synthesis(X_ours), args),
     }
-    rates = {
-        k: {"samples_per_s": frames / t, "realtime_factor": frames / AUDIO_RATE / t, "seconds": t}
-        for k, t in times.items()
-    }
+    rates = {}
+    for k, runs in times.items():
+        t = statistics.median(runs)
+        rates[k] = {"samples_per_s": frames / t, "realtime_factor": frames / AUDIO_RATE / t, "seconds": t}
+        rates[k]["runs"] = runs
     return {"config": config, "input": list(x.shape), "agreement": agreement, "rates": rates}
 
 

@@ -51,7 +51,7 @@ WAVELET = "bior4.4"
 MAX_LEVELS_PER_STAGE = 3  # 3 fused levels: 64 taps per sample; more levels cost more than a 2nd stage
 # Output blocks per GEMM tile, by levels per stage: bigger tiles waste FLOPs on the zero corners of
 # the banded tile (a tile does (m + K - 1) * P MACs per sample, against K * P for the operator), and
-# smaller ones make GEMMs too thin. Measured on AVX-512 (2 threads; see benchmarks/encode_speed.py).
+# smaller ones make GEMMs too thin (3 levels: m=2 beats m=8 by ~25%, m=1 by ~10%; AVX-512 EPYC).
 TILE_BLOCKS = {1: 4, 2: 4, 3: 2}
 MIN_TRANSPOSED_TILE = 16  # a GEMM writing its tile rows innermost wants at least this many of them
 CHUNK_BYTES = 3 << 20  # 1-D: short signals are transformed this many bytes at a time
@@ -455,7 +455,9 @@ def analysis_2d_linear(x: Tensor, levels: int, weight: Tensor, bias: Tensor | No
     w2 = w2.view(r_outer, inner * m * p_last, m * out_ch)
     lat = x.new_empty((b, tiles, nw, m, out_ch))
     size = _images_per_chunk(x)
-    for i in range(b):
+    if len(plan) == 1:  # the hot path (J <= 3), inlined: per image that is 2 copies and 3 GEMMs
+        _linear_one_stage(x, levels, size, w2[0], lat.view(b, tiles * nw, m * out_ch))
+    for i in range(b if len(plan) > 1 else 0):
         if i % size == 0:
             y_w = _w_pass(x[i : i + size], levels)  # (nw, Sw, B, C, H)
         z = _h_pass(y_w[:, :, i % size], levels, transposed_last=True)  # (tiles, Ro*nw*Sw*C, m*P)
@@ -474,6 +476,31 @@ def analysis_2d_linear(x: Tensor, levels: int, weight: Tensor, bias: Tensor | No
     else:
         result.copy_(src)
     return result.view(b, out_ch, tiles * m, nw)[:, :, :nh]
+
+
+def _linear_one_stage(x: Tensor, levels: int, size: int, weight: Tensor, lat: Tensor) -> None:
+    """analysis_2d_linear's loop for a single stage per axis: _w_pass + _h_pass + the encoder GEMM.
+
+    x (B, C, H, W); weight (Sw*C*m*P, m*out) as prepared there; lat (B, tiles*nw, m*out) is written.
+    """
+    b, c, h, w = x.shape
+    dev = str(x.device)
+    gw, gh = _geometry(levels, False, w, False), _geometry(levels, False, h, True)
+    tile_w = _tile_tensor(levels, False, gw.m, x.dtype, dev)
+    tile_h = _tile_tensor(levels, False, gh.m, x.dtype, dev).t()
+    rows_h = (w >> levels) * (1 << levels) * c  # (nw, S, C)
+    for start in range(0, b, size):
+        chunk = x[start : start + size]
+        k = chunk.shape[0]
+        ext = _extend(chunk, 3, gw.left, gw.total).reshape(k * c * h, gw.total)
+        windows = ext.as_strided((gw.tiles, k * c * h, gw.win), (gw.m * gw.p, gw.total, 1))
+        y = torch.matmul(tile_w, windows.transpose(1, 2))  # (tiles, m*P, B*C*H)
+        y = y.view(-1, k, c * h)[:w].view(rows_h // c, k, c, h)  # (nw*S, B, C, H)
+        for i in range(k):
+            ext = _extend(y[:, i], 2, gh.left, gh.total).reshape(rows_h, gh.total)
+            windows = ext.as_strided((gh.tiles, rows_h, gh.win), (gh.m * gh.p, gh.total, 1))
+            z = torch.matmul(windows, tile_h)  # (tiles, nw*S*C, m*P)
+            torch.mm(z.view(lat.shape[1], -1), weight, out=lat[start + i])
 
 
 @functools.cache
