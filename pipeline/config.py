@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-DEFAULT_IMAGE_CODEC = "rgb-16x-klt"  # becomes rgb-16x (deep decoder) once it is bundled
+DEFAULT_IMAGE_CODEC = "rgb-16x"
 DEFAULT_AUDIO_CODEC = "stereo-44k"
 SAMPLES_DIR = Path(__file__).parent / "samples"
 DEFAULT_IMAGE_INPUT = str(SAMPLES_DIR / "images")
