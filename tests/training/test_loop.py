@@ -1,6 +1,5 @@
 import math
 
-import pytest
 import torch
 
 from pipeline.codec import CodecConfig, build
@@ -24,7 +23,6 @@ def test_warmup_is_a_log_cosine_from_min_lr_to_lr():
     assert log_cosine_warmup(100, cfg) == 1.0 == log_cosine_warmup(500, cfg)
 
 
-@pytest.mark.slow  # ~10 s on two busy cores
 def test_training_reduces_the_loss(tmp_path):
     torch.manual_seed(0)
     codec = build(TINY)
