@@ -65,6 +65,25 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
+def owner_is_dead(owner: str) -> bool:
+    """True when the owner ran on this host and its process is gone (a crashed driver here).
+
+    Then its lease need not be waited out: re-running the same command right after a crash resumes
+    at once. Owners on other hosts can only expire.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class LeaseInfo:
     owner: str
@@ -187,7 +206,12 @@ class OutputLease:
         with self._locked():
             current = read_lease(self.root)
             now = self.clock()
-            if current is not None and current.live(now) and current.owner != self.owner:
+            if (
+                current is not None
+                and current.live(now)
+                and current.owner != self.owner
+                and not owner_is_dead(current.owner)
+            ):
                 raise self._held(current)
             info = self._info()
             if self.local:

@@ -174,3 +174,28 @@ def test_run_encode_releases_the_lease_when_it_fails(tmp_path: Path) -> None:
         run_encode(cfg)
     assert not isinstance(err.value, LeaseHeldError)
     assert read_lease(OutputRoot(str(out))) is None
+
+
+def test_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
+    """A crashed driver's lease does not block re-running the command for its whole TTL."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from pipeline.runtime.lease import owner_is_dead
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(child.stdout)
+    root = OutputRoot(str(tmp_path / "out"))
+    root.fs.makedirs(root.path, exist_ok=True)
+    crashed = OutputLease(root, owner=f"{socket.gethostname()}:{dead_pid}:deadbeef0000", ttl_s=3600)
+    crashed.acquire()  # never released: the process that held it is gone
+    assert owner_is_dead(crashed.owner)
+    assert not owner_is_dead(f"{socket.gethostname()}:{os.getpid()}:alive0000000")
+    assert not owner_is_dead(f"some-other-host:{dead_pid}:remote000000")  # can only expire
+    taker = OutputLease(root, ttl_s=3600)
+    assert taker.acquire().owner == taker.owner
+    taker.release()
