@@ -36,7 +36,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import Source, SourceItem, unique_keys
+from .base import Source, SourceItem, find_relpaths, unique_keys
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3"}
 MUSDB_STEMS = ("mixture", "drums", "bass", "other", "vocals")
@@ -226,13 +226,7 @@ class AudioFolderSource(_WindowedSource):
 
     def _relpaths(self) -> list[str]:
         if self._listing is None:
-            fs, p = fsspec.core.url_to_fs(self.root)
-            if fs.isfile(p):
-                self._listing = [Path(p).name]
-            else:
-                base = p.rstrip("/")
-                found = sorted(f for f in fs.find(p) if Path(f).suffix.lower() in AUDIO_EXTENSIONS)
-                self._listing = [f[len(base) + 1 :] for f in found]
+            self._listing = find_relpaths(self.root, AUDIO_EXTENSIONS)
         return self._listing
 
     def list_items(self) -> list[SourceItem]:

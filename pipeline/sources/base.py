@@ -11,7 +11,10 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+import fsspec
 
 SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # schemas/sample.schema.json's key pattern
@@ -110,3 +113,13 @@ class Source:
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the source."""
         return {"kind": self.registry_name}
+
+
+def find_relpaths(root: str, extensions: set[str]) -> list[str]:
+    """Sorted paths (relative to root) of the files with these extensions; a file root lists itself."""
+    fs, p = fsspec.core.url_to_fs(root)
+    if fs.isfile(p):
+        return [Path(p).name]
+    base = p.rstrip("/")
+    found = sorted(f for f in fs.find(p) if Path(f).suffix.lower() in extensions)
+    return [f[len(base) + 1 :] for f in found]

@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import Source, SourceItem, unique_keys
+from .base import Source, SourceItem, find_relpaths, unique_keys
 
 RASTER_EXTENSIONS = {".tif", ".tiff"}
 DETECT_FILES = 64  # files looked at by detect(), at most
@@ -89,13 +89,7 @@ class RasterSource(Source):
     def _relpaths(self) -> list[str]:
         """Relative paths of the rasters ('' for a single-file input), cached on the driver."""
         if self._listing is None:
-            fs, p = fsspec.core.url_to_fs(self.root)
-            if fs.isfile(p):
-                self._listing = [Path(p).name]
-            else:
-                base = p.rstrip("/")
-                found = sorted(f for f in fs.find(p) if Path(f).suffix.lower() in RASTER_EXTENSIONS)
-                self._listing = [f[len(base) + 1 :] for f in found]
+            self._listing = find_relpaths(self.root, RASTER_EXTENSIONS)
         return self._listing
 
     def list_items(self) -> list[SourceItem]:
