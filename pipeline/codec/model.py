@@ -26,7 +26,7 @@ from .hashing import codec_hash
 
 LATENT_DTYPE = torch.int8  # holds every latent_bits in [2, 8]
 ENCODE_CHUNK_BYTES = 3 << 20  # conv encoders: cache-sized chunks (analysis + wide activations)
-FUSED_ENCODE_CHUNK_BYTES = 8 << 20  # 1x1 encoders run fused, image by image; latents of a chunk stay in L2
+FUSED_ENCODE_CHUNK_BYTES = 32 << 20  # 1x1 encoders: per-worker chunks (bound the float latents)
 
 
 def centered_padding(size: int, multiple: int) -> tuple[int, int]:
@@ -124,10 +124,24 @@ class WaLLoC(nn.Module):
         self._check_input(x)
         x = self.pad(x)
         per_item = x[0].numel() * x.element_size()
-        limit = FUSED_ENCODE_CHUNK_BYTES if _pointwise_conv(self.encoder) else ENCODE_CHUNK_BYTES
-        size = max(1, limit // max(per_item, 1))
-        out = [self._encode_chunk(chunk) for chunk in x.split(size)]
-        return torch.cat(out) if len(out) > 1 else out[0]
+        if not _pointwise_conv(self.encoder):  # conv encoders: batched, threads inside each op
+            size = max(1, ENCODE_CHUNK_BYTES // max(per_item, 1))
+            out = [self._encode_chunk(chunk) for chunk in x.split(size)]
+            return torch.cat(out) if len(out) > 1 else out[0]
+        # 1x1 encoders: the CPU threads each encode a share of the batch end to end (transform,
+        # encoder, compander), single-threaded; on other devices this is one loop over chunks
+        out = torch.empty(
+            (len(x), *self.latent_shape(tuple(x.shape[1:]))), dtype=LATENT_DTYPE, device=x.device
+        )
+        size = max(1, FUSED_ENCODE_CHUNK_BYTES // max(per_item, 1))
+
+        def run(first: int, stop: int) -> None:
+            for start in range(first, stop, size):
+                end = min(start + size, stop)
+                out[start:end] = self._encode_chunk(x[start:end])
+
+        wavelets.batch_parallel(x, run)
+        return out
 
     def _encode_chunk(self, x: Tensor) -> Tensor:
         enc = self.encoder

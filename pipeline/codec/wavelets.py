@@ -37,8 +37,13 @@ channel = c*2^J + sum_k b_k*2^(J-k). Within a stage the first level is the most 
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +63,7 @@ CHUNK_BYTES = 3 << 20  # 1-D: short signals are transformed this many bytes at a
 IMAGE_CHUNK_BYTES = 1 << 20  # 2-D: images per W-pass chunk (one 256x256 RGB image: L2-sized)
 _PER_IMAGE_DEVICES = ("cpu",)  # device types that transform image by image (tests clear it)
 SEGMENT_SAMPLES = 8192  # 1-D: signals are cut into segments of about this length (GEMM columns)
+ITEM_PARALLEL = True  # CPU: spread the images / clips of a batch over single-threaded workers
 
 
 def _level1_periodization(x: Tensor) -> Tensor:
@@ -152,6 +158,81 @@ def plan_stages(levels: int) -> tuple[int, ...]:
     n = math.ceil(levels / MAX_LEVELS_PER_STAGE)
     base, extra = divmod(levels, n)
     return tuple(base + (1 if i < extra else 0) for i in range(n))
+
+
+# --- batch parallelism on CPUs ------------------------------------------------------------------
+#
+# The per-image GEMMs are small, and splitting each across cores (MKL's threads) pays a barrier per
+# call and shares every image's working set between the cores' L2 caches. So on CPUs the images of
+# a batch are spread over torch.get_num_threads() workers that each run single-threaded: OpenMP's
+# and MKL's thread counts are per calling thread, so a worker that sets 1 leaves the caller's alone.
+
+_workers: ThreadPoolExecutor | None = None
+_worker_count = 0
+_worker_lock = threading.Lock()
+_in_worker = threading.local()
+
+
+def _init_worker(barrier: threading.Barrier) -> None:
+    # ATen initialises a thread's OpenMP / MKL thread counts lazily, on first use, from the global
+    # default: trigger that first, or it would later undo the 1 set here (and oversubscribe)
+    torch.get_num_threads()
+    torch.set_num_threads(1)  # this thread's OpenMP team and MKL threads
+    _in_worker.active = True
+    barrier.wait(timeout=60)  # every worker thread is created and initialised before any work
+
+
+def _forget_workers() -> None:
+    """After fork: the child has none of the parent's threads."""
+    global _workers, _worker_count, _worker_lock
+    _workers, _worker_count, _worker_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
+def _worker_pool(n: int) -> ThreadPoolExecutor:
+    global _workers, _worker_count
+    with _worker_lock:
+        if _workers is None or _worker_count != n:
+            if _workers is not None:
+                _workers.shutdown(wait=True)
+            pool = ThreadPoolExecutor(n, thread_name_prefix="wavelets")
+            barrier = threading.Barrier(n)
+            for f in [pool.submit(_init_worker, barrier) for _ in range(n)]:
+                f.result()
+            torch.set_num_threads(n)  # set_num_threads is also the default for new threads: restore it
+            _workers, _worker_count = pool, n
+        return _workers
+
+
+def batch_parallel(x: Tensor, fn: Callable[[int, int], None]) -> None:
+    """fn(start, stop) over ranges of x's batch: split across CPU workers, or all at once.
+
+    On CPUs with torch.get_num_threads() > 1 each worker takes a contiguous range and runs single
+    threaded (fn must write disjoint outputs); nested calls, other devices and autograd run fn(0, B).
+    Callers should do all the parallel work of a batch inside fn: an OpenMP parallel region in the
+    calling thread leaves its team spinning for a few ms, which steals a core from the workers.
+    """
+    count, n = x.shape[0], torch.get_num_threads()
+    serial = not ITEM_PARALLEL or x.device.type != "cpu" or min(n, count) < 2
+    if serial or _needs_grad(x) or getattr(_in_worker, "active", False):  # autograd records serially
+        fn(0, count)
+        return
+    n = min(n, count)
+    pool = _worker_pool(torch.get_num_threads())
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def task(start: int, stop: int) -> None:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):  # both are per thread
+            fn(start, stop)
+
+    bounds = [count * i // n for i in range(n + 1)]
+    futures = [pool.submit(task, bounds[i], bounds[i + 1]) for i in range(n)]
+    concurrent.futures.wait(futures)  # all done (writing into the caller's tensors) before raising
+    for f in futures:
+        f.result()
 
 
 # --- one stage along one axis -------------------------------------------------------------------
@@ -392,12 +473,16 @@ def analysis_2d(x: Tensor, levels: int) -> Tensor:
     to_ref, _ = _reference_perm_2d(levels)
     out = x.new_empty((b, c << (2 * levels), nh, nw))
     size = _images_per_chunk(x)
-    for start in range(0, b, size):
-        y = _w_pass(x[start : start + size], levels)  # (nw, Sw, B, C, H)
-        k = y.shape[2]
-        y = _h_pass(y, levels, transposed_last=False)  # (nh, Rh, nw, Sw, B, C)
-        y = y.reshape(nh, *[2] * levels, nw, *[2] * levels, k, c).permute(to_ref)
-        out[start : start + k].view(k, c, *[2] * (2 * levels), nh, nw).copy_(y)  # the one transpose
+
+    def run(first: int, stop: int) -> None:
+        for start in range(first, stop, size):
+            y = _w_pass(x[start : min(start + size, stop)], levels)  # (nw, Sw, B, C, H)
+            k = y.shape[2]
+            y = _h_pass(y, levels, transposed_last=False)  # (nh, Rh, nw, Sw, B, C)
+            y = y.reshape(nh, *[2] * levels, nw, *[2] * levels, k, c).permute(to_ref)
+            out[start : start + k].view(k, c, *[2] * (2 * levels), nh, nw).copy_(y)  # the one transpose
+
+    batch_parallel(x, run)
     return out
 
 
@@ -454,27 +539,32 @@ def analysis_2d_linear(x: Tensor, levels: int, weight: Tensor, bias: Tensor | No
         w2[:, :, a, :, a, :] = wp.permute(1, 2, 3, 0)
     w2 = w2.view(r_outer, inner * m * p_last, m * out_ch)
     lat = x.new_empty((b, tiles, nw, m, out_ch))
-    size = _images_per_chunk(x)
-    if len(plan) == 1:  # the hot path (J <= 3), inlined: per image that is 2 copies and 3 GEMMs
-        _linear_one_stage(x, levels, size, w2[0], lat.view(b, tiles * nw, m * out_ch))
-    for i in range(b if len(plan) > 1 else 0):
-        if i % size == 0:
-            y_w = _w_pass(x[i : i + size], levels)  # (nw, Sw, B, C, H)
-        z = _h_pass(y_w[:, :, i % size], levels, transposed_last=True)  # (tiles, Ro*nw*Sw*C, m*P)
-        dst = lat[i].view(tiles, nw, m * out_ch)
-        if r_outer == 1:
-            torch.mm(z.view(tiles * nw, -1), w2[0], out=dst.view(tiles * nw, -1))
-        else:
-            z = z.view(tiles, r_outer, nw, -1)
-            torch.bmm(z[:, 0], w2[0].expand(tiles, -1, -1), out=dst)
-            for r in range(1, r_outer):
-                dst.baddbmm_(z[:, r], w2[r].expand(tiles, -1, -1))
-    src = lat.permute(0, 4, 1, 3, 2)
     result = x.new_empty((b, out_ch, tiles, m, nw))
-    if bias is not None:
-        torch.add(src, bias.view(1, -1, 1, 1, 1), out=result)
-    else:
-        result.copy_(src)
+    size = _images_per_chunk(x)
+
+    def run(first: int, stop: int) -> None:
+        if len(plan) == 1:  # the hot path (J <= 3), inlined: per image that is 2 copies and 3 GEMMs
+            flat = lat[first:stop].view(stop - first, tiles * nw, m * out_ch)
+            _linear_one_stage(x[first:stop], levels, size, w2[0], flat)
+        for i in range(first, stop if len(plan) > 1 else first):
+            if (i - first) % size == 0:
+                y_w = _w_pass(x[i : min(i + size, stop)], levels)  # (nw, Sw, B, C, H)
+            z = _h_pass(y_w[:, :, (i - first) % size], levels, transposed_last=True)  # (tiles, Ro*R, mP)
+            dst = lat[i].view(tiles, nw, m * out_ch)
+            if r_outer == 1:
+                torch.mm(z.view(tiles * nw, -1), w2[0], out=dst.view(tiles * nw, -1))
+            else:
+                z = z.view(tiles, r_outer, nw, -1)
+                torch.bmm(z[:, 0], w2[0].expand(tiles, -1, -1), out=dst)
+                for r in range(1, r_outer):
+                    dst.baddbmm_(z[:, r], w2[r].expand(tiles, -1, -1))
+        src = lat[first:stop].permute(0, 4, 1, 3, 2)  # (B, out, tiles, m, nw)
+        if bias is not None:
+            torch.add(src, bias.view(1, -1, 1, 1, 1), out=result[first:stop])
+        else:
+            result[first:stop].copy_(src)
+
+    batch_parallel(x, run)
     return result.view(b, out_ch, tiles * m, nw)[:, :, :nh]
 
 
@@ -532,24 +622,28 @@ def synthesis_2d(x: Tensor, levels: int) -> Tensor:
     out = x.new_empty((b, c, h, w))
     size = _images_per_chunk(x)
     single = len(plan_stages(levels)) == 1
-    for start in range(0, b, size):
-        chunk = x[start : start + size]
-        k = chunk.shape[0]
-        y = chunk.reshape(k, c, *[2] * (2 * levels), nh, nw).permute(_deinterleave_perm_2d(levels))
-        y = y.reshape(bands, k, c, bands, nh, nw).permute(4, 0, 1, 2, 5, 3)  # (nh, Rh, B, C, nw, Sw)
-        y = inverse_packet_rows(y.reshape(nh, -1), levels).view(h, k * c, w)  # (H, B*C, nw*Sw)
-        if single:
-            z = _along_last(y, levels, True, True)  # (tiles, H*B*C, m*P): samples along W
-            tiles, mp = z.shape[0], z.shape[2]
-            z = z.view(tiles, h, k, c, mp).permute(2, 3, 1, 0, 4)
-            if tiles * mp == w:
-                out[start : start + k].view(k, c, h, tiles, mp).copy_(z)
-            else:
-                out[start : start + k].copy_(z.reshape(k, c, h, tiles * mp)[..., :w])
-            continue
-        y = y.view(h * k * c, w).t().reshape(nw, -1)  # (nw, Sw, H, B, C)
-        y = inverse_packet_rows(y, levels)  # (W, H, B, C)
-        out[start : start + k].copy_(y.view(w, h, k, c).permute(2, 3, 1, 0))
+
+    def run(first: int, stop: int) -> None:
+        for start in range(first, stop, size):
+            chunk = x[start : min(start + size, stop)]
+            k = chunk.shape[0]
+            y = chunk.reshape(k, c, *[2] * (2 * levels), nh, nw).permute(_deinterleave_perm_2d(levels))
+            y = y.reshape(bands, k, c, bands, nh, nw).permute(4, 0, 1, 2, 5, 3)  # (nh, Rh, B, C, nw, Sw)
+            y = inverse_packet_rows(y.reshape(nh, -1), levels).view(h, k * c, w)  # (H, B*C, nw*Sw)
+            if single:
+                z = _along_last(y, levels, True, True)  # (tiles, H*B*C, m*P): samples along W
+                tiles, mp = z.shape[0], z.shape[2]
+                z = z.view(tiles, h, k, c, mp).permute(2, 3, 1, 0, 4)
+                if tiles * mp == w:
+                    out[start : start + k].view(k, c, h, tiles, mp).copy_(z)
+                else:
+                    out[start : start + k].copy_(z.reshape(k, c, h, tiles * mp)[..., :w])
+                continue
+            y = y.view(h * k * c, w).t().reshape(nw, -1)  # (nw, Sw, H, B, C)
+            y = inverse_packet_rows(y, levels)  # (W, H, B, C)
+            out[start : start + k].copy_(y.view(w, h, k, c).permute(2, 3, 1, 0))
+
+    batch_parallel(x, run)
     return out
 
 
@@ -601,12 +695,16 @@ def analysis_1d(x: Tensor, levels: int) -> Tensor:
     perm = [0, levels + 2, levels + 1, *[1 + order.index(k) for k in range(1, levels + 1)], levels + 3]
     out = x.new_empty((b, c << levels, n))
     size = _items_per_chunk(c * length * x.element_size(), b, nseg)
-    for start in range(0, b, size):
-        chunk = x[start : start + size]
-        k = chunk.shape[0]
-        y = _packet_1d(chunk, levels, nseg).reshape(n_seg, *[2] * levels, c, k, nseg).permute(perm)
-        y = y.reshape(n_seg, -1)  # one copy: the digits and the batch move, nseg runs stay
-        out[start : start + k].view(-1, n_seg).copy_(y.t())
+
+    def run(first: int, stop: int) -> None:
+        for start in range(first, stop, size):
+            chunk = x[start : min(start + size, stop)]
+            k = chunk.shape[0]
+            y = _packet_1d(chunk, levels, nseg).reshape(n_seg, *[2] * levels, c, k, nseg).permute(perm)
+            y = y.reshape(n_seg, -1)  # one copy: the digits and the batch move, nseg runs stay
+            out[start : start + k].view(-1, n_seg).copy_(y.t())
+
+    batch_parallel(x, run)
     return out
 
 
@@ -630,17 +728,21 @@ def analysis_1d_linear(x: Tensor, levels: int, weight: Tensor, bias: Tensor | No
     bias = None if bias is None else bias.to(dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     out = x.new_empty((b, out_ch, n))
     size = _items_per_chunk(c * length * x.element_size(), b, nseg)
-    for start in range(0, b, size):
-        chunk = x[start : start + size]
-        k = chunk.shape[0]
-        y = _packet_1d(chunk, levels, nseg).reshape(n_seg, -1, k * nseg)  # (n_seg, Bands*C, B*nseg)
-        lat = torch.matmul(wp, y)  # (n_seg, out, B*nseg)
-        dst = out[start : start + k].view(k, out_ch, nseg, n_seg)
-        src = lat.view(n_seg, out_ch, k, nseg).permute(2, 1, 3, 0)
-        if bias is not None:
-            torch.add(src, bias, out=dst)
-        else:
-            dst.copy_(src)
+
+    def run(first: int, stop: int) -> None:
+        for start in range(first, stop, size):
+            chunk = x[start : min(start + size, stop)]
+            k = chunk.shape[0]
+            y = _packet_1d(chunk, levels, nseg).reshape(n_seg, -1, k * nseg)  # (n_seg, Bands*C, B*nseg)
+            lat = torch.matmul(wp, y)  # (n_seg, out, B*nseg)
+            dst = out[start : start + k].view(k, out_ch, nseg, n_seg)
+            src = lat.view(n_seg, out_ch, k, nseg).permute(2, 1, 3, 0)
+            if bias is not None:
+                torch.add(src, bias, out=dst)
+            else:
+                dst.copy_(src)
+
+    batch_parallel(x, run)
     return out
 
 
@@ -658,16 +760,22 @@ def synthesis_1d(x: Tensor, levels: int) -> Tensor:
     perm = [0, *[3 + (lv - 1) for lv in order], 2, 1, levels + 3]
     out = x.new_empty((b, c, length))
     size = _items_per_chunk(c * length * x.element_size(), b, nseg)
-    for start in range(0, b, size):
-        chunk = x[start : start + size]
-        k = chunk.shape[0]
-        y = chunk.reshape(-1, n_seg).t().reshape(n_seg, k, c, *[2] * levels, nseg)  # a transpose
-        y = y.permute(perm).contiguous()
-        for lv in reversed(plan_stages(levels)):
-            y = y.reshape(y.shape[0] << lv, *y.shape[1 + lv :])  # rows (position, last stage's band)
-            y = _rows_stage(y, lv, True, roll_dim=y.dim() - 1)
-        if k == 1:
-            out[start].view(c * nseg, seg).copy_(y.view(seg, c * nseg).t())
-        else:
-            out[start : start + k].view(k, c, nseg, seg).copy_(y.view(seg, c, k, nseg).permute(2, 1, 3, 0))
+
+    def run(first: int, stop: int) -> None:
+        for start in range(first, stop, size):
+            chunk = x[start : min(start + size, stop)]
+            k = chunk.shape[0]
+            y = chunk.reshape(-1, n_seg).t().reshape(n_seg, k, c, *[2] * levels, nseg)  # a transpose
+            y = y.permute(perm).contiguous()
+            for lv in reversed(plan_stages(levels)):
+                y = y.reshape(y.shape[0] << lv, *y.shape[1 + lv :])  # rows (position, last stage's band)
+                y = _rows_stage(y, lv, True, roll_dim=y.dim() - 1)
+            if k == 1:
+                out[start].view(c * nseg, seg).copy_(y.view(seg, c * nseg).t())
+            else:
+                out[start : start + k].view(k, c, nseg, seg).copy_(
+                    y.view(seg, c, k, nseg).permute(2, 1, 3, 0)
+                )
+
+    batch_parallel(x, run)
     return out
