@@ -17,6 +17,12 @@ comes last; --json writes everything machine-readable.
     .venv/bin/python benchmarks/encode_speed.py                 # the README configuration
     .venv/bin/python benchmarks/encode_speed.py --quick         # a smoke run (seconds)
     .venv/bin/python benchmarks/encode_speed.py --threads 1 --json out/speed.json
+    .venv/bin/python benchmarks/encode_speed.py --device auto    # on the GPU when there is one
+
+Both sides run in the same process with the same torch.set_num_threads; on CPUs our encoder spreads
+a batch's images over that many single-threaded workers (wavelets.batch_parallel). Timings on a
+shared machine are noisy: other processes on the same cores slow everything, multi-threaded code
+most; look at the per-run times in --json, and compare runs made under the same conditions.
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available"
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="cpu (default), cuda, or auto: cuda if available",
     )
     p.add_argument("--size", type=int, default=256, help="image side (default 256)")
     p.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")

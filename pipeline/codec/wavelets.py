@@ -28,7 +28,9 @@ form straight off the natural (C, H, W) layout (which leaves H innermost) and th
 no data except two cheap cyclic extensions. The reference layout (positions innermost) needs one
 transpose at the end (`analysis_2d`), as synthesis does at both ends. 1-D signals are cut into
 segments stacked as GEMM columns (halos are exchanged between neighbouring segments), so that
-long mono/stereo signals still give the GEMMs enough columns.
+long mono/stereo signals still give the GEMMs enough columns. On CPUs the images (clips) of a batch
+are spread over torch.get_num_threads() single-threaded workers (`batch_parallel`); on other
+devices each function is a few whole-batch kernels instead.
 
 Layouts match the reference exactly: 2-D band index per level f = 2*s + r (r: the bit of the
 vertical/H axis, s: of the horizontal/W axis), channel = c*4^J + sum_k f_k*4^(J-k); 1-D:
