@@ -548,15 +548,13 @@ def analysis_2d_linear(x: Tensor, levels: int, weight: Tensor, bias: Tensor | No
         if len(plan) == 1:  # the hot path (J <= 3), inlined: per image that is 2 copies and 3 GEMMs
             flat = lat[first:stop].view(stop - first, tiles * nw, m * out_ch)
             _linear_one_stage(x[first:stop], levels, size, w2[0], flat)
-        for i in range(first, stop if len(plan) > 1 else first):
-            if (i - first) % size == 0:
-                y_w = _w_pass(x[i : min(i + size, stop)], levels)  # (nw, Sw, B, C, H)
-            z = _h_pass(y_w[:, :, (i - first) % size], levels, transposed_last=True)  # (tiles, Ro*R, mP)
-            dst = lat[i].view(tiles, nw, m * out_ch)
-            if r_outer == 1:
-                torch.mm(z.view(tiles * nw, -1), w2[0], out=dst.view(tiles * nw, -1))
-            else:
-                z = z.view(tiles, r_outer, nw, -1)
+        else:  # several stages: the earlier H stages' r bands (Ro) sit outside nw, one GEMM each
+            for i in range(first, stop):
+                if (i - first) % size == 0:
+                    y_w = _w_pass(x[i : min(i + size, stop)], levels)  # (nw, Sw, B, C, H)
+                z = _h_pass(y_w[:, :, (i - first) % size], levels, transposed_last=True)
+                z = z.view(tiles, r_outer, nw, -1)  # (tiles, Ro, nw, Sw*C*m*P)
+                dst = lat[i].view(tiles, nw, m * out_ch)
                 torch.bmm(z[:, 0], w2[0].expand(tiles, -1, -1), out=dst)
                 for r in range(1, r_outer):
                     dst.baddbmm_(z[:, r], w2[r].expand(tiles, -1, -1))
