@@ -60,14 +60,23 @@ def add_common_flags(
         default="resume",
         choices=["overwrite", "resume", "append"],
         help="resume: continue an interrupted run, refuse changed inputs/settings; "
-        "append: encode only inputs not yet in the output; overwrite: start again",
+        "append: encode only inputs not yet in the output, and again those whose source changed (size, "
+        "mtime or ETag; the old entry is listed as superseded in the manifest); overwrite: start again",
     )
     io.add_argument("--limit", type=int, default=None, help="encode only the first N inputs of the listing")
     codec = parser.add_argument_group("codec")
     codec.add_argument(
         "--codec", default=default_codec, help="bundled codec name or path (.json/.safetensors/.pth)"
     )
-    codec.add_argument("--batch-size", type=int, default=64, help="samples per codec call")
+    codec.add_argument("--batch-size", type=int, default=64, help="at most this many samples per codec call")
+    codec.add_argument(
+        "--batch-pixels",
+        type=int,
+        default=EncodeConfig.batch_pixels,
+        help="at most this many input values (channels x pixels, or x audio samples) per codec call, so "
+        "large images go in smaller batches (default: 64 RGB images of 256x256); a batch that runs out "
+        "of memory is retried in halves, down to one sample",
+    )
     ray = parser.add_argument_group("ray")
     ray.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     ray.add_argument(
@@ -77,7 +86,16 @@ def add_common_flags(
         "--num-gpus-per-worker",
         type=float,
         default=0.0,
-        help="GPUs per encoder actor; decoding stays on CPUs (0: encode on CPUs)",
+        help="GPUs per encoder actor; decoding stays on CPUs unless --decode gpu (0: encode on CPUs)",
+    )
+    ray.add_argument(
+        "--decode",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="cpu: Pillow decodes and resizes on the CPUs (default); gpu: JPEG bytes go to the encoder "
+        "actors, which decode (nvJPEG, batched), resize and encode on their GPU (1 GPU per actor unless "
+        "--num-gpus-per-worker); other inputs fall back to the CPU path per sample, counted. Needs a GPU "
+        "and torchvision; the latents differ slightly from --decode cpu (docs/gpu.md)",
     )
     ray.add_argument(
         "--sample-timeout",
@@ -91,6 +109,28 @@ def add_common_flags(
         action="store_true",
         help="print the plan (inputs, shards to encode/skip per --mode, encoder workers and devices, "
         "expected output size) and exit without encoding or writing; exit 1 if the run would be refused",
+    )
+
+
+def add_bucket_flags(group: argparse._ArgumentGroup) -> None:
+    """--buckets and --flip-pair (images): variable aspect ratios and mirrored latents."""
+    group.add_argument(
+        "--buckets",
+        default=None,
+        metavar="SPEC",
+        help="aspect-ratio buckets instead of one square size: a list of W x H codec input sizes "
+        "(e.g. 256x256,320x192,192x320; sides multiples of 2^J) or area=PIXELS:ratios=W:H,... "
+        "(e.g. area=65536:ratios=1:1,4:3,3:4,16:9,9:16; sides derived as multiples of 2^J). Each image "
+        "is resized to cover the bucket nearest its aspect ratio and center-cropped; WebDataset writes "
+        "one tar per bucket per shard (shard-000012-b320x192.tar), Zarr one array per bucket "
+        "(docs/buckets.md)",
+    )
+    group.add_argument(
+        "--flip-pair",
+        action="store_true",
+        help="also encode the horizontally mirrored input and store its latent (<key>.latent_flip.npy, "
+        "Zarr latents_flip) so training can flip per epoch. Needed for every bundled codec: flipping "
+        "the latent itself is not exact for them (measured in docs/flips.md)",
     )
 
 
@@ -121,7 +161,20 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> EncodeConfig:
         workers=args.workers,
         num_gpus_per_worker=args.num_gpus_per_worker,
         batch_size=args.batch_size,
+        batch_pixels=args.batch_pixels,
         sample_timeout_s=args.sample_timeout,
         progress=not args.no_progress,
+        decode=getattr(args, "decode", "cpu"),
+        **_bucket_settings(args),
         **extra,
     )
+
+
+def _bucket_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """--buckets / --flip-pair when the job has them (only the image job does)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "buckets", None):
+        out["buckets"] = args.buckets
+    if getattr(args, "flip_pair", False):
+        out["flip_pair"] = True
+    return out

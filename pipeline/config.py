@@ -32,6 +32,9 @@ class EncodeConfig:
     # images
     size: int | None = 256  # target side; None keeps the original size (crop=none)
     crop: Literal["center", "none"] = "center"
+    # aspect buckets "256x256,320x192" or "area=65536:ratios=1:1,4:3" (docs/buckets.md); None: size/crop
+    buckets: str | None = None
+    flip_pair: bool = False  # also store the latent of the horizontally mirrored input (docs/flips.md)
     # rasters (and images' size/crop above)
     value_range: tuple[float, float] | None = None  # clip to [lo, hi] then scale; None: by dtype
     # audio
@@ -43,7 +46,13 @@ class EncodeConfig:
     address: str | None = None  # Ray cluster address; None starts a local Ray
     workers: int | None = None  # encoder actors; None = one per CPU (or per GPU with GPUs)
     num_gpus_per_worker: float = 0.0
-    batch_size: int = 64  # samples per codec call
+    batch_size: int = 64  # at most this many samples per codec call
+    # at most this many codec-input values (channels x pixels or samples) per codec call: a batch of
+    # 256x256 RGB images holds 64 of them, of 1024x1024 ones 4; one oversized sample still goes alone
+    batch_pixels: int = 64 * 3 * 256 * 256
+    # gpu: JPEG bytes go to the encoder actors, decoded and resized on their GPU (docs/gpu.md)
+    decode: Literal["cpu", "gpu"] = "cpu"
+    decode_device: str | None = None  # tests/CI only: run the gpu decode path on this torch device ("cpu")
     sample_timeout_s: float = 60.0  # per-sample decode budget; a slower input becomes an error row
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for the output
     progress: bool = True
@@ -53,10 +62,28 @@ class EncodeConfig:
             raise ValueError("--shard-size must be >= 1")
         if self.batch_size < 1:
             raise ValueError("--batch-size must be >= 1")
+        if self.batch_pixels < 1:
+            raise ValueError("--batch-pixels must be >= 1")
         if self.format == "zarr" and self.latent_format != "npy":
             raise ValueError(
                 "zarr stores int8 latents (its own zstd codec compresses them): use --latent-format npy"
             )
+        if self.buckets is not None and self.crop != "center":
+            raise ValueError("--buckets resizes and center-crops to each bucket: not with --crop none")
+        if self.decode not in ("cpu", "gpu"):
+            raise ValueError(f"--decode must be cpu or gpu, got {self.decode!r}")
+        if self.decode_device is not None and self.decode != "gpu":
+            raise ValueError("decode_device applies to decode='gpu' only")
+
+    @property
+    def decode_on_gpu(self) -> bool:
+        """The gpu decode path on a CUDA device (not the CPU device tests use)."""
+        return self.decode == "gpu" and (self.decode_device or "cuda").startswith("cuda")
+
+    @property
+    def gpus_per_worker(self) -> float:
+        """GPUs per encoder actor: --num-gpus-per-worker, or 1 when JPEGs are decoded on the GPU."""
+        return self.num_gpus_per_worker or (1.0 if self.decode_on_gpu else 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .schemas import arrow_schema, validate
 from .sinks.base import atomic_write
+from .statistics import merge_statistics
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.parquet"
@@ -72,15 +73,25 @@ class ShardMarker:
     keys: list[str]
     errors: list[dict[str, Any]] = field(default_factory=list)  # error-table rows
     settings_hash: str = ""
+    # per-channel histograms of the shard's latents (pipeline.statistics); None in older markers
+    statistics: dict[str, Any] | None = None
+    # key -> source fingerprint (size + mtime / ETag) of every input of the shard, written or not:
+    # what --mode append compares to notice changed sources (older markers: none, never "changed")
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "stats": self.stats,
             "slot_offset": self.slot_offset,
             "keys": self.keys,
             "errors": self.errors,
             "settings_hash": self.settings_hash,
         }
+        if self.statistics is not None:
+            out["statistics"] = self.statistics
+        if self.fingerprints:
+            out["fingerprints"] = self.fingerprints
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardMarker:
@@ -171,6 +182,36 @@ class OutputRoot:
         return manifest
 
 
+@dataclass
+class Liveness:
+    """Which committed entries are live. A key is re-encoded only when an append run noticed that its
+    source changed, into a shard numbered after every earlier one: so a key's live entry (a sample or
+    an error row) is the one in its highest-numbered shard, and every earlier one is superseded."""
+
+    superseded: list[dict[str, Any]]  # {"key", "shard", "by_shard"}: replaced samples (manifest)
+    live_errors: list[dict[str, Any]]  # error rows not replaced by a later entry
+    written: int  # live samples
+
+
+def liveness(markers: list[ShardMarker]) -> Liveness:
+    where: dict[str, list[int]] = {}
+    for m in sorted(markers, key=lambda m: m.stats["shard"]):
+        for key in [*m.keys, *(e["key"] for e in m.errors)]:
+            where.setdefault(key, []).append(m.stats["shard"])
+    replaced = {(k, s): shards[i + 1] for k, shards in where.items() for i, s in enumerate(shards[:-1])}
+    superseded, written, live_errors = [], 0, []
+    for m in markers:
+        shard = m.stats["shard"]
+        for key in m.keys:
+            if (key, shard) in replaced:
+                superseded.append({"key": key, "shard": shard, "by_shard": replaced[key, shard]})
+            else:
+                written += 1
+        live_errors += [e for e in m.errors if (e["key"], shard) not in replaced]
+    superseded.sort(key=lambda e: (e["shard"], e["key"]))
+    return Liveness(superseded=superseded, live_errors=live_errors, written=written)
+
+
 def build_manifest(
     *,
     identity: RunIdentity,
@@ -181,8 +222,12 @@ def build_manifest(
     markers: list[ShardMarker],
     inputs: int,
     appends: int = 0,
+    buckets: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
-    """The manifest from the committed markers (deterministic: no clocks, sorted everything)."""
+    """The manifest from the committed markers (deterministic: no clocks, sorted everything).
+
+    buckets (--buckets): bucket name -> latent shape; the manifest lists each with its sample count
+    (committed samples, summed over the shards' parts)."""
     import torch
 
     shards = []
@@ -191,18 +236,38 @@ def build_manifest(
         entry["errors"] = len(m.errors)
         entry["slot_offset"] = m.slot_offset
         shards.append(entry)
-    written = sum(s["samples"] for s in shards)
-    errors = sum(len(m.errors) for m in markers)
+    live = liveness(markers)
+    written, errors = live.written, len(live.live_errors)
     settings = identity.settings
+    extra: dict[str, Any] = {"superseded": live.superseded}
+    # statistics of every committed latent (superseded ones included: see docs/statistics.md); left
+    # out when an older marker has none, rather than describing part of the run
+    if all(m.statistics is not None for m in markers):
+        stats = merge_statistics([m.statistics for m in markers], latent["bits"])
+        if stats is not None:
+            extra["statistics"] = stats
+    if buckets is not None:
+        counts = {b: 0 for b in buckets}
+        for m in markers:
+            for part in m.stats.get("parts") or ():
+                counts[part["bucket"]] = counts.get(part["bucket"], 0) + part["samples"]
+        extra["buckets"] = {
+            b: {"samples": counts[b], "latent_shape": list(buckets.get(b) or [])} for b in sorted(counts)
+        }
+    run_extra = {"flip_pair": True} if settings.get("flip_pair") else {}
     return {
         "format": FORMAT,
         "software": {"walloc_pipeline": __version__, "torch": torch.__version__.split("+")[0]},
         "run": {
             "settings_hash": identity.settings_hash,
+            # the two hashes (besides the source bytes) that every sample's cache_key is made of
+            "codec_hash": settings["codec_hash"],
+            "preprocessing_hash": stable_hash(settings["preprocessing"]),
             "sink": settings["sink"],
             "shard_size": settings["shard_size"],
             "latent_format": settings["latent_format"],
             "appends": appends,
+            **run_extra,
         },
         "codec": codec,
         "latent": latent,
@@ -211,4 +276,4 @@ def build_manifest(
         "label_map": dict(sorted(label_map.items(), key=lambda kv: kv[1])),
         "shards": shards,
         "totals": {"inputs": inputs, "written": written, "errors": errors},
-    }
+    } | extra

@@ -29,6 +29,17 @@ ENCODE_CHUNK_BYTES = 3 << 20  # conv encoders: cache-sized chunks (analysis + wi
 FUSED_ENCODE_CHUNK_BYTES = 32 << 20  # 1x1 encoders: per-worker chunks (bound the float latents)
 
 
+class NonFiniteError(ValueError):
+    """NaN or Inf where a finite number is needed: the sample must not reach a shard."""
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    """Raise NonFiniteError naming `what` and the counts, when x holds NaN or Inf (one reduction)."""
+    if not bool(torch.isfinite(x).all()):
+        nan = int(torch.isnan(x).sum())
+        raise NonFiniteError(f"non-finite values in {what} ({nan} NaN, {int(torch.isinf(x).sum())} Inf)")
+
+
 def centered_padding(size: int, multiple: int) -> tuple[int, int]:
     """(before, after) padding that brings size to a multiple, split like walloc.compute_padding."""
     total = -size % multiple
@@ -160,6 +171,7 @@ class WaLLoC(nn.Module):
                         y[..., -p:] = enc.bias[:, None]
         else:
             y = self.encode_continuous(x)
+        check_finite(y, "the latent before quantization")  # a NaN would cast to an arbitrary int8
         y = self.compander.to_uniform(y)
         return torch.round_(y).to(LATENT_DTYPE)
 

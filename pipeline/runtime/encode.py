@@ -27,12 +27,15 @@ import numpy as np
 
 from ..codec import load as load_codec
 from ..config import EncodeConfig
-from ..manifest import OutputRoot, RunIdentity, ShardMarker, build_manifest, stable_hash
-from ..preprocess.image import DecodeError, ImagePolicy, ImagePreprocessor
+from ..manifest import RUN_STATE, OutputRoot, RunIdentity, ShardMarker, build_manifest, liveness, stable_hash
+from ..preprocess.image import DecodeError, ImagePolicy, ImagePreprocessor, parse_buckets
 from ..preprocess.raster import RasterPreprocessor
 from ..registry import SINKS, lookup
 from ..sinks import EncodedSample, SinkSpec
 from ..sources import SourceItem, check_keys, listing_hash, open_source
+from ..sources.base import fill_fingerprints
+from ..statistics import HistogramAccumulator
+from .batching import encode_robust, nonfinite_reason, plan_batches
 from .lease import OutputLease
 from .plan import ShardTask, plan_run
 
@@ -61,6 +64,7 @@ class RunSummary:
     written_this_run: int
     failures: dict[int, str] = field(default_factory=dict)  # failed shard -> last error
     encode_seconds: float = 0.0  # from a started Ray to the last shard (excludes Ray start-up)
+    decode: dict[str, int] | None = None  # --decode gpu: decoded_on_device / decode_fallbacks (all shards)
 
     @property
     def samples_per_s(self) -> float:
@@ -77,6 +81,11 @@ class RunSummary:
             f"= {self.samples_per_s:.1f} samples/s ({self.seconds:.1f} s with listing and Ray start-up)",
             f"bytes written    {self.bytes_written:,} (inputs {self.input_bytes:,} raw: ratio {ratio:.1f}x)",
         ]
+        if self.decode is not None:
+            lines.append(
+                f"decode           {self.decode['decoded_on_device']} on the device, "
+                f"{self.decode['decode_fallbacks']} fell back to the CPU path (meta: decode_fallback)"
+            )
         lines += [f"shard {shard} FAILED  {reason}" for shard, reason in sorted(self.failures.items())]
         if self.failed_shards:
             lines.append("failed shards have no marker: the same command again (--mode resume) retries them")
@@ -88,7 +97,13 @@ def make_preprocessor(cfg: EncodeConfig, modality: str, codec) -> Any:
     c = codec.config
     builders = {
         "image": lambda: ImagePreprocessor(
-            ImagePolicy(size=cfg.size, crop=cfg.crop, channels=c.channels, multiple=c.block)
+            ImagePolicy(
+                size=cfg.size,
+                crop=cfg.crop,
+                channels=c.channels,
+                multiple=c.block,
+                buckets=parse_buckets(cfg.buckets, c.block) if cfg.buckets else None,
+            )
         ),
         "raster": lambda: RasterPreprocessor.from_config(cfg, codec),
     }
@@ -100,7 +115,28 @@ def make_preprocessor(cfg: EncodeConfig, modality: str, codec) -> Any:
         pass
     if modality not in builders:
         raise ValueError(f"no preprocessing for {modality!r} inputs")
+    if cfg.decode == "gpu":
+        return _device_preprocessor(cfg, modality, builders[modality]())
     return builders[modality]()
+
+
+def _device_preprocessor(cfg: EncodeConfig, modality: str, cpu_preprocessor) -> Any:
+    """--decode gpu: the image preprocessor that decodes in the encoder actors, on their device.
+
+    Fails at once without a GPU: on the driver for a local Ray (torch.cuda.is_available()), from
+    the cluster's resources in worker_plan otherwise (a head node may have no GPU of its own)."""
+    from ..preprocess.image_device import DeviceDecodeSpec, DeviceImagePreprocessor
+
+    if modality != "image" or type(cpu_preprocessor) is not ImagePreprocessor:
+        raise ValueError(f"--decode gpu decodes JPEG images; {modality} inputs decode on CPUs (--decode cpu)")
+    if cpu_preprocessor.policy.channels != 3:
+        raise ValueError("--decode gpu decodes to RGB: it needs a 3-channel codec (use --decode cpu)")
+    device = cfg.decode_device or "cuda"
+    if cfg.decode_device is None and cfg.address not in (None, "local"):
+        spec = DeviceDecodeSpec(device=device, backend="torchvision-nvjpeg")
+    else:
+        spec = DeviceDecodeSpec.for_device(device)
+    return DeviceImagePreprocessor(cpu_preprocessor.policy, spec=spec)
 
 
 # --- Ray Data stages (run on workers) ---------------------------------------------------------
@@ -108,6 +144,21 @@ def make_preprocessor(cfg: EncodeConfig, modality: str, codec) -> Any:
 
 def _error(item: SourceItem, shard: int, stage: str, reason: str) -> dict[str, Any]:
     return {"key": item.key, "source": item.uri, "shard": shard, "stage": stage, "reason": reason[:2000]}
+
+
+def _error_row(sample: dict[str, Any], shard: int, reason: str) -> dict[str, Any]:
+    """The error row of a decoded sample that could not be encoded."""
+    return {
+        "key": sample["key"],
+        "source": sample["meta"]["source"],
+        "shard": shard,
+        "stage": "encode",
+        "reason": reason[:2000],
+    }
+
+
+def _array_shape(sample: dict[str, Any]) -> tuple:
+    return tuple(sample["array"].shape)
 
 
 def _test_kill_switch(stage: str, shard: int) -> None:
@@ -143,8 +194,40 @@ def _with_timeout(pool: concurrent.futures.ThreadPoolExecutor, fn, timeout: floa
     return pool.submit(fn).result(timeout=timeout)
 
 
+def _decode_one(pool, preprocessor, data: bytes, item: SourceItem, shard: int, timeout: float):
+    """(Decoded, None, pool) or (None, error row, pool): one input through the CPU decode path."""
+    try:
+        decoded = _with_timeout(pool, lambda: preprocessor.decode(data, item), timeout)
+    except concurrent.futures.TimeoutError:
+        error = _error(item, shard, "timeout", f"decoding took longer than {timeout:.0f} s")
+        return None, error, concurrent.futures.ThreadPoolExecutor(max_workers=1)  # abandon the thread
+    except DecodeError as err:
+        return None, _error(item, shard, "decode", str(err)), pool
+    except Exception as err:  # noqa: BLE001
+        return None, _error(item, shard, "decode", f"{type(err).__name__}: {err}"), pool
+    return decoded, None, pool
+
+
+def _sample(item: SourceItem, slot: int, data: bytes, decoded, cache_salt: str) -> dict[str, Any]:
+    """A decoded sample with its metadata (source hash and cache key included)."""
+    source_sha = hashlib.sha256(data).hexdigest()
+    meta = dict(item.meta) | decoded.meta
+    meta |= {
+        "key": item.key,
+        "source": item.uri,
+        "label": item.label,
+        "source_sha256": source_sha,
+        "cache_key": hashlib.sha256(f"{source_sha}:{cache_salt}".encode()).hexdigest(),
+    }
+    return {"key": item.key, "label": item.label, "slot": slot, "array": decoded.array, "meta": meta}
+
+
 def decode_shard(batch: dict[str, np.ndarray], source, preprocessor, cache_salt: str, timeout: float):
-    """Read and decode every item of each shard row; failures become error rows (never raise)."""
+    """Read and decode every item of each shard row; failures become error rows (never raise).
+
+    With a device-decoding preprocessor (--decode gpu) it only reads: samples carry the bytes
+    ("data", "item") to the encoder actors, which decode them in batches (ShardEncoder)."""
+    read_only = getattr(preprocessor, "device_decode", False)
     out_payload = []
     for payload in batch["payload"]:
         task: ShardTask = payload["task"]
@@ -162,37 +245,44 @@ def decode_shard(batch: dict[str, np.ndarray], source, preprocessor, cache_salt:
             except Exception as err:  # noqa: BLE001 - any read failure is a per-sample error
                 errors.append(_error(item, task.shard, "read", f"{type(err).__name__}: {err}"))
                 continue
-            try:
-                decoded = _with_timeout(
-                    pool, lambda data=data, item=item: preprocessor.decode(data, item), timeout
+            if read_only:
+                samples.append(
+                    {"key": item.key, "label": item.label, "slot": slot, "data": data, "item": item}
                 )
-            except concurrent.futures.TimeoutError:
-                errors.append(
-                    _error(item, task.shard, "timeout", f"decoding took longer than {timeout:.0f} s")
-                )
-                pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
                 continue
-            except DecodeError as err:
-                errors.append(_error(item, task.shard, "decode", str(err)))
+            decoded, error, pool = _decode_one(pool, preprocessor, data, item, task.shard, timeout)
+            if error is not None:
+                errors.append(error)
                 continue
-            except Exception as err:  # noqa: BLE001
-                errors.append(_error(item, task.shard, "decode", f"{type(err).__name__}: {err}"))
-                continue
-            source_sha = hashlib.sha256(data).hexdigest()
-            meta = dict(item.meta) | decoded.meta
-            meta |= {
-                "key": item.key,
-                "source": item.uri,
-                "label": item.label,
-                "source_sha256": source_sha,
-                "cache_key": hashlib.sha256(f"{source_sha}:{cache_salt}".encode()).hexdigest(),
-            }
-            samples.append(
-                {"key": item.key, "label": item.label, "slot": slot, "array": decoded.array, "meta": meta}
-            )
+            samples.append(_sample(item, slot, data, decoded, cache_salt))
         pool.shutdown(wait=False)
         out_payload.append({"task": task, "samples": samples, "errors": errors})
     return {"shard": batch["shard"], "payload": np.array(out_payload, dtype=object)}
+
+
+def _check_device_decoder(preprocessor, device: str) -> None:
+    """The actor decodes with the backend the driver recorded in the manifest, or not at all."""
+    import torch
+
+    from ..preprocess.image_device import available_backend
+
+    spec = preprocessor.spec
+    if torch.device(device).type != torch.device(spec.device).type:
+        raise RuntimeError(f"--decode gpu: the run decodes on {spec.device}, this encoder runs on {device}")
+    backend = available_backend(device)
+    if backend != spec.backend:
+        raise RuntimeError(
+            f"--decode gpu: this worker would decode with {backend}, the run records {spec.backend} "
+            "(latents depend on it): install the same torchvision on every node"
+        )
+
+
+def decode_counts(encoded: list) -> dict[str, int]:
+    """--decode gpu: how the shard's samples were decoded (on the device / CPU fallbacks), else {}."""
+    ways = [e.meta.get("decode") for e in encoded]
+    if not any(ways):
+        return {}
+    return {"decoded_on_device": ways.count("device"), "decode_fallbacks": ways.count("cpu")}
 
 
 class ShardEncoder:
@@ -211,6 +301,9 @@ class ShardEncoder:
         threads: int,
         device: str,
         decode: dict[str, Any] | None = None,
+        device_decode: dict[str, Any] | None = None,
+        flip_pair: bool = False,
+        batch_pixels: int | None = None,
     ):
         import torch
 
@@ -225,69 +318,126 @@ class ShardEncoder:
             )
         self.preprocessor = preprocessor
         self.batch_size = batch_size
+        self.batch_pixels = batch_pixels or EncodeConfig.batch_pixels  # codec-input values per call
         self.latent_format = latent_format
         self.decode = decode
+        self.flip_pair = flip_pair
+        self.device_decode = device_decode  # --decode gpu: {"cache_salt", "timeout"}; see _decode_on_device
+        if device_decode is not None:
+            _check_device_decoder(preprocessor, device)
 
     def _encode(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """(B, *latent) latents; with --flip-pair (B, 2, *latent): [latent, latent of the mirror]."""
+        if isinstance(arrays[0], self.torch.Tensor):  # --decode gpu: pixels already on the device
+            x = self.preprocessor.codec_input(self.torch.stack(arrays))
+            if self.flip_pair:
+                x = self.torch.cat([x, x.flip(-1)])
+            z = self.codec.encode(x).cpu().numpy()  # only int8 latents leave the device
+            return np.stack([z[: len(arrays)], z[len(arrays) :]], axis=1) if self.flip_pair else z
         x = np.stack([self.preprocessor.codec_input(a) for a in arrays])
-        z = self.codec.encode(self.torch.from_numpy(x).to(self.device))
-        return z.cpu().numpy()
+        if self.flip_pair:  # the mirrored inputs ride in the same codec call (one batch of 2B)
+            x = np.concatenate([x, np.ascontiguousarray(x[..., ::-1])])
+        z = self.codec.encode(self.torch.from_numpy(x).to(self.device)).cpu().numpy()
+        return np.stack([z[: len(arrays)], z[len(arrays) :]], axis=1) if self.flip_pair else z
+
+    def _decode_on_device(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """--decode gpu: raw bytes -> pixels on self.device, batch_size JPEGs per decoder call.
+
+        Inputs the device decoder does not take (probe_jpeg) or fails on go through the CPU path
+        one by one, then to the device; their meta says `"decode": "cpu"` and why (counted per
+        shard in the manifest). Decode failures there are error rows, as in decode_shard."""
+        torch, pre = self.torch, self.preprocessor
+        cache_salt, timeout = self.device_decode["cache_salt"], self.device_decode["timeout"]
+        out_payload = []
+        for payload in batch["payload"]:
+            task, raw, errors = payload["task"], payload["samples"], list(payload["errors"])
+            samples = []
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            for i in range(0, len(raw), self.batch_size):
+                part = raw[i : i + self.batch_size]
+                results = pre.decode_batch([r["data"] for r in part], device=self.device)
+                for r, res in zip(part, results, strict=True):
+                    if not isinstance(res, str):
+                        sample = _sample(r["item"], r["slot"], r["data"], res, cache_salt)
+                        sample["meta"]["decode"] = "device"
+                        samples.append(sample)
+                        continue
+                    decoded, error, pool = _decode_one(pool, pre, r["data"], r["item"], task.shard, timeout)
+                    if error is not None:
+                        error["reason"] = f"{error['reason']} (after the device decoder: {res})"[:2000]
+                        errors.append(error)
+                        continue
+                    sample = _sample(r["item"], r["slot"], r["data"], decoded, cache_salt)
+                    sample["array"] = torch.from_numpy(decoded.array).to(self.device)
+                    sample["meta"] |= {"decode": "cpu", "decode_fallback": res}
+                    samples.append(sample)
+            pool.shutdown(wait=False)
+            samples.sort(key=lambda s: s["slot"])
+            out_payload.append({"task": task, "samples": samples, "errors": errors})
+        return {"shard": batch["shard"], "payload": np.array(out_payload, dtype=object)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.decode is not None:
             batch = decode_shard(batch, **self.decode)
+        if self.device_decode is not None:
+            batch = self._decode_on_device(batch)
         out_payload = []
         for payload in batch["payload"]:
             task, samples, errors = payload["task"], payload["samples"], list(payload["errors"])
-            groups: dict[tuple, list[dict]] = {}
+            finite = []  # NaN/Inf inputs never reach the codec (runtime/batching.py)
             for s in samples:
-                groups.setdefault(tuple(s["array"].shape), []).append(s)
+                reason = nonfinite_reason(s["array"])
+                if reason is None:
+                    finite.append(s)
+                else:
+                    errors.append(_error_row(s, task.shard, reason))
             encoded, input_bytes = [], 0
-            for group in groups.values():
-                for i in range(0, len(group), self.batch_size):
-                    part = group[i : i + self.batch_size]
-                    try:
-                        latents = self._encode([s["array"] for s in part])
-                    except Exception as err:  # noqa: BLE001 - a failed batch falls back to one by one
-                        latents = None
-                        first_error = err
-                    _test_kill_switch("encode", task.shard)
-                    for j, s in enumerate(part):
-                        try:
-                            z = latents[j] if latents is not None else self._encode([s["array"]])[0]
-                        except Exception as err:  # noqa: BLE001
-                            reason = f"{type(err).__name__}: {err}" if latents is None else str(first_error)
-                            errors.append(
-                                {
-                                    "key": s["key"],
-                                    "source": s["meta"]["source"],
-                                    "shard": task.shard,
-                                    "stage": "encode",
-                                    "reason": reason,
-                                }
-                            )
-                            continue
-                        size = self.preprocessor.input_size(s["array"])
-                        meta = s["meta"] | {"input_size": list(size)}
-                        coded = None
-                        if self.latent_format != "npy":
-                            coded = self.codec.to_bytes(
-                                self.torch.from_numpy(z), method=self.latent_format, size=size
-                            )
-                        encoded.append(
-                            EncodedSample(
-                                key=s["key"],
-                                label=s["label"],
-                                latent=z,
-                                meta=meta,
-                                latent_bytes=coded,
-                                slot=s["slot"],
-                            )
+            for part in plan_batches(finite, _array_shape, self.batch_size, self.batch_pixels):
+                # out of memory: halves down to one sample; other failures: one by one
+                results = encode_robust(lambda p: self._encode([s["array"] for s in p]), part)
+                _test_kill_switch("encode", task.shard)
+                for s, (z, reason) in zip(part, results, strict=True):
+                    if reason is not None:
+                        errors.append(_error_row(s, task.shard, reason))
+                        continue
+                    z, z_flip = (z[0], z[1]) if self.flip_pair else (z, None)
+                    size = self.preprocessor.input_size(s["array"])
+                    meta = s["meta"] | {"input_size": list(size)}
+                    coded = coded_flip = None
+                    if self.latent_format != "npy":
+                        coded = self.codec.to_bytes(
+                            self.torch.from_numpy(z), method=self.latent_format, size=size
                         )
-                        input_bytes += int(s["array"].size)
+                        if z_flip is not None:
+                            coded_flip = self.codec.to_bytes(
+                                self.torch.from_numpy(z_flip), method=self.latent_format, size=size
+                            )
+                    encoded.append(
+                        EncodedSample(
+                            key=s["key"],
+                            label=s["label"],
+                            latent=z,
+                            meta=meta,
+                            latent_bytes=coded,
+                            slot=s["slot"],
+                            bucket=meta.get("bucket"),
+                            latent_flip=z_flip,
+                            latent_flip_bytes=coded_flip,
+                        )
+                    )
+                    input_bytes += int(np.prod(s["array"].shape))
             encoded.sort(key=lambda e: e.slot)
+            histograms = HistogramAccumulator(self.codec.config.latent_bits)  # the marker's statistics
+            for e in encoded:
+                histograms.add(e.latent)
             out_payload.append(
-                {"task": task, "encoded": encoded, "errors": errors, "input_bytes": input_bytes}
+                {
+                    "task": task,
+                    "encoded": encoded,
+                    "errors": errors,
+                    "input_bytes": input_bytes,
+                    "statistics": histograms.to_dict(),
+                }
             )
         return {"shard": batch["shard"], "payload": np.array(out_payload, dtype=object)}
 
@@ -316,11 +466,13 @@ def write_shard(batch: dict[str, np.ndarray], sink_name: str, spec: SinkSpec, se
                     )
                 _test_kill_switch("write", task.shard)
                 marker = ShardMarker(
-                    stats=stats.to_dict(),
+                    stats=stats.to_dict() | decode_counts(encoded),
                     slot_offset=task.slot_offset,
                     keys=stats.keys,
                     errors=sorted(errors, key=lambda e: e["key"]),
                     settings_hash=settings_hash,
+                    statistics=payload.get("statistics"),
+                    fingerprints={it.key: it.fingerprint for it in task.items if it.fingerprint is not None},
                 )
                 root.write_marker(marker)
                 break
@@ -349,6 +501,17 @@ def write_shard(batch: dict[str, np.ndarray], sink_name: str, spec: SinkSpec, se
 # --- driver -------------------------------------------------------------------------------------
 
 
+def log_flip_pair(codec) -> None:
+    """--flip-pair doubles the encode work; say so when the codec's latents flip exactly anyway."""
+    from ..codec.flip import latent_flip_is_exact
+
+    if latent_flip_is_exact(codec):
+        print(
+            f"--flip-pair: codec {codec.name or codec.hash[:12]} flips exactly in the latent domain "
+            "(pipeline.codec.flip.flip_latent): the stored latent_flip equals flip_latent(latent)"
+        )
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -373,11 +536,13 @@ def _worker_plan(cfg: EncodeConfig) -> tuple[int, int, str]:
 def worker_plan(cfg: EncodeConfig, resources: dict[str, float]) -> tuple[int, int, str]:
     """(encoder actors, torch threads per actor, device) for these resources (also the dry run's)."""
     cpus = int(resources.get("CPU", 1))
-    if cfg.num_gpus_per_worker > 0:
+    gpus_per_worker = cfg.gpus_per_worker  # --num-gpus-per-worker, or 1 with --decode gpu
+    if gpus_per_worker > 0:
         gpus = resources.get("GPU", 0)
         if gpus <= 0:
-            raise RuntimeError("--num-gpus-per-worker was given but the Ray cluster has no GPUs")
-        workers = cfg.workers or max(1, int(gpus / cfg.num_gpus_per_worker))
+            flag = "--decode gpu" if cfg.decode_on_gpu else "--num-gpus-per-worker"
+            raise RuntimeError(f"{flag} was given but the Ray cluster has no GPUs")
+        workers = cfg.workers or max(1, int(gpus / gpus_per_worker))
         return workers, 1, "cuda"
     workers = cfg.workers or max(1, cpus)
     return workers, max(1, cpus // workers), "cpu"
@@ -403,6 +568,8 @@ def prepare_run(cfg: EncodeConfig) -> Prepared:
     if cfg.limit is not None:
         items = items[: cfg.limit]
     check_keys(items)
+    # sources that list without file details get fingerprints from one stat per file (C4)
+    items = fill_fingerprints(items, getattr(source, "storage_options", None))
     codec = load_codec(cfg.codec)
     preprocessor = make_preprocessor(cfg, source.modality, codec)
     settings = {
@@ -412,6 +579,8 @@ def prepare_run(cfg: EncodeConfig) -> Prepared:
         "shard_size": cfg.shard_size,
         "latent_format": cfg.latent_format,
     }
+    if cfg.flip_pair:  # only when set: unbucketed, unflipped runs keep the settings hash they had
+        settings["flip_pair"] = True
     identity = RunIdentity(settings=settings, listing_hash=listing_hash(items), label_map=source.label_map())
     root = OutputRoot(cfg.output, cfg.storage_options)
     return Prepared(source, items, codec, preprocessor, settings, identity, root)
@@ -438,10 +607,17 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         latent_format=cfg.latent_format,
         shard_size=cfg.shard_size,
         storage_options=cfg.storage_options,
+        flip_pair=cfg.flip_pair,
     )
     sink = lookup(SINKS, cfg.format, "sink")(spec)
     fixed = preprocessor.fixed_shape()
     latent_shape = list(codec.latent_shape(fixed)) if fixed else None
+    bucket_inputs = getattr(preprocessor, "bucket_shapes", lambda: None)()
+    bucket_latents = (
+        {b: list(codec.latent_shape(shape)) for b, shape in bucket_inputs.items()} if bucket_inputs else None
+    )
+    if cfg.flip_pair:
+        log_flip_pair(codec)
     codec_info = {"name": codec.name, "hash": codec.hash, "config": codec.config.to_dict()}
     latent_info = {
         "dtype": "int8",
@@ -451,7 +627,9 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
     }
     sink.prepare(
         plan.total_slots,
-        tuple(latent_shape) if latent_shape else None,
+        {b: tuple(s) for b, s in bucket_latents.items()}
+        if bucket_latents
+        else (tuple(latent_shape) if latent_shape else None),
         {
             "codec": codec_info,
             "latent": latent_info,
@@ -488,8 +666,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
 
     lease.check()  # another run took the output over (our lease expired): do not commit over it
     markers = root.markers()
-    errors = [e for m in markers for e in m.errors]
-    root.write_errors(errors)
+    root.write_errors(liveness(markers).live_errors)  # less rows replaced by a re-encode (append)
     manifest = build_manifest(
         identity=identity,
         codec=codec_info,
@@ -499,8 +676,16 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         markers=markers,
         inputs=plan.inputs,  # all planned inputs: a failed shard leaves written + errors short of it
         appends=plan.appends,
+        buckets=bucket_latents,
     )
+    decode = None
+    if "decode" in settings["preprocessing"]:  # --decode gpu: how the written samples were decoded
+        ways = ("decoded_on_device", "decode_fallbacks")
+        decode = {k: sum(e.get(k, 0) for e in manifest["shards"]) for k in ways}
+        manifest["totals"] |= decode
     root.write_manifest(manifest)
+    # the run is complete once its manifest is there (readers following the run stop on this)
+    root.write_json(RUN_STATE, root.read_json(RUN_STATE) | {"complete": True})
     totals = manifest["totals"]
     return RunSummary(
         inputs=totals["inputs"],
@@ -516,6 +701,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         written_this_run=sum(r["written"] for r in results),
         failures=failures,
         encode_seconds=encode_seconds,
+        decode=decode,
     )
 
 
@@ -558,13 +744,20 @@ def _execute(
                 "codec_hash": codec_hash,
                 "preprocessor": preprocessor,
                 "batch_size": cfg.batch_size,
+                "batch_pixels": cfg.batch_pixels,
                 "latent_format": cfg.latent_format,
                 "threads": threads,
                 "device": device,
                 "decode": decode_kwargs if device == "cpu" else None,
+                "device_decode": (
+                    {"cache_salt": cache_salt, "timeout": cfg.sample_timeout_s}
+                    if getattr(preprocessor, "device_decode", False)
+                    else None
+                ),
+                "flip_pair": cfg.flip_pair,
             },
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-            num_gpus=cfg.num_gpus_per_worker or None,
+            num_gpus=cfg.gpus_per_worker or None,
             max_restarts=ACTOR_RESTARTS,
             max_task_retries=TASK_RETRIES,
         )

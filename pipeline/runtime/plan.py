@@ -2,12 +2,15 @@
 
 Shard k holds inputs [k*S, (k+1)*S) of the sorted listing (S = --shard-size), so the same inputs
 and settings always give the same shards. Resume skips shards whose commit marker exists; append
-plans new shards (numbered after the existing ones) for inputs whose keys are not yet present.
+plans new shards (numbered after the existing ones) for inputs whose keys are not yet present, and
+for inputs whose source fingerprint (size + mtime / ETag) differs from the one recorded when their
+live entry was encoded: those are encoded again, and the manifest lists the old entry as superseded.
+`_run.json` says `"complete": false` from here until the run's manifest is written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ..manifest import RUN_STATE, OutputRoot, RunIdentity, ShardMarker
@@ -34,6 +37,7 @@ class Plan:
     total_slots: int  # rows a Zarr store needs
     inputs: int  # items covered by done + todo
     appends: int  # how many append runs built this output
+    changed: list[str] = field(default_factory=list)  # keys re-encoded because their source changed
 
 
 def chunk(items: list[SourceItem], shard_size: int, first_shard: int, first_slot: int) -> list[ShardTask]:
@@ -63,7 +67,7 @@ def plan_run(
     if mode == "overwrite" or root.is_empty():
         if write:
             root.clear()
-            root.write_json(RUN_STATE, identity.to_dict() | {"appends": 0})
+            root.write_json(RUN_STATE, identity.to_dict() | {"appends": 0, "complete": False})
         tasks = chunk(items, shard_size, 0, 0)
         return Plan(todo=tasks, done=[], total_slots=len(items), inputs=len(items), appends=0)
 
@@ -90,6 +94,8 @@ def plan_run(
         if appends:
             raise OutputConflictError(f"{root.url} has been appended to; use --mode append")
         committed = {m.stats["shard"] for m in done}
+        if write:
+            root.write_json(RUN_STATE, state | {"complete": False})
         tasks = [t for t in chunk(items, shard_size, 0, 0) if t.shard not in committed]
         return Plan(todo=tasks, done=done, total_slots=len(items), inputs=len(items), appends=0)
 
@@ -101,18 +107,37 @@ def plan_run(
             f"({', '.join(relabelled[:5])}{', ...' if len(relabelled) > 5 else ''}): labels index the "
             "sorted class names, and the new inputs' classes renumber them; use --mode overwrite"
         )
-    present = {k for m in done for k in m.keys} | {e["key"] for m in done for e in m.errors}
-    new = [it for it in items if it.key not in present]
+    recorded = _live_fingerprints(done)  # every key present (written or in the error table)
+    changed = [
+        it.key
+        for it in items
+        if it.key in recorded
+        and None not in (it.fingerprint, recorded[it.key])
+        and it.fingerprint != recorded[it.key]
+    ]
+    stale = set(changed)
+    new = [it for it in items if it.key not in recorded or it.key in stale]
     next_shard = max((m.stats["shard"] for m in done), default=-1) + 1
     used = max((m.slot_offset + shard_size for m in done), default=0)
     first_slot = -(-used // shard_size) * shard_size  # Zarr shards stay aligned to --shard-size
     tasks = chunk(new, shard_size, next_shard, first_slot)
     appends += 1 if tasks else 0
     if write:
-        root.write_json(RUN_STATE, identity.to_dict() | {"appends": appends})
+        root.write_json(RUN_STATE, identity.to_dict() | {"appends": appends, "complete": False})
     total_slots = first_slot + len(new) if tasks else used
-    inputs = sum(m.stats["samples"] + len(m.errors) for m in done) + len(new)
-    return Plan(todo=tasks, done=done, total_slots=total_slots, inputs=inputs, appends=appends)
+    inputs = len(recorded) + len(new) - len(changed)  # a re-encoded key is one input, not two
+    return Plan(
+        todo=tasks, done=done, total_slots=total_slots, inputs=inputs, appends=appends, changed=changed
+    )
+
+
+def _live_fingerprints(done: list[ShardMarker]) -> dict[str, str | None]:
+    """key -> the fingerprint recorded with its live entry (the highest shard holding the key)."""
+    out: dict[str, str | None] = {}
+    for m in sorted(done, key=lambda m: m.stats["shard"]):
+        for key in [*m.keys, *(e["key"] for e in m.errors)]:
+            out[key] = m.fingerprints.get(key)
+    return out
 
 
 def _diff(old: dict, new: dict) -> str:

@@ -32,6 +32,10 @@ class SourceItem:
     uri: str  # path, fsspec URL, or "<tar path>::<member>"
     label: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. class name, segment offset
+    # cheap "have the bytes changed?" token (size + mtime, or ETag): what --mode append compares to
+    # re-encode changed sources; None = unknown (never counted as changed). Not part of the listing
+    # hash nor of the sample's metadata: it lives in the shard markers only.
+    fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +89,44 @@ def listing_hash(items: list[SourceItem]) -> str:
     for it in items:
         h.update(json.dumps([it.key, it.uri, it.label], separators=(",", ":")).encode() + b"\n")
     return h.hexdigest()
+
+
+# object-store content tags first (they change with the bytes), then modification times
+_TAG_FIELDS = ("ETag", "etag", "md5Hash", "crc32c", "checksum")
+_TIME_FIELDS = ("mtime", "LastModified", "last_modified", "updated", "modified", "mtime_ns")
+
+
+def fingerprint_from_info(info: dict[str, Any]) -> str | None:
+    """A token that changes when a file's bytes change, from an fsspec info() / find(detail=True)
+    entry: size plus the store's ETag/hash when it has one, else its modification time."""
+    size = info.get("size")
+    for name in _TAG_FIELDS + _TIME_FIELDS:
+        value = info.get(name)
+        if value is not None and value != "":
+            return f"{size}:{name}={value}"
+    return None if size is None else f"{size}"
+
+
+def fill_fingerprints(items: list[SourceItem], storage_options: dict[str, Any] | None = None):
+    """Items with a fingerprint from one info() per distinct plain-file URI (audio windows share
+    their file's); items that already have one, and URIs that are not files (`::` tar members, `#`
+    dataset rows), are left as they are. Costs one stat per file: sources that list with details
+    (image folders, tars) set fingerprints while listing instead."""
+    import dataclasses
+
+    cache: dict[str, str | None] = {}
+    out = []
+    for it in items:
+        if it.fingerprint is None and "::" not in it.uri and "#" not in it.uri:
+            if it.uri not in cache:
+                try:
+                    fs, path = fsspec.core.url_to_fs(it.uri, **(storage_options or {}))
+                    cache[it.uri] = fingerprint_from_info(fs.info(path))
+                except Exception:  # noqa: BLE001 - no fingerprint: the item is never seen as changed
+                    cache[it.uri] = None
+            it = dataclasses.replace(it, fingerprint=cache[it.uri])
+        out.append(it)
+    return out
 
 
 class Source:

@@ -8,7 +8,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import Source, SourceItem, unique_keys
+from .base import Source, SourceItem, fingerprint_from_info, unique_keys
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm"}
 
@@ -37,7 +37,9 @@ class ImageFolderSource(Source):
         self.storage_options = dict(storage_options or {})
         self.fs, self.path = fsspec.core.url_to_fs(self.root, **self.storage_options)
         self.extensions = {e.lower() for e in (extensions or IMAGE_EXTENSIONS)}
-        files = sorted(p for p in self.fs.find(self.path) if Path(p).suffix.lower() in self.extensions)
+        found = self.fs.find(self.path, detail=True)  # the details give fingerprints for free
+        files = sorted(p for p in found if Path(p).suffix.lower() in self.extensions)
+        self._fingerprints = [fingerprint_from_info(found[p]) for p in files]
         if not files:
             raise FileNotFoundError(f"no images ({', '.join(sorted(self.extensions))}) under {self.root}")
         self._relpaths = [p[len(self.path.rstrip("/")) + 1 :] for p in files]
@@ -51,17 +53,18 @@ class ImageFolderSource(Source):
         # keys drop the extension; files that differ only in it (x.jpg, x.png) hash their full paths
         keys = unique_keys([str(Path(r).with_suffix("")) for r in self._relpaths], ids=self._relpaths)
         items = []
-        for key, rel, full in zip(keys, self._relpaths, self._files, strict=True):
+        for key, rel, full, fp in zip(keys, self._relpaths, self._files, self._fingerprints, strict=True):
             cls = _class_of(rel) if self.labelled else None
             label = self._classes[cls] if cls is not None else None
             meta = {"path": rel} | ({"class": cls} if cls is not None else {})
-            items.append(SourceItem(key=key, uri=self.fs.unstrip_protocol(full), label=label, meta=meta))
+            uri = self.fs.unstrip_protocol(full)
+            items.append(SourceItem(key=key, uri=uri, label=label, meta=meta, fingerprint=fp))
         return items
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers only read items by URI: don't ship the listing to every task."""
         state = dict(self.__dict__)
-        state["_files"], state["_relpaths"] = [], []
+        state["_files"], state["_relpaths"], state["_fingerprints"] = [], [], []
         return state
 
     def read_bytes(self, item: SourceItem) -> bytes:

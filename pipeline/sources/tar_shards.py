@@ -131,6 +131,7 @@ def scan_shard(shard: str, extensions: set[str]) -> list[dict[str, Any]]:
                     "key": key,
                     "offset": member.offset_data,
                     "size": member.size,
+                    "mtime": member.mtime,
                     "unsafe": reason,
                 }
             )
@@ -182,7 +183,10 @@ class TarShardSource(Source):
                 meta["unsafe"] = r["unsafe"]
             else:
                 meta |= {"tar_offset": r["offset"], "tar_size": r["size"]}
-            items.append(SourceItem(key=key, uri=f"{shard}::{r['name']}", label=r["label"], meta=meta))
+            # the member's header (size, mtime) changes when a rewritten shard holds other bytes
+            fp = f"{r['size']}:tar-mtime={r['mtime']}"
+            uri = f"{shard}::{r['name']}"
+            items.append(SourceItem(key=key, uri=uri, label=r["label"], meta=meta, fingerprint=fp))
         return items
 
     def read_bytes(self, item: SourceItem) -> bytes:
