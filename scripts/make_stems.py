@@ -296,7 +296,7 @@ def build(out: Path, downloads: Path, tracks: int, seed: int, test_every: int = 
 def main(argv: list[str] | None = None) -> int:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
-    parser.add_argument("--out", type=Path, default=Path("data/stems"), help="output root (default: data/stems)")
+    parser.add_argument("--out", type=Path, default=Path("data/stems"), help="output root")
     parser.add_argument("--downloads", type=Path, default=Path("data"), help="where downloads/ is cached")
     parser.add_argument("--tracks", type=int, default=20, help="chorales to render (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of tempi, instruments, velocities")
