@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout / --working-dir
 
-from pipeline.cli import add_common_flags, config_from_args  # noqa: E402
+from pipeline.cli import add_bucket_flags, add_common_flags, config_from_args  # noqa: E402
 from pipeline.config import DEFAULT_IMAGE_CODEC, DEFAULT_IMAGE_INPUT  # noqa: E402
 
 
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="center: resize the shorter side to --size and center-crop a square; "
         "none: keep the aspect ratio (padded to a multiple of 2^J by the codec)",
     )
+    add_bucket_flags(images)
     return parser
 
 

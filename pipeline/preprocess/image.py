@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -40,9 +41,79 @@ class ImagePolicy:
     resample: str = "bicubic"  # Pillow filter for resizing (antialiased)
     max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb cap
     draft: bool = True  # JPEG DCT-domain downscaling when shrinking >= 2x
+    # aspect buckets (W, H), sides multiples of `multiple`: each image goes to the bucket nearest its
+    # aspect ratio (cover, then center crop); replaces size/crop. None: one size for all (size/crop)
+    buckets: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        for w, h in self.buckets or ():
+            if w < 1 or h < 1 or w % self.multiple or h % self.multiple:
+                raise ValueError(f"bucket {w}x{h}: sides must be positive multiples of 2^J = {self.multiple}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.buckets is None:
+            del d["buckets"]  # unbucketed runs keep the settings (and settings hash) they always had
+        else:
+            d["buckets"] = [bucket_name(b) for b in self.buckets]
+        return d
+
+
+Bucket = tuple[int, int]  # (W, H) of the codec input
+
+
+def bucket_name(bucket: Bucket) -> str:
+    """'320x192': W x H, the name used in sample metadata, shard names and the manifest."""
+    return f"{bucket[0]}x{bucket[1]}"
+
+
+def parse_buckets(spec: str, multiple: int) -> tuple[Bucket, ...]:
+    """`256x256,320x192,...` or `area=65536:ratios=1:1,4:3,3:4` -> sorted unique (W, H) buckets.
+
+    The area form derives each bucket from its ratio: sides rounded to the nearest multiple of 2^J
+    so that W*H is close to the area and W/H to the ratio (at least one block per side)."""
+    spec = spec.strip()
+    if spec.startswith("area="):
+        area_part, sep, ratio_part = spec.partition(":ratios=")
+        if not sep:
+            raise ValueError(f"--buckets {spec!r}: expected area=<pixels>:ratios=<w:h>,<w:h>,...")
+        area = float(area_part.removeprefix("area="))
+        out = []
+        for ratio in ratio_part.split(","):
+            a, _, b = ratio.partition(":")
+            r = float(a) / float(b)
+            w, h = math.sqrt(area * r), math.sqrt(area / r)
+            out.append(tuple(max(multiple, round(v / multiple) * multiple) for v in (w, h)))
+    else:
+        out = []
+        for part in spec.split(","):
+            w, sep, h = part.strip().lower().partition("x")
+            if not sep:
+                raise ValueError(f"--buckets: {part!r} is not WxH")
+            out.append((int(w), int(h)))
+    buckets = tuple(sorted(set(out)))
+    if not buckets:
+        raise ValueError("--buckets: no bucket given")
+    for w, h in buckets:
+        if w < 1 or h < 1 or w % multiple or h % multiple:
+            raise ValueError(f"--buckets: {w}x{h} has a side that is not a multiple of 2^J = {multiple}")
+    return buckets
+
+
+def choose_bucket(width: int, height: int, buckets: tuple[Bucket, ...]) -> Bucket:
+    """The bucket nearest the image's aspect ratio (in log ratio, so 2:1 and 1:2 are equally far).
+
+    Ties (equal log distance, e.g. buckets of one ratio in two sizes) go to the bucket whose area is
+    nearest the image's (least resampling), then to the smaller W, then H: deterministic."""
+    log_ratio = math.log(width / height)
+    log_area = math.log(width * height)
+
+    def key(b: Bucket) -> tuple[float, float, int, int]:
+        # rounded so that float noise cannot break a true tie (e.g. 4:3 vs 3:4 for a square image)
+        d_ratio = round(abs(log_ratio - math.log(b[0] / b[1])), 9)
+        return d_ratio, round(abs(log_area - math.log(b[0] * b[1])), 9), b[0], b[1]
+
+    return min(buckets, key=key)
 
 
 @dataclass
@@ -97,6 +168,12 @@ def convert_mode(img: Image.Image, channels: int) -> Image.Image:
 
 def _resize_plan(w: int, h: int, policy: ImagePolicy) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """(resized W, H) and the crop box (left, top, right, bottom) in resized coordinates."""
+    if policy.buckets:
+        bw, bh = choose_bucket(w, h, policy.buckets)
+        scale = max(bw / w, bh / h)  # cover the bucket, then center-crop the overhang
+        rw, rh = max(bw, round(w * scale)), max(bh, round(h * scale))
+        left, top = (rw - bw) // 2, (rh - bh) // 2
+        return (rw, rh), (left, top, left + bw, top + bh)
     if policy.size is None:
         return (w, h), (0, 0, w, h)
     scale = policy.size / min(w, h)
@@ -153,6 +230,8 @@ def decode_image(data: bytes, policy: ImagePolicy) -> Decoded:
         "resized_size": [rw, rh],
         "crop_box": list(box),
     }
+    if policy.buckets:
+        meta["bucket"] = bucket_name((box[2] - box[0], box[3] - box[1]))
     return Decoded(array=np.ascontiguousarray(pixels.transpose(2, 0, 1)), meta=meta)
 
 
@@ -188,10 +267,18 @@ class ImagePreprocessor:
         return tuple(pixels.shape[1:])
 
     def fixed_shape(self) -> tuple[int, ...] | None:
-        """(C, H, W) when every sample has the same shape (needed by the Zarr sink)."""
+        """(C, H, W) when every sample has the same shape (the Zarr sink needs it, or buckets)."""
+        if self.policy.buckets:
+            return None
         if self.policy.crop == "center" and self.policy.size is not None:
             return (self.policy.channels, self.policy.size, self.policy.size)
         return None
+
+    def bucket_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """Bucket name -> codec input (C, H, W), or None when unbucketed."""
+        if not self.policy.buckets:
+            return None
+        return {bucket_name(b): (self.policy.channels, b[1], b[0]) for b in self.policy.buckets}
 
     def to_dict(self) -> dict[str, Any]:
         return {"modality": "image", **self.policy.to_dict()}

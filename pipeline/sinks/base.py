@@ -24,6 +24,9 @@ class EncodedSample:
     meta: dict[str, Any]  # source key/uri, original size, crop box, audio offset/scale, cache key
     latent_bytes: bytes | None = None  # entropy-coded payload when latent_format != "npy"
     slot: int = 0  # the item's position within its shard's planned items (Zarr row = offset + slot)
+    bucket: str | None = None  # "<W>x<H>" aspect bucket of the codec input (--buckets), else None
+    latent_flip: np.ndarray | None = None  # --flip-pair: latent of the horizontally mirrored input
+    latent_flip_bytes: bytes | None = None  # its entropy-coded payload when latent_format != "npy"
 
 
 @dataclass
@@ -38,9 +41,12 @@ class ShardStats:
     first_key: str | None
     last_key: str | None
     keys: list[str] = field(default_factory=list)
+    # bucketed shards: one entry per bucket present (name, bucket, samples, bytes, sha256, keys_first,
+    # keys_last); name/sha256 above then describe the first part. None (and absent) when unbucketed
+    parts: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "shard": self.shard,
             "name": self.name,
             "samples": self.samples,
@@ -49,6 +55,9 @@ class ShardStats:
             "first_key": self.first_key,
             "last_key": self.last_key,
         }
+        if self.parts is not None:
+            d["parts"] = self.parts
+        return d
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class SinkSpec:
     latent_format: str = "npy"  # npy, or an entropy coding method (zstd, png, webp)
     shard_size: int = 256
     storage_options: dict[str, Any] = field(default_factory=dict)
+    flip_pair: bool = False  # samples carry latent_flip too (Zarr creates latents_flip arrays)
 
     def filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
         fs, root = fsspec.core.url_to_fs(self.output, **self.storage_options)
@@ -86,8 +96,16 @@ class Sink:
     def __init__(self, spec: SinkSpec):
         self.spec = spec
 
-    def prepare(self, total_slots: int, sample_shape: tuple[int, ...] | None, description: dict) -> None:
-        """Create whatever must exist before shards are written (e.g. a Zarr store sized N)."""
+    def prepare(
+        self,
+        total_slots: int,
+        sample_shape: tuple[int, ...] | dict[str, tuple[int, ...]] | None,
+        description: dict,
+    ) -> None:
+        """Create whatever must exist before shards are written (e.g. a Zarr store sized N).
+
+        sample_shape: the latent shape of every sample, a dict bucket name -> latent shape (--buckets),
+        or None (variable shapes)."""
 
     def open_shard(self, shard: int, slot_offset: int) -> ShardWriter:
         raise NotImplementedError

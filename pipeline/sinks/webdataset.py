@@ -1,5 +1,8 @@
 """WebDataset tar shards: `<key>.latent.npy|.latent.wlat`, `<key>.cls`, `<key>.json` per sample.
 
+With --flip-pair also `<key>.latent_flip.npy|.latent_flip.wlat`; with --buckets a shard is one tar
+per bucket present in it, `shard-000012-b320x192.tar`, listed as the shard's `parts`.
+
 Tars are built in memory (a shard is bounded by --shard-size) with fixed mtime/owner, so the same
 samples give the same bytes; then written under a temporary name and renamed. The stock
 `webdataset` library reads them with no project code.
@@ -18,6 +21,8 @@ from .base import EncodedSample, ShardStats, ShardWriter, Sink, atomic_write, sh
 
 LATENT_NPY = "latent.npy"
 LATENT_CODED = "latent.wlat"  # pipeline.codec.entropy payload (header + coded planes)
+LATENT_FLIP_NPY = "latent_flip.npy"  # --flip-pair: latent of the horizontally mirrored input
+LATENT_FLIP_CODED = "latent_flip.wlat"
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -26,54 +31,103 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class TarShardWriter(ShardWriter):
-    def __init__(self, sink: WebDatasetSink, shard: int):
-        self.sink, self.shard = sink, shard
+class _Tar:
+    """One tar built in memory with fixed mtime/owner (same samples, same bytes)."""
+
+    def __init__(self) -> None:
         self.buffer = io.BytesIO()
         self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
         self.keys: list[str] = []
 
-    def _add(self, name: str, data: bytes) -> None:
+    def add(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = len(data), 0, 0o444
         info.uname = info.gname = "walloc"
         self.tar.addfile(info, io.BytesIO(data))
 
+    def close(self) -> bytes:
+        self.tar.close()
+        return self.buffer.getvalue()
+
+
+class TarShardWriter(ShardWriter):
+    """A shard: one tar, or with --buckets one tar per bucket present (`shard-000012-b320x192.tar`)."""
+
+    def __init__(self, sink: WebDatasetSink, shard: int):
+        self.sink, self.shard = sink, shard
+        self.tars: dict[str | None, _Tar] = {}  # bucket (None: unbucketed) -> its tar
+        self.keys: list[str] = []
+
     def write(self, sample: EncodedSample) -> None:
+        tar = self.tars.setdefault(sample.bucket, _Tar())
         if sample.latent_bytes is not None:
-            self._add(f"{sample.key}.{LATENT_CODED}", sample.latent_bytes)
+            tar.add(f"{sample.key}.{LATENT_CODED}", sample.latent_bytes)
         else:
-            self._add(f"{sample.key}.{LATENT_NPY}", npy_bytes(sample.latent))
+            tar.add(f"{sample.key}.{LATENT_NPY}", npy_bytes(sample.latent))
+        if sample.latent_flip_bytes is not None:
+            tar.add(f"{sample.key}.{LATENT_FLIP_CODED}", sample.latent_flip_bytes)
+        elif sample.latent_flip is not None:
+            tar.add(f"{sample.key}.{LATENT_FLIP_NPY}", npy_bytes(sample.latent_flip))
         if sample.label is not None:
-            self._add(f"{sample.key}.cls", str(sample.label).encode())
-        self._add(f"{sample.key}.json", json.dumps(sample.meta, sort_keys=True).encode())
+            tar.add(f"{sample.key}.cls", str(sample.label).encode())
+        tar.add(f"{sample.key}.json", json.dumps(sample.meta, sort_keys=True).encode())
+        tar.keys.append(sample.key)
         self.keys.append(sample.key)
 
     def commit(self) -> ShardStats:
-        self.tar.close()
-        data = self.buffer.getvalue()
         fs, root = self.sink.spec.filesystem()
-        name = self.sink.shard_name(self.shard)
-        atomic_write(fs, f"{root}/{name}", data)
-        return ShardStats(
+        stats = dict(
             shard=self.shard,
-            name=name,
             samples=len(self.keys),
-            bytes=len(data),
-            sha256=sha256_bytes(data),
             first_key=self.keys[0] if self.keys else None,
             last_key=self.keys[-1] if self.keys else None,
             keys=list(self.keys),
         )
+        if set(self.tars) <= {None}:  # unbucketed (or empty): one tar, as always
+            data = self.tars.pop(None, _Tar()).close()
+            name = self.sink.shard_name(self.shard)
+            atomic_write(fs, f"{root}/{name}", data)
+            return ShardStats(name=name, bytes=len(data), sha256=sha256_bytes(data), **stats)
+        if None in self.tars:
+            raise ValueError(f"shard {self.shard} mixes bucketed and unbucketed samples")
+        parts = []
+        for bucket in sorted(self.tars):  # sorted: the part order is part of the shard's identity
+            tar = self.tars[bucket]
+            data = tar.close()
+            name = self.sink.part_name(self.shard, bucket)
+            atomic_write(fs, f"{root}/{name}", data)
+            parts.append(
+                {
+                    "name": name,
+                    "bucket": bucket,
+                    "samples": len(tar.keys),
+                    "bytes": len(data),
+                    "sha256": sha256_bytes(data),
+                    "keys_first": tar.keys[0],
+                    "keys_last": tar.keys[-1],
+                }
+            )
+        return ShardStats(
+            name=parts[0]["name"],
+            bytes=sum(p["bytes"] for p in parts),
+            sha256=parts[0]["sha256"],
+            parts=parts,
+            **stats,
+        )
 
     def abort(self) -> None:
-        self.tar.close()
+        for tar in self.tars.values():
+            tar.close()
 
 
 @register_sink("webdataset")
 class WebDatasetSink(Sink):
     def shard_name(self, shard: int) -> str:
         return f"shard-{shard:06d}.tar"
+
+    def part_name(self, shard: int, bucket: str) -> str:
+        """The tar of one bucket of a bucketed shard."""
+        return f"shard-{shard:06d}-b{bucket}.tar"
 
     def open_shard(self, shard: int, slot_offset: int) -> ShardWriter:
         return TarShardWriter(self, shard)
