@@ -19,8 +19,10 @@ Steps, in order (each recorded in the sample's meta):
    x = (w - mean) * scale with scale = 1 / (2 * (peak + 1e-8)), peak = max |w - mean| over the
    valid samples; restore the codec-rate, channel-mapped waveform (full scale +-1) by
    w = x / scale + mean (meta: scale, mean per channel).
-6. a partial last window is zero-padded to `window` after normalising; meta["valid"] is the
-   number of real samples (the rest decodes to `mean`, not to silence, if restored blindly).
+6. a partial last window is zero-padded to `window` after normalising (never dropped);
+   meta["valid_length"] (and its older name meta["valid"]) is the number of real samples at the
+   codec's rate (the rest decodes to `mean`, not to silence, if restored blindly). Readers mask
+   latent step t as valid iff t * 2^J < valid_length (contract C6).
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ def decode_audio(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None =
     info = {
         "offset": int(meta.get("offset", 0)),
         "valid": int(valid),
+        "valid_length": int(valid),
         "scale": scale,
         "mean": mean,
         "sample_rate": policy.sample_rate,

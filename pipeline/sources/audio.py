@@ -13,7 +13,8 @@ samples after resampling; with enough context the excerpt resamples to exactly w
 file would). The excerpt keeps the file's sample format (8/16/24/32-bit PCM, float), so nothing is
 lost; reading a 3-minute track cut into 60 windows reads the track once, not 60 times.
 
-item.meta: path, offset (first sample of the window at the codec's rate), window, valid, rate
+item.meta: path, offset (first sample of the window at the codec's rate), window, valid and
+valid_length (real samples in the window at the codec's rate; the rest is padding), rate
 (codec), source_rate, source_frames, source_channels, read [first, end) in source frames;
 MUSDB adds split, track, stem. A file whose header cannot be read is listed as one item whose read
 fails with the reason (`listing_error`).
@@ -119,6 +120,7 @@ def window_items(
             "offset": offset,
             "window": window,
             "valid": valid,
+            "valid_length": valid,  # contract C6; the preprocessor sets it again from what it decoded
             "rate": rate,
             "source_rate": source_rate,
             "source_frames": frames,
