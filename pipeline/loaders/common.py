@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import torch
 from ..codec import WaLLoC, entropy
 from ..codec import load as load_codec
 from ..codec.bottleneck import Compander
-from ..manifest import OutputRoot
+from ..manifest import MANIFEST, OutputRoot
 from ..schemas import SchemaError, validate
 
 LatentOutput = Literal["float", "int"]
@@ -25,14 +26,61 @@ class CodecMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class RunInfo:
-    """A pipeline output as a reader sees it (validated manifest)."""
+    """A pipeline output as a reader sees it: the validated manifest, or (following a run still being
+    written, `provisional=True`) a description built from `_run.json` and the committed markers."""
 
     root: str
     manifest: dict[str, Any]
+    storage_options: dict | None = None
+    provisional: bool = False
 
     @classmethod
     def open(cls, root: str, storage_options: dict | None = None) -> RunInfo:
-        return cls(root=root.rstrip("/"), manifest=OutputRoot(root, storage_options).read_manifest())
+        out = OutputRoot(root, storage_options)
+        return cls(root=root.rstrip("/"), manifest=out.read_manifest(), storage_options=storage_options)
+
+    @classmethod
+    def follow(cls, root: str, storage_options: dict | None = None, codec: str | None = None) -> RunInfo:
+        """A run that may still be written: its manifest once complete, else what `_run.json`, the
+        Zarr store's attributes or the codec given (hash-checked against the run's) tell."""
+        from .follow import run_complete, wait_for_run
+
+        out = OutputRoot(root, storage_options)
+        state = wait_for_run(out)
+        if run_complete(out, state):
+            return cls.open(root, storage_options)
+        settings = state["settings"]
+        description: dict[str, Any] | None = None
+        if settings["sink"] == "zarr":
+            import zarr
+
+            from ..sinks.zarr import STORE
+
+            group = zarr.open_group(f"{out.url}/{STORE}", mode="r", storage_options=storage_options)
+            description = dict(group.attrs)
+        if description is None or "codec" not in description:
+            if codec is None:
+                raise CodecMismatchError(
+                    f"{root} is still being written and has no manifest yet: pass codec= (the codec's "
+                    "name or path) so the reader knows its latent bits"
+                )
+            model = load_codec(codec)
+            check_codec(model, settings["codec_hash"])
+            description = {
+                "codec": {"name": model.name, "hash": model.hash, "config": model.config.to_dict()},
+                "latent": {"dtype": "int8", "bits": model.config.latent_bits, "shape": None},
+            }
+        previous = out.read_json(MANIFEST) if out.exists(MANIFEST) else {}  # an append run's base
+        manifest = {
+            "run": {"sink": settings["sink"], "shard_size": settings["shard_size"]},
+            "codec": description["codec"],
+            "latent": description["latent"],
+            "preprocessing": settings["preprocessing"],
+            "label_map": state.get("label_map", {}),
+            "shards": [],
+            "superseded": previous.get("superseded", []),
+        }
+        return cls(root.rstrip("/"), manifest, storage_options, provisional=True)
 
     @property
     def codec_hash(self) -> str:
@@ -43,11 +91,46 @@ class RunInfo:
         return int(self.manifest["latent"]["bits"])
 
     @property
+    def levels(self) -> int:
+        """J: wavelet levels (a latent step covers 2^J input samples)."""
+        return int(self.manifest["codec"]["config"]["J"])
+
+    @property
+    def is_audio(self) -> bool:
+        return self.manifest["codec"]["config"]["kind"] == "1d"
+
+    @property
     def label_map(self) -> dict[str, int]:
         return dict(self.manifest["label_map"])
 
+    @property
+    def superseded(self) -> set[tuple[int, str]]:
+        """(shard, key) entries replaced by a re-encode (C4): never yielded."""
+        return {(int(e["shard"]), e["key"]) for e in self.manifest.get("superseded", [])}
+
+    @property
+    def flip_pair(self) -> bool:
+        return bool(self.manifest["run"].get("flip_pair", False))
+
     def shard_urls(self) -> list[str]:
-        return [f"{self.root}/{s['name']}" for s in self.manifest["shards"] if s["name"].endswith(".tar")]
+        return [f.url for f in self.shard_files()]
+
+    def shard_files(self, entries: list[dict[str, Any]] | None = None) -> list[ShardFile]:
+        """One record per WebDataset tar (a bucketed shard has one tar per bucket: its `parts`)."""
+        out = []
+        for s in self.manifest["shards"] if entries is None else entries:
+            for part in s.get("parts") or [s]:
+                if part["name"].endswith(".tar"):
+                    out.append(
+                        ShardFile(
+                            url=f"{self.root}/{part['name']}",
+                            sha256=part["sha256"],
+                            bucket=part.get("bucket"),
+                            samples=int(part["samples"]),
+                            shard=int(s["shard"]),
+                        )
+                    )
+        return out
 
     def codec(self, name_or_path: str | None = None) -> WaLLoC:
         """The codec that wrote these latents (by the manifest's name, or the one given), hash-checked."""
@@ -57,6 +140,76 @@ class RunInfo:
         codec = load_codec(ref)
         check_codec(codec, self.codec_hash)
         return codec
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One WebDataset tar of a run (C1): a whole shard, or one bucket's part of it."""
+
+    url: str
+    sha256: str
+    bucket: str | None
+    samples: int
+    shard: int
+
+
+class MixedRunsError(ValueError):
+    """Runs given to one loader were made with different codecs or preprocessing."""
+
+
+def check_compatible(infos: list[RunInfo], allow_mixed: bool = False) -> None:
+    """Refuse to read runs made with different codecs or preprocessing together, naming what differs."""
+    first = infos[0]
+    for other in infos[1:]:
+        diffs = []
+        if other.codec_hash != first.codec_hash:
+            diffs.append(f"codec hash ({first.codec_hash[:12]} vs {other.codec_hash[:12]})")
+        pa, pb = first.manifest["preprocessing"], other.manifest["preprocessing"]
+        keys = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
+        if keys:
+            diffs.append("preprocessing keys " + ", ".join(keys))
+        if other.bits != first.bits:
+            diffs.append(f"latent bits ({first.bits} vs {other.bits})")
+        if diffs and not allow_mixed:
+            raise MixedRunsError(
+                f"{first.root} and {other.root} differ in {'; '.join(diffs)}: their latents are not "
+                "interchangeable (pass allow_mixed=True to read them together anyway)"
+            )
+
+
+def channel_stats(infos: list[RunInfo], output: LatentOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) of what the loader outputs (C3): raw integers ("int") or dequantized
+    values ("float"). One run: the manifest's figures; several: recomputed from the summed histograms."""
+    stats = [i.manifest.get("statistics") for i in infos]
+    missing = [i.root for i, s in zip(infos, stats, strict=True) if not s]
+    if missing:
+        raise ValueError(f"normalize=True needs the manifest's statistics, which {missing[0]} lacks")
+    if len(stats) == 1:
+        s = stats[0]
+        prefix = "" if output == "int" else "dequantized_"
+        mean, std = s[f"{prefix}mean"], s[f"{prefix}std"]
+        return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    bits = infos[0].bits
+    hist = sum(np.asarray(s["histogram"], dtype=np.float64) for s in stats)
+    values = np.arange(hist.shape[1], dtype=np.float64) + stats[0]["histogram_offset"]
+    if output == "float":
+        values = Compander(bits).to_normal(torch.from_numpy(values).float()).double().numpy()
+    count = hist.sum(axis=1)
+    mean = (hist * values).sum(axis=1) / count
+    var = (hist * (values[None] - mean[:, None]) ** 2).sum(axis=1) / count
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.sqrt(var), dtype=torch.float32)
+
+
+def flip_choice(seed: int, epoch: int, key: str) -> bool:
+    """flip="pair" (C2): whether this sample's mirrored latent is used this epoch, from (seed, epoch, key)."""
+    return hashlib.blake2b(f"{seed}:{epoch}:{key}".encode(), digest_size=1).digest()[0] & 1 == 1
+
+
+def valid_mask(valid_length: int | None, steps: int, J: int) -> torch.Tensor:
+    """Audio (C6): latent step t is valid iff t * 2^J < valid_length (all valid when unknown)."""
+    if valid_length is None:
+        return torch.ones(steps, dtype=torch.bool)
+    return torch.arange(steps) * (1 << J) < int(valid_length)
 
 
 def check_codec(codec: WaLLoC, expected_hash: str) -> None:
@@ -93,13 +246,20 @@ def sample_meta(text: str | bytes, where: str) -> dict[str, Any]:
     return meta
 
 
-def latent_from_sample(sample: dict[str, Any], expected_hash: str | None = None) -> np.ndarray:
-    """The int8 latent of a WebDataset sample, whatever format the pipeline wrote it in."""
-    if "latent.npy" in sample:
-        return np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False)
-    if "latent.wlat" in sample:
-        z, header = entropy.decode_latents(sample["latent.wlat"])
+def latent_from_sample(
+    sample: dict[str, Any], expected_hash: str | None = None, field: str = "latent"
+) -> np.ndarray:
+    """The int8 latent of a WebDataset sample (field "latent", or "latent_flip" of a flip pair),
+    whatever format the pipeline wrote it in."""
+    if f"{field}.npy" in sample:
+        return np.load(io.BytesIO(sample[f"{field}.npy"]), allow_pickle=False)
+    if f"{field}.wlat" in sample:
+        z, header = entropy.decode_latents(sample[f"{field}.wlat"])
         if expected_hash is not None and header.codec_hash != expected_hash:
             raise CodecMismatchError(f"sample {sample.get('__key__')} was coded by another codec")
         return z.numpy()
-    raise KeyError(f"sample {sample.get('__key__')} has no latent field ({sorted(sample)})")
+    raise KeyError(f"sample {sample.get('__key__')} has no {field} field ({sorted(sample)})")
+
+
+def has_field(sample: dict[str, Any], field: str) -> bool:
+    return f"{field}.npy" in sample or f"{field}.wlat" in sample

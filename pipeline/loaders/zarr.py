@@ -1,13 +1,17 @@
-"""Zarr latent stores -> a map-style Dataset: random access, DistributedSampler, exact resume.
+"""Zarr latent stores -> PyTorch: a map-style Dataset (random access, DistributedSampler) and a
+stream with the WebDataset loader's global order, resume at any world size, buckets and follow mode.
 
 Rows with valid=False (inputs that failed; see errors.parquet) are skipped, and so are rows of shards
-the manifest does not list (a shard whose write failed part-way may have left rows behind).
-`__getitems__` reads a whole batch with one orthogonal selection, so a DataLoader touches each Zarr
-shard once per batch instead of once per sample.
+the manifest does not list (a shard whose write failed part-way may have left rows behind) and rows
+the manifest lists as superseded. Bucketed stores (--buckets) keep each row's latent in
+`buckets/<WxH>/latents` and its bucket name in the per-row `bucket` array. Reads of several rows
+use one orthogonal selection per (run, bucket), in row order, so a DataLoader touches each Zarr shard
+once per batch instead of once per sample.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +19,9 @@ import torch
 import zarr
 
 from ..sinks.zarr import STORE
-from .common import Dequantizer, LatentOutput, RunInfo, sample_meta
+from .common import Dequantizer, LatentOutput, RunInfo, check_compatible, sample_meta
+from .order import Catalog, fingerprint
+from .stream import LatentStream, Raw
 
 
 def committed_rows(manifest: dict[str, Any], n: int) -> np.ndarray:
@@ -27,38 +33,102 @@ def committed_rows(manifest: dict[str, Any], n: int) -> np.ndarray:
     return mask
 
 
-class LatentZarrDataset(torch.utils.data.Dataset):
-    def __init__(
-        self,
-        root: str,
-        *,
-        output: LatentOutput = "float",
-        with_meta: bool = False,
-        storage_options: dict | None = None,
-    ):
-        self.info = RunInfo.open(root, storage_options)
-        self.url = f"{self.info.root}/{STORE}"
-        self.storage_options = storage_options
-        group = self._open()
-        valid = group["valid"][:]
-        self.rows = np.flatnonzero(valid & committed_rows(self.info.manifest, len(valid)))  # index -> row
-        self.dequantize = Dequantizer(self.info.bits, output)
-        self.with_meta = with_meta
-        self._group = None  # opened lazily in each DataLoader worker
+def row_shards(manifest: dict[str, Any], n: int) -> np.ndarray:
+    """Row -> shard number (-1: none)."""
+    shard = np.full(n, -1, dtype=np.int64)
+    for s in manifest["shards"]:
+        start = s.get("slot_offset", 0)
+        shard[start : start + s["samples"] + s.get("errors", 0)] = s["shard"]
+    return shard
 
-    def _open(self):
-        return zarr.open_group(self.url, mode="r", storage_options=self.storage_options)
+
+class _Store:
+    """One run's Zarr group, opened lazily (never pickled into workers), read by rows."""
+
+    def __init__(self, info: RunInfo, storage_options: dict | None):
+        self.url = f"{info.root}/{STORE}"
+        self.storage_options = storage_options or None
+        self._group = None
 
     @property
     def group(self):
         if self._group is None:
-            self._group = self._open()
+            self._group = zarr.open_group(self.url, mode="r", storage_options=self.storage_options)
         return self._group
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_group"] = None  # never pickle open stores into workers
-        return state
+        return dict(self.__dict__) | {"_group": None}
+
+    def buckets(self, rows: np.ndarray) -> np.ndarray:
+        if "bucket" not in self.group:
+            return np.full(len(rows), "", dtype=object)
+        return np.asarray(self.group["bucket"].get_orthogonal_selection((rows,)), dtype=object)
+
+    def read(self, rows: np.ndarray, *, flip: bool, meta: bool) -> list[tuple]:
+        """(latent, latent_flip, label, meta, key) of sorted rows."""
+        g = self.group
+        labels = g["labels"].get_orthogonal_selection((rows,))
+        keys = g["keys"].get_orthogonal_selection((rows,))
+        metas = g["meta"].get_orthogonal_selection((rows,)) if meta else [None] * len(rows)
+        buckets = self.buckets(rows)
+        latents: list[Any] = [None] * len(rows)
+        flips: list[Any] = [None] * len(rows)
+        for b in sorted(set(buckets)):
+            idx = np.flatnonzero(buckets == b)
+            prefix = f"buckets/{b}/" if b else ""
+            block = g[f"{prefix}latents"].get_orthogonal_selection((rows[idx],))
+            fblock = None
+            if flip and f"{prefix}latents_flip" in g:
+                fblock = g[f"{prefix}latents_flip"].get_orthogonal_selection((rows[idx],))
+            for k, i in enumerate(idx):
+                latents[i] = block[k]
+                flips[i] = None if fblock is None else fblock[k]
+        return [
+            (latents[i], flips[i], int(labels[i]), metas[i], str(keys[i]), str(buckets[i]))
+            for i in range(len(rows))
+        ]
+
+
+def live_rows(info: RunInfo, store: _Store) -> np.ndarray:
+    """Rows that hold a committed, valid, not superseded sample."""
+    valid = store.group["valid"][:]
+    rows = np.flatnonzero(valid & committed_rows(info.manifest, len(valid)))
+    superseded = info.superseded
+    if superseded and len(rows):
+        shards = row_shards(info.manifest, len(valid))[rows]
+        keys = store.group["keys"].get_orthogonal_selection((rows,))
+        keep = [(int(s), str(k)) not in superseded for s, k in zip(shards, keys, strict=True)]
+        rows = rows[np.asarray(keep, dtype=bool)]
+    return rows
+
+
+class LatentZarrDataset(torch.utils.data.Dataset):
+    """Map-style: dataset[i] -> (latent, label[, meta]); for DistributedSampler / any sampler.
+
+    For the global order, resume at any world size, bucket batching and follow mode use
+    LatentZarrStream."""
+
+    def __init__(
+        self,
+        root: str | Sequence[str],
+        *,
+        output: LatentOutput = "float",
+        with_meta: bool = False,
+        allow_mixed: bool = False,
+        storage_options: dict | None = None,
+    ):
+        roots = [root] if isinstance(root, str) else list(root)
+        self.infos = [RunInfo.open(r, storage_options) for r in roots]
+        check_compatible(self.infos, allow_mixed)
+        self.info = self.infos[0]
+        self.stores = [_Store(i, storage_options) for i in self.infos]
+        self.url = self.stores[0].url
+        self.storage_options = storage_options
+        per_run = [live_rows(i, s) for i, s in zip(self.infos, self.stores, strict=True)]
+        self.runs = np.concatenate([np.full(len(r), k) for k, r in enumerate(per_run)]).astype(np.int64)
+        self.rows = np.concatenate(per_run).astype(np.int64)  # index -> row (of run self.runs[index])
+        self.dequantize = [Dequantizer(i.bits, output) for i in self.infos]
+        self.with_meta = with_meta
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -67,19 +137,81 @@ class LatentZarrDataset(torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[tuple]:
-        rows = self.rows[np.asarray(indices)]
-        order = np.argsort(rows)  # sorted reads, then back to the caller's order
-        sorted_rows = rows[order]
-        latents = self.group["latents"].get_orthogonal_selection((sorted_rows,))
-        labels = self.group["labels"].get_orthogonal_selection((sorted_rows,))
-        metas = self.group["meta"].get_orthogonal_selection((sorted_rows,)) if self.with_meta else None
-        out: list[tuple] = [()] * len(rows)
-        for k, i in enumerate(order):
-            item: tuple = (self.dequantize(latents[k]), int(labels[k]))
-            if metas is not None:
-                item += (sample_meta(str(metas[k]), f"{self.url} row {sorted_rows[k]}"),)
-            out[i] = item
+        indices = np.asarray(indices, dtype=np.int64)
+        out: list[tuple] = [()] * len(indices)
+        for run in np.unique(self.runs[indices]):
+            where = np.flatnonzero(self.runs[indices] == run)
+            rows = self.rows[indices[where]]
+            order = np.argsort(rows)  # sorted reads, then back to the caller's order
+            got = self.stores[run].read(rows[order], flip=False, meta=self.with_meta)
+            for k, i in enumerate(order):
+                z, _, label, meta, _, _ = got[k]
+                item: tuple = (self.dequantize[run](z), label)
+                if self.with_meta:
+                    item += (sample_meta(str(meta), f"{self.stores[run].url} row {rows[order][k]}"),)
+                out[where[i]] = item
         return out
 
     def keys(self) -> list[str]:
-        return [str(k) for k in self.group["keys"].get_orthogonal_selection((self.rows,))]
+        out = []
+        for run, store in enumerate(self.stores):
+            rows = self.rows[self.runs == run]
+            out += [str(k) for k in store.group["keys"].get_orthogonal_selection((rows,))]
+        return out
+
+
+class LatentZarrStream(LatentStream):
+    """Zarr runs as an IterableDataset with LatentWebDataset's options and guarantees: global order
+    from (seed, epoch) over all live rows (shuffled all at once: rows are random access), split over
+    ranks and workers with equal work, state_dict/load_state_dict at any world size, bucket batches,
+    flip pairs, normalize, audio masks, several runs, follow=True for a run in progress."""
+
+    def __init__(self, root: str | list[str], **kwargs: Any):
+        super().__init__(root, **kwargs)
+        self.stores = [_Store(i, self.storage_options) for i in self.infos]
+
+    def _build_catalog(self) -> Catalog:
+        runs, rows, buckets = [], [], []
+        for run, (info, store) in enumerate(zip(self.infos, self.stores, strict=True)):
+            r = live_rows(info, store)
+            runs.append(np.full(len(r), run, dtype=np.int64))
+            rows.append(r.astype(np.int64))
+            buckets.append(store.buckets(r) if len(r) else np.zeros(0, dtype=object))
+        self._run = np.concatenate(runs)
+        self._row = np.concatenate(rows)
+        names_per_row = np.concatenate(buckets) if buckets else np.zeros(0, dtype=object)
+        names = tuple(sorted({str(b) for b in names_per_row if b}))
+        code = {b: i for i, b in enumerate(names)}
+        bucket = np.array([code.get(str(b), -1) for b in names_per_row], dtype=np.int64)
+        ident = fingerprint([i.manifest["totals"] for i in self.infos], self._run, self._row)
+        # every row is its own read unit: the epoch order shuffles all rows at once
+        return Catalog(group=np.arange(len(self._row)), bucket=bucket, bucket_names=names, ident=ident)
+
+    def _raws(self, run: int, rows: np.ndarray) -> list[tuple[Raw, str | None]]:
+        store = self.stores[run]
+        need_meta = self.with_meta or self.with_mask
+        out = []
+        for z, zf, label, meta, key, bucket in store.read(rows, flip=self.flip == "pair", meta=need_meta):
+            raw = Raw(z, zf, label, meta, key, run, f"{store.url} {key}")
+            out.append((raw, bucket or None))
+        return out
+
+    def _read(self, samples: np.ndarray) -> list[Raw]:
+        self.catalog  # noqa: B018 (builds _run/_row in this process if needed)
+        out: list[Raw | None] = [None] * len(samples)
+        for run in np.unique(self._run[samples]):
+            where = np.flatnonzero(self._run[samples] == run)
+            rows = self._row[samples[where]]
+            order = np.argsort(rows)
+            for k, (raw, _) in enumerate(self._raws(int(run), rows[order])):
+                out[where[order[k]]] = raw
+        return out  # type: ignore[return-value]
+
+    def _read_entry(self, run: int, entry: dict[str, Any]) -> Iterator[tuple[Raw, str | None]]:
+        store, superseded = self.stores[run], self.infos[run].superseded
+        start = entry.get("slot_offset", 0)
+        rows = np.arange(start, start + entry["samples"] + entry.get("errors", 0))
+        rows = rows[store.group["valid"].get_orthogonal_selection((rows,))]
+        for raw, bucket in self._raws(run, rows):
+            if (entry["shard"], raw.key) not in superseded:
+                yield raw, bucket
