@@ -174,3 +174,26 @@ def test_latents_of_the_device_path_equal_the_cpu_encoder_on_the_same_pixels():
     off[0, 0, 0, 0] += 1
     flagged = compare_latents(z, off, codec.compander.to_uniform(codec.encode_continuous(codec.pad(x))))
     assert flagged.mismatches == 1 and flagged.max_abs_diff == 1
+
+
+def _variants() -> dict[str, bytes]:
+    img = photo(2, (64, 48))
+    out = {"plain": jpeg(img), "progressive": jpeg(img, progressive=True), "grey": jpeg(img.convert("L"))}
+    out["cmyk"] = jpeg(img.convert("CMYK"))
+    out["real photo"] = PHOTOS[0].read_bytes()
+    for o in (1, 3, 6, 8):
+        exif = img.getexif()
+        exif[0x0112] = o
+        exif[0x010F] = "maker"  # another tag first in the IFD
+        out[f"exif {o}"] = jpeg(img, exif=exif.tobytes())
+    out["xmp orientation"] = jpeg(img, xmp=b"<x:xmpmeta><tiff:Orientation>6</tiff:Orientation></x:xmpmeta>")
+    return out
+
+
+def test_fast_header_reader_agrees_with_pillows():
+    from pipeline.preprocess.image_device import _pillow_probe
+
+    policy = ImagePolicy(size=64)
+    for name, data in _variants().items():
+        assert probe_jpeg(data, policy) == _pillow_probe(data, policy), name
+    assert probe_jpeg(_variants()["xmp orientation"], policy).orientation == 6
