@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_helpers import SAMPLE_IMAGES, encode, read_errors, read_manifest, read_webdataset
+from e2e_helpers import SAMPLE_IMAGES, SIZE, encode, read_errors, read_manifest, read_webdataset
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,18 @@ def _corpus(tmp_path: Path) -> Path:
         shutil.copytree(SAMPLE_IMAGES / cls, root / cls)  # copy2: the originals' mtimes
     (root / "n00000005" / "n00000005_zz.JPEG").write_bytes(np.random.default_rng(1).bytes(2000))
     return root
+
+
+def _latent(codec_path: Path, image: Path) -> np.ndarray:
+    """The standard run's latent of one image: its preprocessing, then the codec, in this process."""
+    import torch
+
+    from pipeline.codec import load
+    from pipeline.preprocess.image import ImagePolicy, decode_image, to_codec_input
+
+    policy = ImagePolicy(size=SIZE, crop="center", channels=3, multiple=8)
+    x = to_codec_input(decode_image(image.read_bytes(), policy).array)[None]
+    return load(str(codec_path)).freeze().encode(torch.from_numpy(x))[0].numpy()
 
 
 def _shard_of_url(manifest: dict) -> dict[str, int]:
@@ -47,8 +59,14 @@ def test_append_reencodes_changed_sources_and_supersedes_old_entries(ray_session
 
     # one photo gets another photo's bytes (a different image, a different size); the corrupt file is
     # replaced by a real photo: the first is re-encoded and superseded, the second simply retried
-    changed, donor = corpus / "n00000004" / "n00000004_2.JPEG", SAMPLE_IMAGES / "n00000008" / "n00000008_1.JPEG"
-    repaired, donor2 = corpus / "n00000005" / "n00000005_zz.JPEG", SAMPLE_IMAGES / "n00000009" / "n00000009_1.JPEG"
+    changed, donor = (
+        corpus / "n00000004" / "n00000004_2.JPEG",
+        SAMPLE_IMAGES / "n00000008" / "n00000008_1.JPEG",
+    )
+    repaired, donor2 = (
+        corpus / "n00000005" / "n00000005_zz.JPEG",
+        SAMPLE_IMAGES / "n00000009" / "n00000009_1.JPEG",
+    )
     assert changed.read_bytes() != donor.read_bytes()
     changed.write_bytes(donor.read_bytes())
     repaired.write_bytes(donor2.read_bytes())
@@ -77,18 +95,12 @@ def test_append_reencodes_changed_sources_and_supersedes_old_entries(ray_session
     assert len(keys) == len(set(keys)) == manifest["totals"]["written"] == 13
     by_key = {s["__key__"]: s for s in live}
 
-    # the live entry of the changed key is the donor photo's latent: encode the donor on its own
-    donor_run = tmp_path / "donor"
-    (donor_run / "in" / "x").mkdir(parents=True)
-    shutil.copy(donor, donor_run / "in" / "x" / "d.JPEG")
-    shutil.copy(donor2, donor_run / "in" / "x" / "e.JPEG")
-    encode(donor_run / "in", donor_run / "out", klt_codec)
-    ref = {s["__key__"]: s["latent.npy"] for s in read_webdataset(donor_run / "out")}
+    # the live entry of the changed key is the donor photo's latent (the codec run on its own)
     new = by_key["n00000004_n00000004_2"]
     assert Path(new["__url__"]).name == "shard-000004.tar"
-    np.testing.assert_array_equal(new["latent.npy"], ref["x_d"])
+    np.testing.assert_array_equal(new["latent.npy"], _latent(klt_codec, donor))
     assert not np.array_equal(new["latent.npy"], before["n00000004_n00000004_2"]["latent.npy"])
-    np.testing.assert_array_equal(by_key["n00000005_n00000005_zz"]["latent.npy"], ref["x_e"])
+    np.testing.assert_array_equal(by_key["n00000005_n00000005_zz"]["latent.npy"], _latent(klt_codec, donor2))
     # unchanged samples are the ones first written
     for key, s in by_key.items():
         if key not in ("n00000004_n00000004_2", "n00000005_n00000005_zz"):
@@ -121,11 +133,14 @@ def test_run_state_is_incomplete_until_the_manifest(ray_session, klt_codec, tmp_
     output = tmp_path / "out"
     cfg = EncodeConfig(input=str(corpus), output=str(output), codec=str(klt_codec), size=64, shard_size=4)
     prep = prepare_run(cfg)
-    for mode in ("overwrite", "resume", "append"):
+    plan_run(prep.root, prep.items, prep.identity, cfg.shard_size, "overwrite")
+    assert json.loads((output / "_run.json").read_text())["complete"] is False
+    encode(corpus, output, klt_codec)
+    assert json.loads((output / "_run.json").read_text())["complete"] is True
+    assert (output / "manifest.json").exists()
+    for mode in ("resume", "append"):  # every later run starts incomplete again
         plan_run(prep.root, prep.items, prep.identity, cfg.shard_size, mode)
         assert json.loads((output / "_run.json").read_text())["complete"] is False, mode
-        assert not (output / "manifest.json").exists()
-        encode(corpus, output, klt_codec, mode=mode)
-        assert json.loads((output / "_run.json").read_text())["complete"] is True, mode
-        assert (output / "manifest.json").exists()
-        (output / "manifest.json").unlink()  # the next mode starts from a run without a manifest
+    encode(corpus, output, klt_codec, mode="append")
+    state = json.loads((output / "_run.json").read_text())
+    assert (state["complete"], state["appends"]) == (True, 0)
