@@ -77,6 +77,25 @@ def crop_figures(codec, x: torch.Tensor, crop: int, rings: int = 4) -> tuple[lis
     return list(wrong / counts), roll_mismatch
 
 
+def transform_bands(levels: int, size: int = 64) -> dict[int, int]:
+    """Pixel shift r of the mirror -> bands (of 4^J) whose coefficients, after mirroring x and rolling
+    it by r pixels, equal some band's mirrored coefficients up to a latent shift and a sign."""
+    from pipeline.codec import wavelets
+
+    x = torch.randn(1, 1, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = wavelets.analysis_2d(x, levels)[0]
+    candidates = torch.stack([torch.roll(y.flip(-1), s, -1) for s in range(-4, 5)])  # (shift, band, h, w)
+    out = {}
+    for r in range(2):
+        target = wavelets.analysis_2d(torch.roll(mirror(x), r, -1), levels)[0]
+        exact = 0
+        for band in target:
+            err = torch.minimum((candidates - band).abs(), (candidates + band).abs()).amax((-1, -2)).min()
+            exact += int(err < 1e-9)
+        out[r] = exact
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"photos": photos(args.size), "random": probe_images(3, size=args.size, count=8, seed=1)}
     n_photos, n_random = len(sets["photos"]), len(sets["random"])
     print(f"images: {n_photos} sample photos and {n_random} smooth random, {args.size} px")
+    bands = transform_bands(3)
+    print(
+        f"wavelet packet transform alone (J=3, {4**3} bands per channel): bands whose coefficients of the "
+        f"mirrored image are a mirrored+shifted (+-) band of the original: {bands[0]}; of the mirror "
+        f"rolled by 1 pixel (mirror about a pixel): {bands[1]}"
+    )
     for name in args.codecs.split(","):
         codec = load(name).freeze()
         flip, err = fit_latent_flip(codec, sets["photos"])

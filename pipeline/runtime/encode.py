@@ -115,6 +115,8 @@ def make_preprocessor(cfg: EncodeConfig, modality: str, codec) -> Any:
         pass
     if modality not in builders:
         raise ValueError(f"no preprocessing for {modality!r} inputs")
+    if cfg.buckets and modality != "image":
+        raise ValueError(f"--buckets is for images; these inputs are {modality}")
     if cfg.decode == "gpu":
         return _device_preprocessor(cfg, modality, builders[modality]())
     return builders[modality]()

@@ -90,3 +90,13 @@ def test_zarr_prepare_takes_bucket_shapes_and_writes_sparse(tmp_path):
     assert {p["bucket"]: p["samples"] for p in stats.parts} == {"64x64": 2, "80x48": 3}
     with pytest.raises(ValueError, match="holds"):  # reopening with other buckets is refused
         sink.prepare(10, {"64x64": (12, 8, 8), "48x80": (12, 10, 6)}, {})
+
+
+def test_webdataset_coded_flip_latents(tmp_path):
+    samples = _samples(flip=True, buckets=False)
+    for s in samples:
+        s.latent_bytes, s.latent_flip_bytes = b"coded", b"coded-flip"
+    stats = _write(WebDatasetSink(SinkSpec(output=str(tmp_path), latent_format="zstd")), samples)
+    for s in wds.WebDataset(str(tmp_path / stats.name), shardshuffle=False):
+        assert (s["latent.wlat"], s["latent_flip.wlat"]) == (b"coded", b"coded-flip")
+        assert "latent.npy" not in s and "latent_flip.npy" not in s
