@@ -9,6 +9,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps tinysoundfont==0.3.7  # SF2 renderer of scripts/make_stems.py (not its pyaudio)
 	touch $(STAMP)
 
 # the reference implementation (walloc 1.2.1, no deps: it would pull torchvision) for side-by-side benchmarks
