@@ -88,14 +88,19 @@ def encode_robust(encode: Callable[[list[T]], Any], part: list[T]) -> list[tuple
     return out
 
 
-def nonfinite_reason(array: np.ndarray) -> str | None:
-    """Why a decoded sample must not be encoded (NaN/Inf values), or None. Integer pixels: free."""
-    if not isinstance(array, np.ndarray) and hasattr(array, "is_floating_point"):  # a torch tensor on
-        if not array.is_floating_point():  # its device (--decode gpu: uint8 pixels): never copied
+def nonfinite_reason(array: Any) -> str | None:
+    """Why a decoded sample must not be encoded (NaN/Inf values), or None. Integer pixels: free.
+
+    Takes numpy arrays and torch tensors (--decode gpu hands over pixels already on the device)."""
+    if hasattr(array, "is_floating_point"):
+        import torch
+
+        if not array.is_floating_point() or bool(torch.isfinite(array).all()):
             return None
-        array = array.cpu().numpy()
-    a = np.asarray(array)
-    if not np.issubdtype(a.dtype, np.inexact) or np.isfinite(a).all():
-        return None
-    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        nan, inf = int(torch.isnan(array).sum()), int(torch.isinf(array).sum())
+    else:
+        a = np.asarray(array)
+        if not np.issubdtype(a.dtype, np.inexact) or np.isfinite(a).all():
+            return None
+        nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
     return f"non-finite values in the codec input ({nan} NaN, {inf} Inf)"
