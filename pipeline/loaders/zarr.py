@@ -57,18 +57,26 @@ class _Store:
         return self._group
 
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__) | {"_group": None}
+        return dict(self.__dict__) | {"_group": None, "_columns": {}}
+
+    def column(self, name: str) -> np.ndarray:
+        """A small per-row array (labels, keys, bucket), read whole once per process."""
+        cache = self.__dict__.setdefault("_columns", {})
+        if name not in cache:
+            if name == "bucket" and name not in self.group:
+                cache[name] = np.full(self.group["valid"].shape[0], "", dtype=object)
+            else:
+                cache[name] = np.asarray(self.group[name][:], dtype=object if name != "labels" else None)
+        return cache[name]
 
     def buckets(self, rows: np.ndarray) -> np.ndarray:
-        if "bucket" not in self.group:
-            return np.full(len(rows), "", dtype=object)
-        return np.asarray(self.group["bucket"].get_orthogonal_selection((rows,)), dtype=object)
+        return self.column("bucket")[rows]
 
     def read(self, rows: np.ndarray, *, flip: bool, meta: bool) -> list[tuple]:
-        """(latent, latent_flip, label, meta, key) of sorted rows."""
+        """(latent, latent_flip, label, meta, key, bucket) of sorted rows."""
         g = self.group
-        labels = g["labels"].get_orthogonal_selection((rows,))
-        keys = g["keys"].get_orthogonal_selection((rows,))
+        labels = self.column("labels")[rows]
+        keys = self.column("keys")[rows]
         metas = g["meta"].get_orthogonal_selection((rows,)) if meta else [None] * len(rows)
         buckets = self.buckets(rows)
         latents: list[Any] = [None] * len(rows)

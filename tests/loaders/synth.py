@@ -317,18 +317,24 @@ def _zarr_store(root: Path, samples: list[Sample], slots: int, shard_size: int):
 
 
 def _zarr_shard(group, shard: int, chunk: list[Sample], offset: int) -> dict[str, Any]:
-    for i, s in enumerate(chunk):
-        row = offset + i
-        prefix = f"buckets/{s.bucket}/" if s.bucket else ""
-        group[f"{prefix}latents"][row] = s.latent
-        if s.latent_flip is not None:
-            group[f"{prefix}latents_flip"][row] = s.latent_flip
-        group["labels"][row] = s.label
-        group["keys"][row] = s.key
-        group["meta"][row] = json.dumps(_meta(s))
-        group["valid"][row] = True
-        if s.bucket:
-            group["bucket"][row] = s.bucket
+    region = slice(offset, offset + len(chunk))
+    for b in {s.bucket for s in chunk}:
+        prefix = f"buckets/{b}/" if b else ""
+        for name, attr in (("latents", "latent"), ("latents_flip", "latent_flip")):
+            if f"{prefix}{name}" not in group:
+                continue
+            arr = group[f"{prefix}{name}"]
+            block = np.zeros((len(chunk), *arr.shape[1:]), dtype=np.int8)  # sparse: other rows stay 0
+            for i, s in enumerate(chunk):
+                if s.bucket == b:
+                    block[i] = getattr(s, attr)
+            arr[region] = block
+    group["labels"][region] = np.array([s.label for s in chunk])
+    group["keys"][region] = np.array([s.key for s in chunk])
+    group["meta"][region] = np.array([json.dumps(_meta(s)) for s in chunk])
+    group["valid"][region] = np.ones(len(chunk), dtype=bool)
+    if "bucket" in group:
+        group["bucket"][region] = np.array([s.bucket or "" for s in chunk])
     digest = hashlib.sha256("".join(s.key for s in chunk).encode()).hexdigest()
     return {
         "shard": shard,
