@@ -354,3 +354,67 @@ def keys_of(items) -> list[str]:
         meta = item[-1]
         out += [m["key"] for m in meta] if isinstance(meta, list) else [meta["key"]]
     return out
+
+
+def write_run_slowly(
+    root: Path,
+    samples: list[Sample],
+    *,
+    fmt: str,
+    codec_hash: str,
+    shard_size: int = 3,
+    delay: float = 0.05,
+    complete_flag: bool = True,
+) -> None:
+    """A run committed shard by shard, `delay` seconds apart (markers as the real runtime writes them),
+    then its manifest; complete_flag=False: an older writer (no "complete" in _run.json)."""
+    import time
+
+    out = OutputRoot(str(root))
+    root.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "codec_hash": codec_hash,
+        "preprocessing": {"size": 64},
+        "sink": fmt,
+        "shard_size": shard_size,
+        "latent_format": "npy",
+    }
+    state = {"settings": settings, "settings_hash": "a" * 64, "listing_hash": "b" * 64, "appends": 0}
+    out.write_json(RUN_STATE, state | ({"complete": False} if complete_flag else {}))
+    chunks = [samples[i : i + shard_size] for i in range(0, len(samples), shard_size)]
+    store = None
+    if fmt == "zarr":
+        store = _zarr_store(root, samples, len(chunks) * shard_size, shard_size)
+        store.attrs.update(
+            {
+                "codec": {
+                    "name": None,
+                    "hash": codec_hash,
+                    "config": {"kind": "2d", "J": 3, "latent_bits": 8},
+                },
+                "latent": {"dtype": "int8", "bits": 8, "shape": list(samples[0].latent.shape)},
+            }
+        )
+    entries = []
+    for shard, chunk in enumerate(chunks):
+        time.sleep(delay)
+        if fmt == "zarr":
+            entry = _zarr_shard(store, shard, chunk, shard * shard_size)
+        else:
+            entry = _wds_shard(root, shard, chunk, any(s.bucket for s in samples))
+        out.write_marker(
+            ShardMarker(stats=entry, slot_offset=shard * shard_size, keys=[s.key for s in chunk])
+        )
+        entries.append(entry | {"errors": 0, "slot_offset": shard * shard_size})
+    time.sleep(delay)
+    write_manifest(
+        root,
+        samples,
+        entries,
+        fmt=fmt,
+        shard_size=shard_size,
+        preprocessing={"size": 64},
+        codec_hash=codec_hash,
+    )
+    if complete_flag:
+        out.write_json(RUN_STATE, state | {"complete": True})
