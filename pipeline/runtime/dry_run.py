@@ -143,16 +143,18 @@ def _shard_overhead(fmt: str) -> int:
     return TAR_RECORD if fmt == "webdataset" else 0
 
 
-def bytes_per_sample(fmt: str, latent_bytes: float, labelled: bool) -> float:
-    """Latent bytes plus what the container adds per sample (a model, see the constants above)."""
-    if fmt == "webdataset":  # <key>.latent.npy, <key>.cls, <key>.json tar members
+def bytes_per_sample(fmt: str, latent_bytes: float, labelled: bool, flip_pair: bool = False) -> float:
+    """Latent bytes plus what the container adds per sample (a model, see the constants above).
+    --flip-pair stores a second latent (the mirrored input's) of the same size."""
+    latents = 2 if flip_pair else 1
+    if fmt == "webdataset":  # <key>.latent.npy, [<key>.latent_flip.npy], <key>.cls, <key>.json members
         return (
-            _tar_member(NPY_HEADER + latent_bytes)
+            latents * _tar_member(NPY_HEADER + latent_bytes)
             + (_tar_member(4) if labelled else 0)
             + _tar_member(META_BYTES)
         )
     # zarr: one int8 chunk per sample (zstd: raw is the upper bound) + label, key, valid, meta rows
-    return latent_bytes + 8 + 1 + 40 + META_BYTES
+    return latents * latent_bytes + 8 + 1 + 40 + META_BYTES
 
 
 def _latent_shape(prep: Prepared, sample: int = 8) -> tuple[tuple[int, ...] | None, float, list[str]]:
@@ -232,7 +234,7 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
         codec=f"{prep.codec.name} ({prep.codec.hash[:12]})",
         latent_shape=shape,
         latent_bytes_per_sample=latent_bytes,
-        bytes_per_sample=bytes_per_sample(cfg.format, latent_bytes, labelled),
+        bytes_per_sample=bytes_per_sample(cfg.format, latent_bytes, labelled, cfg.flip_pair),
         shard_size=cfg.shard_size,
         format=cfg.format,
         latent_format=cfg.latent_format,
