@@ -100,3 +100,16 @@ def test_webdataset_coded_flip_latents(tmp_path):
     for s in wds.WebDataset(str(tmp_path / stats.name), shardshuffle=False):
         assert (s["latent.wlat"], s["latent_flip.wlat"]) == (b"coded", b"coded-flip")
         assert "latent.npy" not in s and "latent_flip.npy" not in s
+
+
+def test_zarr_bucket_arrays_grow_for_append_runs(tmp_path):
+    sink = ZarrSink(SinkSpec(output=str(tmp_path), shard_size=5))
+    sink.prepare(5, dict(SHAPES), {})
+    _write(sink, _samples(), shard=0, offset=0)
+    sink.prepare(10, dict(SHAPES), {})  # an append run plans 5 more rows
+    _write(sink, _samples(), shard=1, offset=5)
+    group = zarr.open_group(str(tmp_path / "latents.zarr"), mode="r")
+    assert group["bucket"].shape == (10,) and group["buckets/64x64/latents"].shape == (10, 12, 8, 8)
+    rows = group["buckets/80x48/latents"][:]
+    np.testing.assert_array_equal(rows[0], rows[5])  # the same samples in both shards
+    assert "latents_flip" not in group["buckets/80x48"]
