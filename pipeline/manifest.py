@@ -78,6 +78,8 @@ class ShardMarker:
     # key -> source fingerprint (size + mtime / ETag) of every input of the shard, written or not:
     # what --mode append compares to notice changed sources (older markers: none, never "changed")
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # append runs: histograms of the samples this shard supersedes (taken out of the run's statistics)
+    superseded_statistics: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -91,6 +93,8 @@ class ShardMarker:
             out["statistics"] = self.statistics
         if self.fingerprints:
             out["fingerprints"] = self.fingerprints
+        if self.superseded_statistics is not None:
+            out["superseded_statistics"] = self.superseded_statistics
         return out
 
     @classmethod
@@ -240,10 +244,15 @@ def build_manifest(
     written, errors = live.written, len(live.live_errors)
     settings = identity.settings
     extra: dict[str, Any] = {"superseded": live.superseded}
-    # statistics of every committed latent (superseded ones included: see docs/statistics.md); left
-    # out when an older marker has none, rather than describing part of the run
+    # statistics of the live latents: every shard's histograms, less those of the samples superseded
+    # by an append (exact integer sums); left out when an older marker has none, rather than
+    # describing part of the run
     if all(m.statistics is not None for m in markers):
-        stats = merge_statistics([m.statistics for m in markers], latent["bits"])
+        stats = merge_statistics(
+            [m.statistics for m in markers],
+            latent["bits"],
+            minus=[m.superseded_statistics for m in markers],
+        )
         if stats is not None:
             extra["statistics"] = stats
     if buckets is not None:

@@ -48,8 +48,8 @@ class HistogramAccumulator:
         self.histogram = h if self.histogram is None else self.histogram + h
         self.samples += 1
 
-    def merge(self, part: dict[str, Any] | None) -> None:
-        """Add a to_dict() of another accumulator (a shard marker's `statistics`)."""
+    def merge(self, part: dict[str, Any] | None, sign: int = 1) -> None:
+        """Add (sign=-1: take away) a to_dict() of another accumulator (a shard marker's `statistics`)."""
         if not part or not part.get("samples"):
             return
         if part["bits"] != self.bits:
@@ -57,8 +57,10 @@ class HistogramAccumulator:
         h = np.asarray(part["histogram"], dtype=np.int64)
         if self.histogram is not None and self.histogram.shape != h.shape:
             raise ValueError(f"histograms of {h.shape[0]} and {self.histogram.shape[0]} channels")
-        self.histogram = h if self.histogram is None else self.histogram + h
-        self.samples += int(part["samples"])
+        self.histogram = sign * h if self.histogram is None else self.histogram + sign * h
+        self.samples += sign * int(part["samples"])
+        if self.samples < 0 or self.histogram.min() < 0:
+            raise ValueError("took away more latents than were counted")
 
     def to_dict(self) -> dict[str, Any]:
         """What a shard marker stores: plain ints, exact."""
@@ -112,9 +114,14 @@ def summarize(histogram: np.ndarray, samples: int, bits: int) -> dict[str, Any]:
     }
 
 
-def merge_statistics(parts: list[dict[str, Any] | None], bits: int) -> dict[str, Any] | None:
-    """The run's statistics from the shards' marker entries (None entries: shards with no latents)."""
+def merge_statistics(
+    parts: list[dict[str, Any] | None], bits: int, minus: list[dict[str, Any] | None] = ()
+) -> dict[str, Any] | None:
+    """The run's statistics from the shards' marker entries (None entries: shards with no latents),
+    less the `minus` ones (latents superseded by an append run)."""
     acc = HistogramAccumulator(bits)
     for part in parts:
         acc.merge(part)
+    for part in minus:
+        acc.merge(part, sign=-1)
     return acc.summary()

@@ -38,6 +38,7 @@ from ..statistics import HistogramAccumulator
 from .batching import encode_robust, nonfinite_reason, plan_batches
 from .lease import OutputLease
 from .plan import ShardTask, plan_run
+from .superseded import attach_superseded_statistics
 
 WRITE_ATTEMPTS = 3  # bounded retries of a shard write before the shard is reported as failed
 # A worker process that dies (OOM kill, segfault, node loss) takes its shard with it; Ray runs the
@@ -475,6 +476,7 @@ def write_shard(batch: dict[str, np.ndarray], sink_name: str, spec: SinkSpec, se
                     settings_hash=settings_hash,
                     statistics=payload.get("statistics"),
                     fingerprints={it.key: it.fingerprint for it in task.items if it.fingerprint is not None},
+                    superseded_statistics=task.superseded_statistics,
                 )
                 root.write_marker(marker)
                 break
@@ -612,6 +614,8 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         flip_pair=cfg.flip_pair,
     )
     sink = lookup(SINKS, cfg.format, "sink")(spec)
+    # append: re-encoded (changed) sources carry the statistics of the samples they supersede
+    plan.todo = attach_superseded_statistics(plan.todo, plan.replaced, sink, codec)
     fixed = preprocessor.fixed_shape()
     latent_shape = list(codec.latent_shape(fixed)) if fixed else None
     bucket_inputs = getattr(preprocessor, "bucket_shapes", lambda: None)()

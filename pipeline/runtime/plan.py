@@ -28,6 +28,9 @@ class ShardTask:
     shard: int
     slot_offset: int  # first row of this shard in slot space (Zarr row index)
     items: tuple[SourceItem, ...]
+    # append runs: statistics (pipeline.statistics) of the live samples this shard supersedes, stored
+    # in its marker so that the run's statistics drop them exactly when (and only if) it commits
+    superseded_statistics: dict | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Plan:
     inputs: int  # items covered by done + todo
     appends: int  # how many append runs built this output
     changed: list[str] = field(default_factory=list)  # keys re-encoded because their source changed
+    replaced: dict[str, ShardMarker] = field(default_factory=dict)  # changed key -> marker of its sample
 
 
 def chunk(items: list[SourceItem], shard_size: int, first_shard: int, first_slot: int) -> list[ShardTask]:
@@ -107,7 +111,8 @@ def plan_run(
             f"({', '.join(relabelled[:5])}{', ...' if len(relabelled) > 5 else ''}): labels index the "
             "sorted class names, and the new inputs' classes renumber them; use --mode overwrite"
         )
-    recorded = _live_fingerprints(done)  # every key present (written or in the error table)
+    live = _live_entries(done)  # every key present (written or in the error table)
+    recorded = {key: marker.fingerprints.get(key) for key, (marker, _) in live.items()}
     changed = [
         it.key
         for it in items
@@ -126,17 +131,23 @@ def plan_run(
         root.write_json(RUN_STATE, identity.to_dict() | {"appends": appends, "complete": False})
     total_slots = first_slot + len(new) if tasks else used
     inputs = len(recorded) + len(new) - len(changed)  # a re-encoded key is one input, not two
+    replaced = {key: live[key][0] for key in changed if live[key][1]}
     return Plan(
-        todo=tasks, done=done, total_slots=total_slots, inputs=inputs, appends=appends, changed=changed
+        todo=tasks,
+        done=done,
+        total_slots=total_slots,
+        inputs=inputs,
+        appends=appends,
+        changed=changed,
+        replaced=replaced,
     )
 
 
-def _live_fingerprints(done: list[ShardMarker]) -> dict[str, str | None]:
-    """key -> the fingerprint recorded with its live entry (the highest shard holding the key)."""
-    out: dict[str, str | None] = {}
+def _live_entries(done: list[ShardMarker]) -> dict[str, tuple[ShardMarker, bool]]:
+    """key -> (marker of its live entry: the highest shard holding the key, whether it is a sample)."""
+    out: dict[str, tuple[ShardMarker, bool]] = {}
     for m in sorted(done, key=lambda m: m.stats["shard"]):
-        for key in [*m.keys, *(e["key"] for e in m.errors)]:
-            out[key] = m.fingerprints.get(key)
+        out |= {key: (m, True) for key in m.keys} | {e["key"]: (m, False) for e in m.errors}
     return out
 
 

@@ -113,6 +113,13 @@ class Sink:
     def shard_name(self, shard: int) -> str:
         raise NotImplementedError
 
+    def read_latent(self, stats: dict, slot_offset: int, key: str) -> np.ndarray | bytes:
+        """A committed sample's latent: the int8 array, or its entropy-coded bytes (.wlat).
+
+        `stats` is the shard's marker/manifest entry. Used by append runs to take the statistics of
+        an entry that a re-encode supersedes out of the run's statistics."""
+        raise NotImplementedError
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -131,3 +131,15 @@ class WebDatasetSink(Sink):
 
     def open_shard(self, shard: int, slot_offset: int) -> ShardWriter:
         return TarShardWriter(self, shard)
+
+    def read_latent(self, stats: dict, slot_offset: int, key: str) -> np.ndarray | bytes:
+        fs, root = self.spec.filesystem()
+        for name in [p["name"] for p in stats.get("parts") or []] or [stats["name"]]:
+            with fs.open(f"{root}/{name}", "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+                for member, coded in ((f"{key}.{LATENT_NPY}", False), (f"{key}.{LATENT_CODED}", True)):
+                    try:
+                        data = tar.extractfile(member).read()
+                    except KeyError:
+                        continue
+                    return data if coded else np.load(io.BytesIO(data), allow_pickle=False)
+        raise KeyError(f"no latent of {key!r} in shard {stats['shard']} ({stats['name']})")

@@ -199,3 +199,14 @@ class ZarrSink(Sink):
 
     def open_shard(self, shard: int, slot_offset: int) -> ShardWriter:
         return ZarrShardWriter(self, shard, slot_offset)
+
+    def read_latent(self, stats: dict, slot_offset: int, key: str) -> np.ndarray:
+        group = zarr.open_group(self.store_url, mode="r", storage_options=self.storage_options)
+        stop = min(slot_offset + self.spec.shard_size, group["keys"].shape[0])
+        rows = [i for i, k in enumerate(group["keys"][slot_offset:stop]) if k == key]
+        if not rows:
+            raise KeyError(f"no row of {key!r} in shard {stats['shard']} ({stats['name']})")
+        row = slot_offset + rows[0]
+        if "bucket" in group:
+            return group[f"{BUCKET_GROUP}/{group['bucket'][row]}/latents"][row]
+        return group["latents"][row]

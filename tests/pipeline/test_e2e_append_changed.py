@@ -94,6 +94,12 @@ def test_append_reencodes_changed_sources_and_supersedes_old_entries(ray_session
     keys = [s["__key__"] for s in live]
     assert len(keys) == len(set(keys)) == manifest["totals"]["written"] == 13
     by_key = {s["__key__"]: s for s in live}
+    # the run's statistics describe exactly the live latents (the superseded one taken out)
+    stats, bits = manifest["statistics"], manifest["latent"]["bits"]
+    values = np.concatenate([s["latent.npy"].reshape(12, -1) for s in live], axis=1).astype(np.int64)
+    histogram = [np.bincount(row + 2 ** (bits - 1), minlength=2**bits).tolist() for row in values]
+    assert (stats["count"], stats["positions"], stats["histogram"]) == (13, values.shape[1], histogram)
+    np.testing.assert_allclose(stats["mean"], values.mean(axis=1), rtol=1e-9)
 
     # the live entry of the changed key is the donor photo's latent (the codec run on its own)
     new = by_key["n00000004_n00000004_2"]
