@@ -187,6 +187,10 @@ def split_remaining(
     Remaining units are cut in `world` contiguous ranges whose sizes differ by at most one, then the
     rank's range in `workers` ranges the same way."""
     starts, stops = order.unit_starts[:-1], order.unit_starts[1:]
+    if len(starts) == len(order.samples):  # one sample per unit: all at once, no per-unit arrays
+        left = np.flatnonzero(~consumed) if len(consumed) else np.arange(len(starts))
+        mine = np.array_split(np.array_split(left, world)[rank], workers)[worker]
+        return [mine] if len(mine) else []
     if len(consumed):
         done = np.add.reduceat(consumed.astype(np.int64), starts) if len(starts) else np.zeros(0)
         done = np.where(stops > starts, done, 0)

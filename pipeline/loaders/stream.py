@@ -139,8 +139,9 @@ class LatentStream(torch.utils.data.IterableDataset):
             self._base, self._own = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         return self._catalog
 
-    def __len__(self) -> int:
-        """Samples of one epoch (all ranks)."""
+    @property
+    def num_samples(self) -> int:
+        """Samples of one epoch, all ranks together."""
         return len(self.catalog)
 
     def _bucketed(self) -> bool:

@@ -40,7 +40,8 @@ class LatentWebDataset(LatentStream):
 
     output: "float" (dequantized) or "int" (stored integers). batch_size: stack into (B, C, h, w).
     shuffle_shards / shuffle_buffer: tar order shuffled per epoch / samples shuffled within blocks of
-    this many. resampled: infinite stream of tars drawn with replacement (no epochs, no resume).
+    this many. cache_mb: tars kept in memory per process (the last ones read). resampled: infinite
+    stream of tars drawn with replacement (no epochs, no resume).
     rank / world_size: default torch.distributed, else RANK / WORLD_SIZE. flip="pair": the stored
     mirrored latent for about half of the samples, chosen per (seed, epoch, key). normalize: standardize
     per channel with the manifest's statistics. with_mask: (T,) valid steps (audio; default on for
@@ -49,10 +50,10 @@ class LatentWebDataset(LatentStream):
     (poll seconds between looks; codec= names the codec until its manifest exists). verify: sha256.
     """
 
-    def __init__(self, root: str | list[str], *, verify: bool = True, cache_tars: int = 4, **kwargs: Any):
-        self.verify, self.cache_tars = verify, cache_tars
+    def __init__(self, root: str | list[str], *, verify: bool = True, cache_mb: int = 128, **kwargs: Any):
+        self.verify, self.cache_bytes = verify, cache_mb << 20
         super().__init__(root, **kwargs)
-        self._tars: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._tars: OrderedDict[str, tuple[int, list[dict[str, Any]]]] = OrderedDict()
         if not self.follow and not any(i.shard_files() for i in self.infos):
             raise FileNotFoundError(f"{self.info.root}: the manifest lists no WebDataset shards")
 
@@ -67,10 +68,11 @@ class LatentWebDataset(LatentStream):
 
     # --- reading tars -----------------------------------------------------------------------------
     def _tar(self, file: ShardFile) -> list[dict[str, Any]]:
-        """The samples of a tar (whole, sha256-checked); the last `cache_tars` are kept."""
+        """The samples of a tar (whole, sha256-checked); the tars read last are kept (up to cache_mb MiB
+        per process: a shuffle block or a range that starts inside a tar reads it once)."""
         if file.url in self._tars:
             self._tars.move_to_end(file.url)
-            return self._tars[file.url]
+            return self._tars[file.url][1]
         with fsspec.open(file.url, "rb", **self.storage_options) as f:
             data = f.read()
         if self.verify and hashlib.sha256(data).hexdigest() != file.sha256:
@@ -81,8 +83,8 @@ class LatentWebDataset(LatentStream):
         samples = list(group_by_keys(tar_file_expander([{"url": file.url, "stream": io.BytesIO(data)}])))
         if len(samples) != file.samples:
             raise TamperedShardError(f"{file.url}: {len(samples)} samples, the manifest says {file.samples}")
-        self._tars[file.url] = samples
-        while len(self._tars) > max(1, self.cache_tars):
+        self._tars[file.url] = (len(data), samples)
+        while len(self._tars) > 2 and sum(size for size, _ in self._tars.values()) > self.cache_bytes:
             self._tars.popitem(last=False)
         return samples
 
