@@ -9,7 +9,9 @@ backend, a rerun writes the same bytes, and a --decode cpu run refuses to resume
 from __future__ import annotations
 
 import io
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,34 @@ def test_mixed_inputs_fall_back_per_sample_and_reruns_are_byte_identical(
         encode(corpus, output, klt_codec, shard_size=4)
     assert_same_tree(again, output)
     shutil.rmtree(again)
+
+
+@pytest.mark.slow
+def test_gpu_path_benchmark_smoke_run_on_cpu(ray_session, tmp_path):
+    """benchmarks/gpu_path.py --device cpu on tiny sizes: every row measured, agreement checked."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_path.py"
+    spec = importlib.util.spec_from_file_location("gpu_path_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its process pool pickles functions by module name
+    spec.loader.exec_module(bench)
+    argv = ["--device", "cpu", "--images", "4", "--count", "8", "--batch", "4", "--size", "32"]
+    argv += ["--pipeline-count", "8", "--shard-size", "4", "--repeats", "1", "--workers", "2"]
+    results = bench.main([*argv, "--json", str(tmp_path / "gpu_path.json")])
+    rows = results["rows"]
+    for name in [
+        "PIL decode + resize + crop, 2 processes",
+        "device decode alone",
+        "device decode + resize + crop",
+        "device decode + our encoder -> host int8",
+        "our encoder",
+    ]:
+        assert rows[name] > 0, name
+    for decode in ("gpu", "cpu"):
+        run = rows[f"full pipeline --decode {decode}"]
+        assert run["written"] == 8 and run["errors"] == 0 and run["rate"] > 0
+    assert rows["full pipeline --decode gpu"]["decode"] == {"decoded_on_device": 8, "decode_fallbacks": 0}
+    assert results["agreement"]["latents"]["mismatches"] == 0
+    assert len(results["targets"]) == 5 and "not judged" in results["targets"][0]
+    assert json.loads((tmp_path / "gpu_path.json").read_text())["environment"]["decode_backend"]
