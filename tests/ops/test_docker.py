@@ -166,3 +166,15 @@ def test_dockerignore_keeps_heavy_and_private_paths_out() -> None:
         assert is_ignored(path, rules), path
     for path in ["pipeline/runtime/encode.py", "pipeline/__pycache__/x.pyc", "jobs/encode_imagenet.py"]:
         assert is_ignored(path, rules) == path.endswith(".pyc"), path
+
+
+def test_torchvision_is_the_release_for_the_pinned_torch_from_the_same_index() -> None:
+    """--decode gpu needs torchvision.io.decode_jpeg: a wheel built for another torch fails to load its
+    ops (PyPI's beside the CPU torch: 'operator torchvision::nms does not exist'), so it comes from
+    the same index, in the same pip call, at the release paired with torch (0.N+15 for 2.N)."""
+    args = arg_defaults(_instructions())
+    torch_minor = int(args["TORCH_VERSION"].split(".")[1])
+    assert args["TORCHVISION_VERSION"].split(".")[:2] == ["0", str(torch_minor + 15)]
+    runs = [substitute(i.args, args) for i in _instructions() if i.cmd == "RUN"]
+    (install,) = [r for r in runs if f"torch=={args['TORCH_VERSION']}" in r]
+    assert f"torchvision=={args['TORCHVISION_VERSION']}" in install and args["TORCH_INDEX_URL"] in install
