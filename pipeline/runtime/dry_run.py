@@ -43,6 +43,7 @@ class WorkerPlan:
     gpus: float
     resources_from: str  # "Ray cluster at <address>" or "this machine (no --address)"
     error: str | None = None
+    decoding: str = "on CPUs"  # --decode gpu: "in the encoder actors, on their device"
 
 
 @dataclass
@@ -111,7 +112,7 @@ class PlanReport:
             lines.append(
                 f"workers          {w.encoders} encoder actors on {w.device}"
                 + (f" ({w.threads} torch threads each)" if w.device == "cpu" else "")
-                + f", decoding on CPUs; resources {w.cpus:g} CPU, {w.gpus:g} GPU [{w.resources_from}]"
+                + f", decoding {w.decoding}; resources {w.cpus:g} CPU, {w.gpus:g} GPU [{w.resources_from}]"
             )
         lines.append(
             f"expected output  ~{_human(self.expected_bytes)} this run "
@@ -218,7 +219,14 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
     except RuntimeError as err:
         encoders, threads, device, error = 0, 0, "-", str(err)
     workers = WorkerPlan(
-        encoders, threads, device, resources.get("CPU", 0.0), resources.get("GPU", 0.0), where, error
+        encoders,
+        threads,
+        device,
+        resources.get("CPU", 0.0),
+        resources.get("GPU", 0.0),
+        where,
+        error,
+        decoding="JPEGs in the encoder actors (CPU path per sample)" if cfg.decode == "gpu" else "on CPUs",
     )
 
     shape, latent_bytes, notes = _latent_shape(prep)
