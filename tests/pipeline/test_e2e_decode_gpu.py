@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from e2e_helpers import (
+    JOB,
     SAMPLE_IMAGES,
     SIZE,
     assert_same_tree,
@@ -28,6 +29,7 @@ from e2e_helpers import (
 )
 from PIL import Image
 
+from pipeline.cli import config_from_args
 from pipeline.config import EncodeConfig
 from pipeline.preprocess.image import ImagePolicy, decode_image, to_codec_input
 from pipeline.preprocess.image_device import DeviceDecodeSpec, DeviceImagePreprocessor, available_backend
@@ -78,6 +80,15 @@ def test_decode_gpu_without_a_gpu_fails_at_once_with_a_clear_message(tmp_path):
     with pytest.raises(RuntimeError, match="--decode gpu was given but the Ray cluster has no GPUs"):
         worker_plan(EncodeConfig(input="x", output="y", decode="gpu"), resources)
     assert worker_plan(EncodeConfig(input="x", output="y", decode="gpu"), {"CPU": 16, "GPU": 2})[0] == 2
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("encode_imagenet_job", JOB)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    parser = job.build_parser()
+    assert "--decode" in parser.format_help()
+    args = parser.parse_args(["--decode", "gpu"])
+    assert config_from_args(args).decode == "gpu" and config_from_args(parser.parse_args([])).decode == "cpu"
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     from pipeline.runtime import run_encode
