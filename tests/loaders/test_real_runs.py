@@ -95,7 +95,7 @@ def test_real_bucketed_flip_pair_run(runs, name):
             latent, flip = stock[m["key"]]
             assert np.array_equal(zi.numpy(), flip if np.array_equal(zi.numpy(), flip) else latent)
             flipped += np.array_equal(zi.numpy(), flip) and not np.array_equal(flip, latent)
-    assert Counter(keys_of(batches)) == Counter(stock) and 0 < flipped < N
+    assert Counter(keys_of(batches)) == Counter(list(stock)) and 0 < flipped < N
     # normalize with the run's statistics: standardized per channel over the whole run
     z = torch.cat(
         [
