@@ -65,6 +65,7 @@ class RunSummary:
     written_this_run: int
     failures: dict[int, str] = field(default_factory=dict)  # failed shard -> last error
     encode_seconds: float = 0.0  # from a started Ray to the last shard (excludes Ray start-up)
+    changed: int = 0  # append: inputs re-encoded because their source changed (old entries superseded)
     decode: dict[str, int] | None = None  # --decode gpu: decoded_on_device / decode_fallbacks (all shards)
 
     @property
@@ -87,6 +88,8 @@ class RunSummary:
                 f"decode           {self.decode['decoded_on_device']} on the device, "
                 f"{self.decode['decode_fallbacks']} fell back to the CPU path (meta: decode_fallback)"
             )
+        if self.changed:
+            lines.append(f"changed sources  {self.changed} re-encoded (old entries: manifest `superseded`)")
         lines += [f"shard {shard} FAILED  {reason}" for shard, reason in sorted(self.failures.items())]
         if self.failed_shards:
             lines.append("failed shards have no marker: the same command again (--mode resume) retries them")
@@ -707,6 +710,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         written_this_run=sum(r["written"] for r in results),
         failures=failures,
         encode_seconds=encode_seconds,
+        changed=len(plan.changed),
         decode=decode,
     )
 

@@ -73,7 +73,8 @@ def test_append_reencodes_changed_sources_and_supersedes_old_entries(ray_session
 
     appended = encode(corpus, output, klt_codec, mode="append")
     assert (appended.shards_encoded, appended.shards_skipped, appended.written_this_run) == (1, 4, 2)
-    assert (appended.inputs, appended.written, appended.errors) == (13, 13, 0)
+    assert (appended.inputs, appended.written, appended.errors, appended.changed) == (13, 13, 0, 2)
+    assert "changed sources  2 re-encoded" in appended.format()
     assert {p.name: p.read_bytes() for p in output.glob("shard-*.tar") if p.name in old_tars} == old_tars
 
     manifest = read_manifest(output)
