@@ -1,0 +1,122 @@
+"""The training loop both arms share: same optimizer, schedule, batches and seed.
+
+Data are held as tensors (built once from the shards / the pixel pipeline; loading speed is what
+benchmarks/loader_throughput.py measures), so `samples_per_s` here is the training step itself:
+forward, backward and optimizer step, host-to-device copies included, evaluation excluded (the
+median over epochs, as other jobs share the CPU).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .measure import PeakMemory, step_tensor_bytes
+from .models import count_parameters
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 2e-3  # AdamW, cosine decay to 0 over the run
+    weight_decay: float = 1e-4
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class ArmResult:
+    """One arm (latent or pixel): its learning curve, final metrics, speed and memory."""
+
+    name: str
+    input_shape: list[int]
+    params: int
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: train_loss + eval metrics
+    final: dict[str, float] = field(default_factory=dict)
+    samples_per_s: float = 0.0
+    train_seconds: float = 0.0
+    memory: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train_arm(
+    name: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> ArmResult:
+    """Train `model` on (x, y) for cfg.epochs, calling `evaluate(model)` (eval mode, no grad) after each."""
+    torch.manual_seed(cfg.seed)
+    model = model.to(device)
+    result = ArmResult(name=name, input_shape=list(x.shape[1:]), params=count_parameters(model))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * max(1, -(-len(x) // cfg.batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    seen, busy, rates = 0, 0.0, []
+    k = min(cfg.batch_size, len(x))
+    model.train()
+    step_bytes = step_tensor_bytes(model, x[:k].to(device), y[:k].to(device), loss_fn)
+    bar = tqdm(total=steps, desc=f"{name:>6}", disable=not cfg.progress, leave=False)
+    with PeakMemory(device) as mem:
+        for epoch in range(cfg.epochs):
+            model.train()
+            order = torch.randperm(len(x), generator=gen)
+            total, count = 0.0, 0
+            t0 = time.perf_counter()
+            for start in range(0, len(x), cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+                loss = loss_fn(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+                bar.update(1)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            busy += time.perf_counter() - t0
+            seen += count
+            rates.append(count / max(time.perf_counter() - t0, 1e-9))
+            model.eval()
+            with torch.no_grad():
+                metrics = evaluate(model)
+            result.history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), **metrics})
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+    bar.close()
+    result.final = {k: v for k, v in result.history[-1].items() if k not in ("epoch",)}
+    # median epoch: one busy spell of the shared machine should not decide the figure
+    result.samples_per_s = float(sorted(rates)[len(rates) // 2]) if rates else 0.0
+    result.train_seconds = busy
+    result.memory = (mem.reading.to_dict() if mem.reading else {}) | {
+        "step_tensors_mb": round(step_bytes / 2**20, 1),
+        "step_tensors_batch": k,
+    }
+    return result
+
+
+def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 64) -> Tensor:
+    """Model outputs for x in eval mode, batched, back on the CPU."""
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            outs.append(model(x[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(outs)

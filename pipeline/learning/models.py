@@ -1,0 +1,147 @@
+"""One network family for both input domains: a domain stem, then the same residual trunk.
+
+    latents 12x32x32 --stem: 3x3 conv, stride 1--\
+                                                  >-- 64 x 32x32 -> shared trunk -> task head
+    pixels   3x64x64 --stem: 4x4 conv, stride 2--/
+
+Both stems map their input (12,288 values either way) to the same width at 32x32, so trunk and
+head cost the same in both arms; the arms differ only in what the values are (wavelet-packet
+latents of the 256x256 image vs the image downsampled to 64x64). Dense outputs mirror the stem:
+a 3x3 conv back to 12 latent channels, or a 4x4 transposed conv back to 3x64x64 pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Domain = Literal["latent", "pixel"]
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    width: int = 32  # channels after the stem; stages use width, 2*width, 4*width
+    blocks: int = 1  # residual blocks per stage
+
+
+def stem(domain: Domain, in_channels: int, width: int) -> nn.Module:
+    """Input -> width x 32x32: the only part (with its dense-head mirror) that depends on the domain."""
+    if domain == "latent":
+        conv = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+    elif domain == "pixel":
+        conv = nn.Conv2d(in_channels, width, 4, stride=2, padding=1, bias=False)
+    else:
+        raise ValueError(f"domain must be 'latent' or 'pixel', got {domain!r}")
+    return nn.Sequential(conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+
+
+def unstem(domain: Domain, width: int, out_channels: int) -> nn.Module:
+    """width x 32x32 -> the domain's own output layout (dense tasks)."""
+    if domain == "latent":
+        return nn.Conv2d(width, out_channels, 3, padding=1)
+    return nn.ConvTranspose2d(width, out_channels, 4, stride=2, padding=1)
+
+
+class Block(nn.Module):
+    """Pre-activation-free basic residual block (ResNet-18 style), optional stride."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+def stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(Block(cin, cout, stride), *[Block(cout, cout) for _ in range(blocks - 1)])
+
+
+class Trunk(nn.Module):
+    """32x32 -> 16x16 -> 8x8 residual stages; returns all three feature maps (for heads and U-Net skips)."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        w = cfg.width
+        self.s1 = stage(w, w, cfg.blocks, 1)
+        self.s2 = stage(w, 2 * w, cfg.blocks, 2)
+        self.s3 = stage(2 * w, 4 * w, cfg.blocks, 2)
+        self.out_channels = 4 * w
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        f1 = self.s1(x)
+        f2 = self.s2(f1)
+        return f1, f2, self.s3(f2)
+
+
+class Classifier(nn.Module):
+    """stem -> trunk -> global average pool -> linear (a small ResNet)."""
+
+    def __init__(self, domain: Domain, in_channels: int, classes: int, cfg: NetConfig = NetConfig()):
+        super().__init__()
+        self.stem, self.trunk = stem(domain, in_channels, cfg.width), Trunk(cfg)
+        self.head = nn.Linear(self.trunk.out_channels, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(self.stem(x))[2].mean(dim=(2, 3)))
+
+
+class GridReader(nn.Module):
+    """stem -> trunk -> 1x1 conv: class logits for each cell of the trunk's 8x8 output grid.
+
+    A page laid out as an 8x8 grid of characters (32x32 pixels each at 256x256) puts one character
+    on each output cell, so character recognition is per-cell classification (B, classes, 8, 8)."""
+
+    def __init__(self, domain: Domain, in_channels: int, classes: int, cfg: NetConfig = NetConfig()):
+        super().__init__()
+        self.stem, self.trunk = stem(domain, in_channels, cfg.width), Trunk(cfg)
+        self.head = nn.Conv2d(self.trunk.out_channels, classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(self.stem(x))[2])
+
+
+class Translator(nn.Module):
+    """stem -> trunk as a small U-Net (8x8 context back to 32x32) -> unstem; predicts a residual
+    over the input (colour latents minus grey latents, or colour pixels minus grey pixels)."""
+
+    def __init__(self, domain: Domain, in_channels: int, out_channels: int, cfg: NetConfig = NetConfig()):
+        super().__init__()
+        w = cfg.width
+        self.stem, self.trunk = stem(domain, in_channels, w), Trunk(cfg)
+        self.up3 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(4 * w, 2 * w, 3, padding=1)
+        )
+        self.up2 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(4 * w, w, 3, padding=1)
+        )
+        self.fuse = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.ReLU(inplace=True))
+        self.out = unstem(domain, w, out_channels)
+        nn.init.zeros_(self.out.weight)  # start from "output = input" (the grey image)
+        nn.init.zeros_(self.out.bias)
+        self.residual = in_channels == out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        f1, f2, f3 = self.trunk(self.stem(x))
+        u2 = torch.relu(self.up3(f3))
+        u1 = torch.relu(self.up2(torch.cat([u2, f2], 1)))
+        y = self.out(self.fuse(torch.cat([u1, f1], 1)))
+        return x + y if self.residual else y
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
