@@ -116,3 +116,37 @@ def test_merged_histograms_of_variable_shapes_are_exact(bits):
             parts.append(json.loads(json.dumps(acc.to_dict())))  # as stored in a marker
         random.Random(seed).shuffle(parts)
         _check(merge_statistics(parts + [None], bits), expected)
+
+
+@pytest.mark.parametrize("latent_format", ["npy", "zstd"])
+def test_superseded_latents_are_read_back_for_their_statistics(klt_codec, tmp_path, latent_format):
+    """What an append run takes out of the statistics: the old latent of each replaced sample, read
+    back from its committed shard (.npy or entropy-coded .wlat), in process (no Ray needed)."""
+    from pipeline.codec import load
+    from pipeline.manifest import ShardMarker
+    from pipeline.runtime.plan import ShardTask
+    from pipeline.runtime.superseded import attach_superseded_statistics
+    from pipeline.sinks import EncodedSample, SinkSpec
+    from pipeline.sinks.webdataset import WebDatasetSink
+    from pipeline.sources.base import SourceItem
+    from pipeline.statistics import HistogramAccumulator
+
+    codec = load(str(klt_codec))
+    rng = np.random.default_rng(0)
+    latents = {k: rng.integers(-127, 128, size=(12, 8, 8)).astype(np.int8) for k in ("a", "b", "c")}
+    sink = WebDatasetSink(SinkSpec(output=str(tmp_path), latent_format=latent_format))
+    writer = sink.open_shard(0, 0)
+    for key, z in latents.items():
+        coded = None if latent_format == "npy" else codec.to_bytes(torch.from_numpy(z), method=latent_format)
+        writer.write(EncodedSample(key=key, label=None, latent=z, meta={"key": key}, latent_bytes=coded))
+    stats = writer.commit()
+    marker = ShardMarker(stats=stats.to_dict(), slot_offset=0, keys=stats.keys)
+
+    items = tuple(SourceItem(key=k, uri=f"mem://{k}") for k in ("a", "x", "c"))
+    [task] = attach_superseded_statistics(
+        [ShardTask(shard=1, slot_offset=4, items=items)], {"a": marker, "c": marker}, sink, codec
+    )
+    expected = HistogramAccumulator(codec.config.latent_bits)
+    expected.add(latents["a"])
+    expected.add(latents["c"])
+    assert task.superseded_statistics == expected.to_dict()
