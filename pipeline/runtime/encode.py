@@ -361,7 +361,10 @@ class ShardEncoder:
             pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
             for i in range(0, len(raw), self.batch_size):
                 part = raw[i : i + self.batch_size]
-                results = pre.decode_batch([r["data"] for r in part], device=self.device)
+                try:
+                    results = pre.decode_batch([r["data"] for r in part], device=self.device)
+                except Exception as err:  # noqa: BLE001 - e.g. out of device memory: the CPU path
+                    results = [f"device batch failed ({type(err).__name__}: {str(err)[:200]})"] * len(part)
                 for r, res in zip(part, results, strict=True):
                     if not isinstance(res, str):
                         sample = _sample(r["item"], r["slot"], r["data"], res, cache_salt)
@@ -370,7 +373,7 @@ class ShardEncoder:
                         continue
                     decoded, error, pool = _decode_one(pool, pre, r["data"], r["item"], task.shard, timeout)
                     if error is not None:
-                        error["reason"] = f"{error['reason']} (after the device decoder: {res})"[:2000]
+                        error["reason"] = f"{error['reason']} (device path: {res})"[:2000]
                         errors.append(error)
                         continue
                     sample = _sample(r["item"], r["slot"], r["data"], decoded, cache_salt)

@@ -132,7 +132,7 @@ def test_mixed_inputs_fall_back_per_sample_and_reruns_are_byte_identical(
         ways["b/picture.png"] == "cpu" and by_name["b/picture.png"]["json"]["decode_fallback"] == "not a JPEG"
     )
     assert failed["b/broken.jpg"]["stage"] == "decode"
-    assert "after the device decoder" in failed["b/broken.jpg"]["reason"]
+    assert "device path: device decoder refused" in failed["b/broken.jpg"]["reason"]
     # the truncated JPEG went to the CPU path (no end marker): a sample or an error row, counted either way
     if "b/truncated.jpg" in by_name:
         assert ways["b/truncated.jpg"] == "cpu"
@@ -196,3 +196,45 @@ def test_gpu_path_benchmark_smoke_run_on_cpu(ray_session, tmp_path):
     assert results["agreement"]["latents"]["mismatches"] == 0
     assert len(results["targets"]) == 5 and "not judged" in results["targets"][0]
     assert json.loads((tmp_path / "gpu_path.json").read_text())["environment"]["decode_backend"]
+
+
+class _DeviceBatchFails(DeviceImagePreprocessor):
+    """A device decoder that fails whole batches (as an out-of-memory error would)."""
+
+    def decode_batch(self, datas, device=None):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+@pytest.mark.parametrize("failing", [False, True])
+def test_encoder_actor_decodes_on_the_device_and_falls_back_per_sample(mixed_corpus, klt_codec, failing):
+    """ShardEncoder's device branch in this process (no Ray): bytes in, latents + counted fallbacks out."""
+    from pipeline.codec import load
+    from pipeline.runtime.encode import ShardEncoder, decode_counts, decode_shard
+    from pipeline.runtime.plan import ShardTask
+    from pipeline.sources import open_source
+
+    corpus, files = mixed_corpus
+    codec = load(str(klt_codec))
+    policy = ImagePolicy(size=SIZE, channels=3, multiple=codec.config.block)
+    cls = _DeviceBatchFails if failing else DeviceImagePreprocessor
+    pre = cls(policy, spec=DeviceDecodeSpec.for_device("cpu"))
+    source = open_source(str(corpus))
+    items = tuple(source.list_items())
+    batch = {"shard": np.array([0]), "payload": np.array([{"task": ShardTask(0, 0, items)}], dtype=object)}
+    read = decode_shard(batch, source=source, preprocessor=pre, cache_salt="salt", timeout=30)
+    assert all("data" in s and "array" not in s for s in read["payload"][0]["samples"])  # bytes only
+    encoder = ShardEncoder(
+        str(klt_codec), codec.hash, pre, batch_size=4, latent_format="npy", threads=1, device="cpu",
+        device_decode={"cache_salt": "salt", "timeout": 30},
+    )  # fmt: skip
+    out = encoder(read)["payload"][0]
+    encoded, errors = out["encoded"], out["errors"]
+    assert len(encoded) + len(errors) == len(files)
+    counts = decode_counts(encoded)
+    if failing:  # every sample went to the CPU path, none lost
+        assert counts == {"decoded_on_device": 0, "decode_fallbacks": len(encoded)}
+        assert all("device batch failed" in e.meta["decode_fallback"] for e in encoded)
+    else:
+        assert counts["decoded_on_device"] == 6 and counts["decode_fallbacks"] == len(encoded) - 6
+    assert [e.slot for e in encoded] == sorted(e.slot for e in encoded)
+    assert {e["stage"] for e in errors} == {"decode"}
