@@ -43,7 +43,7 @@ class RunInfo:
     def follow(cls, root: str, storage_options: dict | None = None, codec: str | None = None) -> RunInfo:
         """A run that may still be written: its manifest once complete, else what `_run.json`, the
         Zarr store's attributes or the codec given (hash-checked against the run's) tell."""
-        from .follow import run_complete, wait_for_run
+        from .follow import run_complete, wait_for_run, wait_for_store
 
         out = OutputRoot(root, storage_options)
         state = wait_for_run(out)
@@ -52,12 +52,9 @@ class RunInfo:
         settings = state["settings"]
         description: dict[str, Any] | None = None
         if settings["sink"] == "zarr":
-            import zarr
-
             from ..sinks.zarr import STORE
 
-            group = zarr.open_group(f"{out.url}/{STORE}", mode="r", storage_options=storage_options)
-            description = dict(group.attrs)
+            description = wait_for_store(f"{out.url}/{STORE}", storage_options)
         if description is None or "codec" not in description:
             if codec is None:
                 raise CodecMismatchError(

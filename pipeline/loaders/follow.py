@@ -29,6 +29,23 @@ def wait_for_run(root: OutputRoot, poll: float = 0.5, timeout: float | None = No
         time.sleep(poll)
 
 
+def wait_for_store(url: str, storage_options: dict | None, poll: float = 0.2, timeout: float = 600) -> dict:
+    """The attributes of a run's Zarr store, once the run has created it (right after `_run.json`)."""
+    import zarr
+
+    started = time.monotonic()
+    while True:
+        try:
+            attrs = dict(zarr.open_group(url, mode="r", storage_options=storage_options).attrs)
+            if "codec" in attrs:
+                return attrs
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            pass
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{url}: the run created no Zarr store within {timeout} s")
+        time.sleep(poll)
+
+
 def run_complete(root: OutputRoot, state: dict[str, Any] | None = None) -> bool:
     """Whether the run at root has finished writing its manifest."""
     state = root.read_json(RUN_STATE) if state is None else state

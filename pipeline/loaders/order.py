@@ -9,9 +9,10 @@ An epoch's order is a function of (seed, epoch) only:
 then cut into batches of one bucket each, and the batches are interleaved by a seeded permutation of
 the multiset of their buckets, so buckets are drawn in proportion to their sizes.
 
-The epoch is a sequence of *units* (a sample, or a bucket batch) over positions 0..N-1 of that
-order. What remains of it (units not consumed yet) is split in contiguous ranges, first across ranks
-(sizes differ by at most one unit), then across each rank's DataLoader workers. Resume remembers the
+The epoch is a sequence of *units* (a sample, or a batch: consecutive positions, or one bucket's)
+over positions 0..N-1 of that order. What remains of it (units not consumed yet) is split in
+contiguous ranges, first across ranks (sizes differ by at most one unit), then across each rank's
+DataLoader workers. Resume remembers the
 consumed positions as ranges, so it works with any new number of ranks or workers: the remaining
 units are simply split again.
 """
@@ -89,12 +90,18 @@ def epoch_order(
     *,
     shuffle_groups: bool,
     block: int,
-    bucket_batch: int | None = None,
+    batch: int | None = None,
+    by_bucket: bool = False,
     drop_last: bool = False,
 ) -> EpochOrder:
+    """Units: samples (no batch), batches of consecutive positions, or batches of one bucket each."""
     order = sample_order(cat, seed, epoch, shuffle_groups=shuffle_groups, block=block)
-    if not bucket_batch:
+    if not batch:
         return EpochOrder(order, np.arange(len(order) + 1))
+    if not by_bucket:
+        stop = len(order) - len(order) % batch if drop_last else len(order)
+        return EpochOrder(order[:stop], np.append(np.arange(0, stop, batch), stop))
+    bucket_batch = batch
     batches: list[np.ndarray] = []
     labels: list[int] = []
     for b in np.unique(cat.bucket[order]):

@@ -27,7 +27,7 @@ from .common import (
     valid_mask,
 )
 from .follow import follow_shards
-from .order import Catalog, EpochOrder, LoaderState, epoch_order, merge_states, split_remaining
+from .order import Catalog, EpochOrder, LoaderState, epoch_order, fingerprint, merge_states, split_remaining
 
 Flip = Literal["pair"] | None
 
@@ -154,15 +154,26 @@ class LatentStream(torch.utils.data.IterableDataset):
 
     def epoch_order(self) -> EpochOrder:
         """This epoch's global order: positions -> catalog indices, cut in units."""
-        bucketed = self._bucketed()
         return epoch_order(
             self.catalog,
             self.seed,
             self.epoch,
             shuffle_groups=self.shuffle_shards,
             block=self.shuffle_buffer,
-            bucket_batch=self.batch_size if bucketed else None,
+            batch=self.batch_size,
+            by_bucket=self._bucketed(),
             drop_last=self.drop_last,
+        )
+
+    def _ident(self) -> str:
+        """The sample set and the options that shape the order: a state resumes only its own."""
+        bucketed = self._bucketed()
+        return fingerprint(
+            self.catalog.ident,
+            self.shuffle_shards,
+            self.shuffle_buffer,
+            self.batch_size if bucketed else None,
+            self.drop_last and bool(self.batch_size),
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -175,7 +186,7 @@ class LatentStream(torch.utils.data.IterableDataset):
     def state_dict(self) -> dict[str, Any]:
         """(seed, epoch, consumed positions) of this rank. Several ranks: merge_states() of all ranks'."""
         cat = self.catalog
-        return LoaderState(self.seed, self.epoch, cat.ident, len(cat), self._base | self._own).to_dict()
+        return LoaderState(self.seed, self.epoch, self._ident(), len(cat), self._base | self._own).to_dict()
 
     def load_state_dict(self, state: dict[str, Any] | list[dict[str, Any]]) -> None:
         """Resume: the rest of that epoch, split over this job's ranks and workers (any number)."""
@@ -183,7 +194,7 @@ class LatentStream(torch.utils.data.IterableDataset):
             state = merge_states(state)
         parsed = LoaderState.from_dict(state)
         cat = self.catalog
-        if parsed.ident != cat.ident or parsed.samples != len(cat):
+        if parsed.ident != self._ident() or parsed.samples != len(cat):
             raise ValueError(
                 "this loader state was saved over another set of samples (other runs, shards or options); "
                 "it cannot say which of these samples were seen"
@@ -229,22 +240,15 @@ class LatentStream(torch.utils.data.IterableDataset):
     def _iter_epoch(self, worker: int, workers: int) -> Iterator[tuple[Any, np.ndarray]]:
         order = self.epoch_order()
         units = self._my_units(order, worker, workers)
-        if self._bucketed():
+        if self.batch_size:  # a unit is a batch (cut from the global order: whole batches per rank)
             for unit in units:
                 yield self._collate([self._finish(r) for r in self._read(order.samples[unit])]), unit
             return
         positions = np.concatenate(units) if units else np.zeros(0, dtype=np.int64)
-        step = self.batch_size or 64
-        for start in range(0, len(positions), step):
-            chunk = positions[start : start + step]
-            items = [self._finish(r) for r in self._read(order.samples[chunk])]
-            if self.batch_size:
-                if self.drop_last and len(chunk) < self.batch_size:
-                    return
-                yield self._collate(items), chunk
-            else:
-                for p, item in zip(chunk, items, strict=True):
-                    yield item, np.array([p])
+        for start in range(0, len(positions), 64):  # read in chunks, yield samples
+            chunk = positions[start : start + 64]
+            for p, raw in zip(chunk, self._read(order.samples[chunk]), strict=True):
+                yield self._finish(raw), np.array([p])
 
     def _iter_resampled(self, worker: int, workers: int) -> Iterator[tuple[Any, np.ndarray]]:
         """Infinite: read units (tars, or Zarr samples) drawn with replacement, seeded per rank and worker."""

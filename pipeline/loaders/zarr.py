@@ -45,9 +45,10 @@ def row_shards(manifest: dict[str, Any], n: int) -> np.ndarray:
 class _Store:
     """One run's Zarr group, opened lazily (never pickled into workers), read by rows."""
 
-    def __init__(self, info: RunInfo, storage_options: dict | None):
+    def __init__(self, info: RunInfo, storage_options: dict | None, cache: bool = True):
         self.url = f"{info.root}/{STORE}"
         self.storage_options = storage_options or None
+        self.cache = cache  # False while following a run: its rows are still being written
         self._group = None
 
     @property
@@ -64,19 +65,28 @@ class _Store:
         cache = self.__dict__.setdefault("_columns", {})
         if name not in cache:
             if name == "bucket" and name not in self.group:
-                cache[name] = np.full(self.group["valid"].shape[0], "", dtype=object)
+                column = np.full(self.group["valid"].shape[0], "", dtype=object)
             else:
-                cache[name] = np.asarray(self.group[name][:], dtype=object if name != "labels" else None)
+                column = np.asarray(self.group[name][:], dtype=object if name != "labels" else None)
+            if not self.cache:
+                return column
+            cache[name] = column
         return cache[name]
 
+    def rows_of(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if self.cache or (name == "bucket" and name not in self.group):
+            return self.column(name)[rows]
+        values = self.group[name].get_orthogonal_selection((rows,))
+        return np.asarray(values, dtype=object if name != "labels" else None)
+
     def buckets(self, rows: np.ndarray) -> np.ndarray:
-        return self.column("bucket")[rows]
+        return self.rows_of("bucket", rows)
 
     def read(self, rows: np.ndarray, *, flip: bool, meta: bool) -> list[tuple]:
         """(latent, latent_flip, label, meta, key, bucket) of sorted rows."""
         g = self.group
-        labels = self.column("labels")[rows]
-        keys = self.column("keys")[rows]
+        labels = self.rows_of("labels", rows)
+        keys = self.rows_of("keys", rows)
         metas = g["meta"].get_orthogonal_selection((rows,)) if meta else [None] * len(rows)
         buckets = self.buckets(rows)
         latents: list[Any] = [None] * len(rows)
@@ -176,7 +186,7 @@ class LatentZarrStream(LatentStream):
 
     def __init__(self, root: str | list[str], **kwargs: Any):
         super().__init__(root, **kwargs)
-        self.stores = [_Store(i, self.storage_options) for i in self.infos]
+        self.stores = [_Store(i, self.storage_options, cache=not self.follow) for i in self.infos]
 
     def _build_catalog(self) -> Catalog:
         runs, rows, buckets = [], [], []
