@@ -178,7 +178,7 @@ def test_gpu_path_benchmark_smoke_run_on_cpu(ray_session, tmp_path):
     sys.modules[spec.name] = bench  # its process pool pickles functions by module name
     spec.loader.exec_module(bench)
     argv = ["--device", "cpu", "--images", "4", "--count", "8", "--batch", "4", "--size", "32"]
-    argv += ["--pipeline-count", "8", "--shard-size", "4", "--repeats", "1", "--workers", "2"]
+    argv += ["--pipeline-count", "8", "--shard-size", "4", "--repeats", "1", "--workers", "2", "--no-warmup"]
     results = bench.main([*argv, "--json", str(tmp_path / "gpu_path.json")])
     rows = results["rows"]
     for name in [
