@@ -68,7 +68,8 @@ def test_follow_of_an_unfinished_webdataset_run_needs_the_codec(tmp_path, small_
 
 
 @pytest.mark.slow
-def test_follower_beside_a_real_encode_run(tmp_path, small_codec, ray_local):
+@pytest.mark.parametrize("fmt", sorted(LOADERS))
+def test_follower_beside_a_real_encode_run(fmt, tmp_path, small_codec, ray_local):
     """A real run (local Ray, small shards) and a follower started together: each sample once."""
     from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig
     from pipeline.runtime import run_encode
@@ -77,6 +78,7 @@ def test_follower_beside_a_real_encode_run(tmp_path, small_codec, ray_local):
     cfg = EncodeConfig(
         input=DEFAULT_IMAGE_INPUT,
         output=str(root),
+        format=fmt,
         codec=small_codec,
         shard_size=2,
         limit=16,
@@ -87,11 +89,10 @@ def test_follower_beside_a_real_encode_run(tmp_path, small_codec, ray_local):
     writer = threading.Thread(target=lambda: result.setdefault("summary", run_encode(cfg)))
     writer.start()
     try:
-        keys = keys_of(_follow(LatentWebDataset, root, 300, codec=small_codec, output="int"))
+        keys = keys_of(_follow(LOADERS[fmt], root, 300, codec=small_codec, output="int"))
     finally:
         writer.join()
     assert result["summary"].written == 16
-    committed = [f.url for f in RunInfo.open(str(root)).shard_files()]
-    assert len(committed) == 8
-    assert Counter(keys) == Counter(keys_of(LatentWebDataset(str(root), with_meta=True)))
+    assert len(RunInfo.open(str(root)).manifest["shards"]) == 8
+    assert Counter(keys) == Counter(keys_of(LOADERS[fmt](str(root), with_meta=True)))
     assert len(keys) == 16
