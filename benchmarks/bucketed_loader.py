@@ -6,8 +6,9 @@ a global order from (seed, epoch)) cost read throughput compared with the plain 
 square-cropped run of the same images? Both runs are encoded first by the pipeline (local Ray,
 bundled image codec): plain = --size S center crops, bucketed = --buckets; then each loader reads
 whole epochs (after one warm-up epoch, so the page cache holds the shards in both cases) at the
-same batch size, in this process (num_workers=0) and with DataLoader workers. Rates are samples
-per second of wall time; "pixels/s" counts the codec input pixels the latents stand for.
+same batch size, in this process (num_workers=0) and with DataLoader workers (`.loader()`, which
+starts its workers again every epoch: on small runs their start-up dominates those rows). Rates are
+samples per second of wall time; "Mpix/s" counts the codec input pixels the latents stand for.
 
     .venv/bin/python benchmarks/bucketed_loader.py                       # data/imagenet-mini, 192 images
     .venv/bin/python benchmarks/bucketed_loader.py --limit 360 --epochs 3 --workers 0 2
