@@ -40,13 +40,19 @@ class RunInfo:
         return cls(root=root.rstrip("/"), manifest=out.read_manifest(), storage_options=storage_options)
 
     @classmethod
-    def follow(cls, root: str, storage_options: dict | None = None, codec: str | None = None) -> RunInfo:
+    def follow(
+        cls,
+        root: str,
+        storage_options: dict | None = None,
+        codec: str | None = None,
+        timeout: float | None = None,
+    ) -> RunInfo:
         """A run that may still be written: its manifest once complete, else what `_run.json`, the
         Zarr store's attributes or the codec given (hash-checked against the run's) tell."""
         from .follow import run_complete, wait_for_run, wait_for_store
 
         out = OutputRoot(root, storage_options)
-        state = wait_for_run(out)
+        state = wait_for_run(out, timeout=timeout)
         if run_complete(out, state):
             return cls.open(root, storage_options)
         settings = state["settings"]

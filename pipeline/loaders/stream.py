@@ -95,7 +95,7 @@ class LatentStream(torch.utils.data.IterableDataset):
             raise ValueError("no run given")
         self.storage_options = storage_options or {}
         open_run = RunInfo.follow if follow else RunInfo.open
-        kwargs = {"codec": codec} if follow else {}
+        kwargs = {"codec": codec, "timeout": follow_timeout} if follow else {}
         self.infos = [open_run(r, storage_options, **kwargs) for r in roots]
         check_compatible(self.infos, allow_mixed)
         self.info = self.infos[0]
