@@ -18,13 +18,17 @@ that small (e.g. 54 bins x 256 frames x 2 channels) would need a phase model or 
 to get back to a waveform, which adds a design choice the latent arm does not need; the folded
 waveform is invertible up to the band it keeps (4.65 kHz), and its ceiling is measured and reported.
 
-Targets are what the pipeline writes: every window of every stem is peak-normalised on its own
-(the scale is metadata), so both arms predict each stem at its own normalisation (the waveform
-arm's targets are normalised the same way); SI-SDR is scale-invariant, so this costs nothing in
-the metric. Each arm is trained on its own domain's mean squared error (inputs and targets scaled
-by one scalar each, from the training set), scored by SI-SDR on held-out tracks at 44.1 kHz over
-each window's valid samples (contract C6). Reference points: the mixture itself as the estimate,
-and each arm's ceiling (the true stem through the codec, and through the 27/128 resampling).
+Targets: the pipeline peak-normalises every window of every stem on its own and records the scale,
+so a stem's stored latents are at its own loudness, not at its share of the mixture. Both arms are
+trained to predict each stem at the mixture's normalisation: the waveform arm's target is the folded
+stem times scale_mixture / scale_stem; the latent arm's is the stem's dequantized latents scaled
+the same way about the latents of silence (analysis and the 1x1 encoder are linear, dequantizing
+undoes the companding up to rounding and tail saturation), so in both domains the mixture is
+(nearly) the sum of the targets. Each arm is trained on its own domain's mean squared error (inputs
+and targets divided by one scalar each, from the training set), scored by SI-SDR on held-out tracks
+at 44.1 kHz over each window's valid samples (contract C6). Reference points: the mixture itself as
+the estimate, and each arm's ceiling (the true stem through the codec, and through the 27/128
+resampling).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ class SeparateConfig:
     codec: str = DEFAULT_AUDIO_CODEC
     window: int = 2**16  # samples per window at 44.1 kHz (1.49 s): 108 x 258 latents
     train_windows: int | None = None  # cap on training windows (None: all)
-    width: int = 96  # conv channels of the separator
+    width: int = 64  # conv channels of the separator
     blocks: int = 4  # residual blocks, dilations 1, 2, 4, 8, 1, ...
     epochs: int = 6
     batch_size: int = 16
@@ -83,7 +87,8 @@ class Windows:
     z_mix: Tensor  # (N, C, T) dequantized latents of the mixture
     z_stems: Tensor  # (N, S, C, T) dequantized latents of the stems
     w_mix: Tensor  # (N, C, T') folded, downsampled mixture waveform (the waveform arm's input)
-    w_stems: Tensor  # (N, S, C, T') the same for the stems (its targets)
+    w_stems: Tensor  # (N, S, C, T') the same for the stems
+    ratio: Tensor  # (N, S) mixture's scale / stem's scale: brings a stem to the mixture's normalisation
     truth: np.ndarray | None = None  # (N, S, 2, window) stems at 44.1 kHz (kept for held-out windows)
     mixture: np.ndarray | None = None  # (N, 2, window)
 
@@ -143,16 +148,29 @@ def encode_stems(cfg: SeparateConfig) -> str:
     return out
 
 
+def read_audio_latents(root: str, progress: bool = False) -> tuple[Tensor, list[dict[str, Any]]]:
+    """Every sample of a WebDataset run (sha256-checked by the loader): dequantized latents (N, C, T)
+    and metadata, in key order. Items are (latent, label[, mask], meta); the mask is not used here:
+    scoring cuts each window at its `valid_length` (contract C6), which the metadata carries."""
+    from ..loaders import LatentWebDataset
+
+    data = LatentWebDataset(root, output="float", with_meta=True, shuffle_shards=False)
+    items = tqdm(data, desc="latents", disable=not progress)
+    rows = sorted(((item[-1]["key"], item[0], item[-1]) for item in items), key=lambda r: r[0])
+    if not rows:
+        raise ValueError(f"{root}: no samples")
+    return torch.stack([torch.as_tensor(r[1]) for r in rows]).float(), [r[2] for r in rows]
+
+
 def load_windows(latent_root: str, cfg: SeparateConfig, fold: WaveFold) -> dict[str, Windows]:
     """Latents from the pipeline's shards, matched per (split, track, offset) to the same windows of
     the FLAC files decoded with the pipeline's own audio rule (so both arms see identical windows)."""
     from ..preprocess.audio import AudioPolicy, decode_audio
     from ..sources.audio import MusdbSource
-    from .data import read_latents
 
-    latents = read_latents(latent_root, progress=cfg.progress)
+    z_all, metas = read_audio_latents(latent_root, cfg.progress)
     by_window: dict[tuple[str, str, int], dict[str, int]] = {}
-    for i, meta in enumerate(latents.meta):
+    for i, meta in enumerate(metas):
         by_window.setdefault((meta["split"], meta["track"], int(meta["offset"])), {})[meta["stem"]] = i
     source = MusdbSource(cfg.stems, window=cfg.window, sample_rate=RATE)
     items = {
@@ -180,14 +198,15 @@ def load_windows(latent_root: str, cfg: SeparateConfig, fold: WaveFold) -> dict[
             for stem in ("mixture", *STEMS):
                 item = items[(*key, stem)]
                 signals.append(decode_audio(source.read_bytes(item), policy, item.meta).array)
-            valid.append(int(latents.meta[by_window[key]["mixture"]]["valid_length"]))
+            valid.append(int(metas[by_window[key]["mixture"]]["valid_length"]))
             w_mix.append(fold.fold(signals[0]).astype(np.float32))
             w_stems.append(np.stack([fold.fold(x) for x in signals[1:]]).astype(np.float32))
             if keep_truth:  # full-rate copies only where they are scored (bounded memory for training)
                 mixture.append(signals[0])
                 truth.append(np.stack(signals[1:]))
         rows = [[by_window[k][s] for s in ("mixture", *STEMS)] for k in keys]
-        z = latents.z[torch.as_tensor(rows)]  # (N, 1 + S, C, T)
+        z = z_all[torch.as_tensor(rows)]  # (N, 1 + S, C, T)
+        scales = torch.tensor([[float(metas[i]["scale"]) for i in r] for r in rows], dtype=torch.float64)
         out[split] = Windows(
             names=[f"{k[1]}@{k[2]}" for k in keys],
             valid=np.asarray(valid),
@@ -195,6 +214,7 @@ def load_windows(latent_root: str, cfg: SeparateConfig, fold: WaveFold) -> dict[
             z_stems=z[:, 1:].contiguous(),
             w_mix=torch.from_numpy(np.stack(w_mix)),
             w_stems=torch.from_numpy(np.stack(w_stems)),
+            ratio=(scales[:, :1] / scales[:, 1:]).float(),
             truth=np.stack(truth) if keep_truth else None,
             mixture=np.stack(mixture) if keep_truth else None,
         )
@@ -250,6 +270,14 @@ class Arm:
     x_scale: float
     y_scale: float
     to_wave: Any  # (N, S, C, T) unscaled predictions -> (N, S, 2, window)
+
+
+def silent_latents(codec, window: int) -> Tensor:
+    """Dequantized latents of a silent window (the encoder's bias, through the quantizer): the point
+    about which latents scale with the signal (analysis and the 1x1 encoder are linear; the companding
+    is undone by dequantizing, up to rounding and its saturation far in the tails)."""
+    zeros = torch.zeros(1, codec.config.channels, window)
+    return codec.compander.to_normal(codec.encode(zeros).float())[0]
 
 
 def make_arm(name: str, x: Tensor, y: Tensor, x_test: Tensor, to_wave) -> Arm:
@@ -311,11 +339,17 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     train, test = data["train"], data["test"]
     S, C = len(STEMS), codec.config.latent_dim
+    silence = silent_latents(codec, cfg.window)
+    ratio = train.ratio[:, :, None, None]
     arms = {
         "latent": make_arm(
-            "latent", train.z_mix, train.z_stems, test.z_mix, latent_to_wave(codec, cfg.window)
+            "latent",
+            train.z_mix,
+            (train.z_stems - silence) * ratio + silence,
+            test.z_mix,
+            latent_to_wave(codec, cfg.window),
         ),
-        "waveform": make_arm("waveform", train.w_mix, train.w_stems, test.w_mix, fold_to_wave(fold)),
+        "waveform": make_arm("waveform", train.w_mix, train.w_stems * ratio, test.w_mix, fold_to_wave(fold)),
     }
     tcfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress

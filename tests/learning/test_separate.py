@@ -199,9 +199,9 @@ def test_tiny_end_to_end_run(tmp_path):
     ceiling = report["extra"]["latent ceiling (true stem latents decoded) si_sdr"]
     assert ceiling > report["extra"]["mixture as estimate si_sdr"]
     # C6 end to end: the pipeline's samples carry valid_length, the last window of a track is partial
-    from pipeline.learning.data import read_latents
+    from pipeline.learning.separate import read_audio_latents
 
-    metas = read_latents(str(out / "latents")).meta
+    _, metas = read_audio_latents(str(out / "latents"))
     last = max((m for m in metas if m["track"] == "t2"), key=lambda m: m["offset"])
     assert 0 < last["valid_length"] < 16384
     assert sum(m["valid_length"] for m in metas if m["track"] == "t2" and m["stem"] == "mixture") == round(
