@@ -35,7 +35,7 @@ from .data import (  # noqa: E402
     split_of,
     to_model_pixels,
 )
-from .loop import TrainConfig, predict, train_arm  # noqa: E402
+from .loop import TrainConfig, interleaved_speed, predict, train_arm  # noqa: E402
 from .measure import pick_device  # noqa: E402
 from .metrics import accuracy  # noqa: E402
 from .models import Classifier, NetConfig  # noqa: E402
@@ -94,6 +94,7 @@ def class_names(images: Path | None, label_map: dict[str, int]) -> list[str]:
 
 def run(cfg: ClassifyConfig) -> Report:
     out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     progress = cfg.train.progress
     if cfg.latents:
@@ -118,6 +119,7 @@ def run(cfg: ClassifyConfig) -> Report:
 
     norm = Standardizer.fit(train.z)  # per-channel: dequantized channels' scales differ ~25x
     arms, preds = {}, {}
+    trained = {}
     for name, x_tr, x_va, in_ch in [
         ("latent", norm(train.z), norm(val.z), train.z.shape[1]),
         ("pixel", px_train, px_val, 3),
@@ -133,8 +135,11 @@ def run(cfg: ClassifyConfig) -> Report:
             }
 
         arms[name] = train_arm(name, model, x_tr, train.labels, F.cross_entropy, evaluate, cfg.train, device)
+        trained[name] = (model, x_tr, train.labels)
         preds[name] = predict(model, x_va, device).argmax(1)
 
+    for name, speed in interleaved_speed(trained, F.cross_entropy, cfg.train, device).items():
+        arms[name].samples_per_s = speed
     images = Path(cfg.images) if cfg.images else None
     names = class_names(images, label_map)
     overlap = photo_overlap(

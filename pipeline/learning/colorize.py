@@ -40,7 +40,7 @@ from .data import (  # noqa: E402
     run_info,
     source_path,
 )
-from .loop import TrainConfig, predict, train_arm  # noqa: E402
+from .loop import TrainConfig, interleaved_speed, predict, train_arm  # noqa: E402
 from .measure import pick_device  # noqa: E402
 from .metrics import colourfulness, psnr  # noqa: E402
 from .models import NetConfig, Translator  # noqa: E402
@@ -105,6 +105,7 @@ def mean_psnr(pred: torch.Tensor, truth: torch.Tensor) -> float:
 
 def run(cfg: ColorizeConfig) -> Report:
     out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     progress = cfg.train.progress
     pairs = out / "pairs"
@@ -153,6 +154,7 @@ def run(cfg: ColorizeConfig) -> Report:
         return {"psnr_256": mean_psnr(rgb, truth), "colourfulness": colourfulness(rgb).mean().item()}
 
     arms, outputs = {}, {}
+    trained = {}
     for name, x_tr, y_tr, x_va in [
         ("latent", zg_tr, zc_tr, zg_va),
         ("pixel", px[("train", "grey")], px[("train", "colour")], px[("val", "grey")]),
@@ -165,8 +167,11 @@ def run(cfg: ColorizeConfig) -> Report:
             return score(to_rgb(predict(m, x_va, device)))
 
         arms[name] = train_arm(name, model, x_tr, y_tr, F.mse_loss, evaluate, cfg.train, device)
+        trained[name] = (model, x_tr, y_tr)
         outputs[name] = to_rgb(predict(model, x_va, device))
 
+    for name, speed in interleaved_speed(trained, F.mse_loss, cfg.train, device).items():
+        arms[name].samples_per_s = speed
     extra = {
         "ground truth colourfulness (256x256 crops)": colourfulness(truth).mean().item(),
         "codec ceiling: colour latents decoded, PSNR": mean_psnr(

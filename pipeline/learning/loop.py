@@ -2,8 +2,8 @@
 
 Data are held as tensors (built once from the shards / the pixel pipeline; loading speed is what
 benchmarks/loader_throughput.py measures), so `samples_per_s` here is the training step itself:
-forward, backward and optimizer step, host-to-device copies included, evaluation excluded (the
-median over epochs, as other jobs share the CPU).
+forward, backward and optimizer step, host-to-device copies included, evaluation excluded,
+measured by `interleaved_speed` after training so that both arms see the same machine load.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class ArmResult:
     params: int
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: train_loss + eval metrics
     final: dict[str, float] = field(default_factory=dict)
-    samples_per_s: float = 0.0
+    samples_per_s: float = 0.0  # training step, interleaved with the other arm (interleaved_speed)
+    epoch_samples_per_s: float = 0.0  # median epoch while training (load of the moment)
     train_seconds: float = 0.0
     memory: dict[str, Any] = field(default_factory=dict)
 
@@ -103,13 +104,50 @@ def train_arm(
     bar.close()
     result.final = {k: v for k, v in result.history[-1].items() if k not in ("epoch",)}
     # median epoch: one busy spell of the shared machine should not decide the figure
-    result.samples_per_s = float(sorted(rates)[len(rates) // 2]) if rates else 0.0
+    result.epoch_samples_per_s = float(sorted(rates)[len(rates) // 2]) if rates else 0.0
+    result.samples_per_s = result.epoch_samples_per_s  # until interleaved_speed replaces it
     result.train_seconds = busy
     result.memory = (mem.reading.to_dict() if mem.reading else {}) | {
         "step_tensors_mb": round(step_bytes / 2**20, 1),
         "step_tensors_batch": k,
     }
     return result
+
+
+def interleaved_speed(
+    arms: dict[str, tuple[nn.Module, Tensor, Tensor]],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    cfg: TrainConfig,
+    device: torch.device,
+    steps: int = 4,
+    rounds: int = 3,
+) -> dict[str, float]:
+    """Training-step samples/s of each arm, measured in alternating rounds (median per arm).
+
+    The arms train one after the other, so on a machine shared with other jobs their epoch timings
+    see different loads; alternating short rounds on copies of the trained models puts both arms
+    under the same load. Same batch size, optimizer and step as training."""
+    import copy
+
+    rates: dict[str, list[float]] = {name: [] for name in arms}
+    state = {}
+    for name, (model, x, y) in arms.items():
+        m = copy.deepcopy(model).to(device).train()
+        state[name] = (m, torch.optim.AdamW(m.parameters(), lr=cfg.lr), x, y)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(rounds):
+        for name, (m, opt, x, y) in state.items():
+            idx = [torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=gen) for _ in range(steps)]
+            t0 = time.perf_counter()
+            for i in idx:
+                loss = loss_fn(m(x[i].to(device)), y[i].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            rates[name].append(sum(len(i) for i in idx) / (time.perf_counter() - t0))
+    return {name: float(sorted(r)[len(r) // 2]) for name, r in rates.items()}
 
 
 def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 64) -> Tensor:

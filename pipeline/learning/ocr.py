@@ -33,7 +33,7 @@ from .data import (  # noqa: E402
     split_of,
     to_model_pixels,
 )
-from .loop import TrainConfig, predict, train_arm  # noqa: E402
+from .loop import TrainConfig, interleaved_speed, predict, train_arm  # noqa: E402
 from .measure import pick_device  # noqa: E402
 from .metrics import char_accuracy, string_accuracy  # noqa: E402
 from .models import GridReader, NetConfig  # noqa: E402
@@ -77,6 +77,7 @@ def grid_lines(logits: torch.Tensor) -> list[str]:
 
 def run(cfg: OcrConfig) -> Report:
     out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     progress = cfg.train.progress
     pages_dir = out / "pages"
@@ -102,6 +103,7 @@ def run(cfg: OcrConfig) -> Report:
     truth = [line for page in y_va.numpy() for line in labels_to_lines(page)]
 
     arms, lines = {}, {}
+    trained = {}
     for name, x_tr, x_va in [
         ("latent", norm(train.z), norm(val.z)),
         ("pixel", px_tr, to_model_pixels(px_va_u8)),
@@ -119,8 +121,11 @@ def run(cfg: OcrConfig) -> Report:
             }
 
         arms[name] = train_arm(name, model, x_tr, y_tr, F.cross_entropy, evaluate, cfg.train, device)
+        trained[name] = (model, x_tr, y_tr)
         lines[name] = grid_lines(predict(model, x_va, device))
 
+    for name, speed in interleaved_speed(trained, F.cross_entropy, cfg.train, device).items():
+        arms[name].samples_per_s = speed
     fonts = sorted({f for f in info["fonts"]})
     report = Report(
         task="ocr",

@@ -91,7 +91,9 @@ def summary_table(report: Report) -> str:
     kind = next(iter(report.arms.values())).memory.get("kind", "")
     batch = next(iter(report.arms.values())).memory.get("step_tensors_batch")
     return "\n".join(lines) + (
-        f"\n\nStep tensors: parameters + gradients + AdamW moments + batch + activations saved for backward, "
+        "\n\nTrain samples/s: the training step (forward, backward, AdamW) on tensors in memory, measured "
+        "in alternating rounds after training so both arms see the same machine load."
+        f" Step tensors: parameters + gradients + AdamW moments + batch + activations saved for backward, "
         f"counted for one step at batch {batch}. Peak memory: {kind}."
     )
 

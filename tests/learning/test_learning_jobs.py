@@ -1,0 +1,129 @@
+"""The learning jobs and the loader benchmark end to end on tiny data: the real encode pipeline
+(local Ray), real shards read back by the loaders, both arms trained, report files written.
+Figures are not asserted beyond sanity (finite, in range); they go to the reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import DEFAULT_IMAGE_INPUT
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--epochs", "1", "--width", "8", "--batch-size", "4", "--no-progress"]
+
+
+def _load(path: str):
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_report(out: Path, metric: str, lo: float, hi: float) -> dict:
+    for name in ("report.md", "report.json", "curves.png", "samples.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["arms"]) == {"latent", "pixel"}
+    assert report["arms"]["latent"]["input_shape"] == [12, 32, 32]
+    assert report["arms"]["pixel"]["input_shape"] == [3, 64, 64]
+    for arm in report["arms"].values():
+        assert lo <= arm["final"][metric] <= hi
+        assert (
+            arm["samples_per_s"] > 0 and arm["memory"]["peak_mb"] > 0 and arm["memory"]["step_tensors_mb"] > 0
+        )
+        assert all(math.isfinite(h["train_loss"]) for h in arm["history"])
+    md = (out / "report.md").read_text()
+    assert "| latent | 12x32x32 |" in md and "| pixel | 3x64x64 |" in md
+    return report
+
+
+def test_learn_classify_end_to_end(tmp_path):
+    job = _load("jobs/learn_classify.py")
+    assert job.main(["--images", DEFAULT_IMAGE_INPUT, "--output", str(tmp_path), *TINY]) == 0
+    report = _check_report(tmp_path, "accuracy", 0.0, 1.0)
+    assert report["data"]["classes"] == 4 and report["data"]["val samples"] == 5  # every 5th of 24 keys
+    # a second run trains from the first run's shards (--latents), no encoding
+    again = tmp_path / "again"
+    assert (
+        job.main(
+            [
+                "--latents",
+                str(tmp_path / "latents"),
+                "--images",
+                DEFAULT_IMAGE_INPUT,
+                "--output",
+                str(again),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((again / "report.json").read_text())["data"]["train samples"] == 19
+
+
+def test_learn_colorize_end_to_end(tmp_path):
+    job = _load("jobs/learn_colorize.py")
+    args = [
+        "--images",
+        DEFAULT_IMAGE_INPUT,
+        "--samples",
+        "6",
+        "--val-samples",
+        "3",
+        "--output",
+        str(tmp_path),
+    ]
+    assert job.main(args + TINY) == 0
+    report = _check_report(tmp_path, "psnr_256", 5.0, 60.0)
+    assert report["data"]["train pairs"] == 6 and report["data"]["val pairs"] == 3
+    extra = report["extra"]
+    # the codec's own reconstruction of the colour latents beats decoding the grey ones
+    assert (
+        extra["codec ceiling: colour latents decoded, PSNR"]
+        > extra["latent floor: grey latents decoded (no colour), PSNR"]
+    )
+
+
+def test_learn_ocr_end_to_end(tmp_path):
+    job = _load("jobs/learn_ocr.py")
+    assert job.main(["--samples", "6", "--val-samples", "2", "--output", str(tmp_path), *TINY]) == 0
+    report = _check_report(tmp_path, "char_accuracy", 0.0, 1.0)
+    assert report["data"]["train pages"] == 6 and report["data"]["val pages"] == 2
+    assert "synthetic" in (tmp_path / "report.md").read_text().lower()
+
+
+def test_loader_benchmark_prints_its_table(tmp_path, capsys):
+    bench = _load("benchmarks/loader_throughput.py")
+    args = [
+        "--images",
+        DEFAULT_IMAGE_INPUT,
+        "--limit",
+        "12",
+        "--shard-size",
+        "4",
+        "--workers",
+        "0",
+        "1",
+        "--repeats",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path),
+    ]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "samples/s" in out and "per core" in out and "per CPU-s" in out
+    for loader in ("latent WebDataset", "JPEG WebDataset", "Zarr random access"):
+        rows = [line for line in out.splitlines() if line.startswith(loader)]
+        assert len(rows) >= 2, loader  # 0 and 1 workers
+        assert all(line.split()[-4] == "12" for line in rows)  # every sample, once per pass
+    assert "latent / JPEG, 1 workers" in out
