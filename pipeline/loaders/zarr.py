@@ -11,6 +11,7 @@ once per batch instead of once per sample.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -45,10 +46,14 @@ def row_shards(manifest: dict[str, Any], n: int) -> np.ndarray:
 class _Store:
     """One run's Zarr group, opened lazily (never pickled into workers), read by rows."""
 
-    def __init__(self, info: RunInfo, storage_options: dict | None, cache: bool = True):
+    def __init__(
+        self, info: RunInfo, storage_options: dict | None, cache: bool = True, block_cache_mb: int = 0
+    ):
         self.url = f"{info.root}/{STORE}"
         self.storage_options = storage_options or None
         self.cache = cache  # False while following a run: its rows are still being written
+        # > 0: read whole Zarr shards (one read each) and keep the last ones up to this size
+        self.block_cache_bytes = block_cache_mb << 20 if cache else 0
         self._group = None
 
     @property
@@ -58,7 +63,35 @@ class _Store:
         return self._group
 
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__) | {"_group": None, "_columns": {}}
+        return dict(self.__dict__) | {"_group": None, "_columns": {}, "_blocks": OrderedDict()}
+
+    def select(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """array[rows] for sorted rows: one orthogonal selection, or whole cached Zarr shards."""
+        arr = self.group[name]
+        if not self.block_cache_bytes:
+            return arr.get_orthogonal_selection((rows,))
+        size = (arr.shards or arr.chunks)[0]
+        blocks = rows // size
+        parts, where = [], []
+        for b in np.unique(blocks):
+            sel = np.flatnonzero(blocks == b)
+            parts.append(self._block(name, arr, int(b), size)[rows[sel] - b * size])
+            where.append(sel)
+        out = np.concatenate(parts)
+        back = np.empty(len(rows), dtype=np.int64)
+        back[np.concatenate(where)] = np.arange(len(rows))
+        return out[back]
+
+    def _block(self, name: str, arr, b: int, size: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_blocks", OrderedDict())
+        if (name, b) in cache:
+            cache.move_to_end((name, b))
+            return cache[name, b]
+        data = np.asarray(arr[b * size : min((b + 1) * size, arr.shape[0])])
+        cache[name, b] = data
+        while len(cache) > 2 and sum(v.nbytes for v in cache.values()) > self.block_cache_bytes:
+            cache.popitem(last=False)
+        return data
 
     def column(self, name: str) -> np.ndarray:
         """A small per-row array (labels, keys, bucket), read whole once per process."""
@@ -87,17 +120,17 @@ class _Store:
         g = self.group
         labels = self.rows_of("labels", rows)
         keys = self.rows_of("keys", rows)
-        metas = g["meta"].get_orthogonal_selection((rows,)) if meta else [None] * len(rows)
+        metas = self.select("meta", rows) if meta else [None] * len(rows)
         buckets = self.buckets(rows)
         latents: list[Any] = [None] * len(rows)
         flips: list[Any] = [None] * len(rows)
         for b in sorted(set(buckets)):
             idx = np.flatnonzero(buckets == b)
             prefix = f"buckets/{b}/" if b else ""
-            block = g[f"{prefix}latents"].get_orthogonal_selection((rows[idx],))
+            block = self.select(f"{prefix}latents", rows[idx])
             fblock = None
             if flip and f"{prefix}latents_flip" in g:
-                fblock = g[f"{prefix}latents_flip"].get_orthogonal_selection((rows[idx],))
+                fblock = self.select(f"{prefix}latents_flip", rows[idx])
             for k, i in enumerate(idx):
                 latents[i] = block[k]
                 flips[i] = None if fblock is None else fblock[k]
@@ -180,13 +213,14 @@ class LatentZarrDataset(torch.utils.data.Dataset):
 
 class LatentZarrStream(LatentStream):
     """Zarr runs as an IterableDataset with LatentWebDataset's options and guarantees: global order
-    from (seed, epoch) over all live rows (shuffled all at once: rows are random access), split over
+    from (seed, epoch) over all live rows (pipeline shards shuffled, rows shuffled within blocks of
+    shuffle_buffer; each Zarr shard read whole, the last ones kept up to cache_mb), split over
     ranks and workers with equal work, state_dict/load_state_dict at any world size, bucket batches,
     flip pairs, normalize, audio masks, several runs, follow=True for a run in progress."""
 
-    def __init__(self, root: str | list[str], **kwargs: Any):
+    def __init__(self, root: str | list[str], *, cache_mb: int = 128, **kwargs: Any):
         super().__init__(root, **kwargs)
-        self.stores = [_Store(i, self.storage_options, cache=not self.follow) for i in self.infos]
+        self.stores = [_Store(i, self.storage_options, not self.follow, cache_mb) for i in self.infos]
 
     def _build_catalog(self) -> Catalog:
         runs, rows, buckets = [], [], []
@@ -202,8 +236,11 @@ class LatentZarrStream(LatentStream):
         code = {b: i for i, b in enumerate(names)}
         bucket = np.array([code.get(str(b), -1) for b in names_per_row], dtype=np.int64)
         ident = fingerprint([i.manifest["totals"] for i in self.infos], self._run, self._row)
-        # every row is its own read unit: the epoch order shuffles all rows at once
-        return Catalog(group=np.arange(len(self._row)), bucket=bucket, bucket_names=names, ident=ident)
+        # read unit: a pipeline shard (= one Zarr shard of rows), shuffled like the WebDataset tars
+        sizes = np.array([int(i.manifest["run"]["shard_size"]) for i in self.infos], dtype=np.int64)
+        shard_of_row = self._row // sizes[self._run] if len(self._row) else self._row
+        _, group = np.unique(np.stack([self._run, shard_of_row]), axis=1, return_inverse=True)
+        return Catalog(group=group.ravel(), bucket=bucket, bucket_names=names, ident=ident)
 
     def _raws(self, run: int, rows: np.ndarray) -> list[tuple[Raw, str | None]]:
         store = self.stores[run]
