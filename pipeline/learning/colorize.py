@@ -60,7 +60,9 @@ class ColorizeConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8))
 
 
-def build_pairs(images: str | Path, dest: Path, samples: int, val_samples: int, seed: int) -> int:
+def build_pairs(
+    images: str | Path, dest: Path, samples: int, val_samples: int, seed: int, progress: bool = False
+) -> int:
     """Write 256x256 colour crops and their grey copies as dest/<split>/{colour,grey}/<n>.png.
 
     The crop is the pipeline's own (shorter side to 256, centre crop), so encoding the PNG again
@@ -71,7 +73,7 @@ def build_pairs(images: str | Path, dest: Path, samples: int, val_samples: int, 
     g = torch.Generator().manual_seed(seed)
     chosen = [files[i] for i in torch.randperm(len(files), generator=g)[: samples + val_samples].tolist()]
     policy = ImagePolicy(size=IMAGE_SIDE, crop="center", channels=3)
-    for n, path in enumerate(tqdm(chosen, desc="pairs", leave=False)):
+    for n, path in enumerate(tqdm(chosen, desc="pairs", leave=False, disable=not progress)):
         split = "train" if n < samples else "val"
         rgb = Image.fromarray(decode_image(path.read_bytes(), policy).array.transpose(1, 2, 0))
         for kind, img in (("colour", rgb), ("grey", rgb.convert("L"))):
@@ -112,7 +114,7 @@ def run(cfg: ColorizeConfig) -> Report:
     if cfg.latents:
         root = cfg.latents
     elif cfg.images:
-        build_pairs(cfg.images, pairs, cfg.samples, cfg.val_samples, cfg.train.seed)
+        build_pairs(cfg.images, pairs, cfg.samples, cfg.val_samples, cfg.train.seed, progress)
         root = encode_folder(pairs, out / "latents", cfg.codec)
     else:
         raise ValueError("give images (colour photos) or latents (a run of a previous colorize job)")

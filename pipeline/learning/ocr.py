@@ -55,11 +55,11 @@ class OcrConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))
 
 
-def render_pages(dest: Path, pages: int, val_pages: int, seed: int) -> dict[str, str]:
+def render_pages(dest: Path, pages: int, val_pages: int, seed: int, progress: bool = False) -> dict[str, str]:
     """Write dest/{train,val}/page/<n>.png and dest/labels.json; returns {relative path: text}."""
     fonts = installed_fonts()
     labels = {}
-    for n in tqdm(range(pages + val_pages), desc="render", leave=False):
+    for n in tqdm(range(pages + val_pages), desc="render", leave=False, disable=not progress):
         split = "train" if n < pages else "val"
         rel = f"{split}/page/{n:05d}.png"
         page = render_page(np.random.default_rng([seed, n]), fonts)
@@ -84,7 +84,7 @@ def run(cfg: OcrConfig) -> Report:
     if cfg.latents:
         root = cfg.latents
     else:
-        render_pages(pages_dir, cfg.pages, cfg.val_pages, cfg.train.seed)
+        render_pages(pages_dir, cfg.pages, cfg.val_pages, cfg.train.seed, progress)
         root = encode_folder(pages_dir, out / "latents", cfg.codec)
     ls = read_latents(root, progress)
     first = source_path(ls.meta[0])
