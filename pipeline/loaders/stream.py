@@ -251,15 +251,16 @@ class LatentStream(torch.utils.data.IterableDataset):
                 yield self._finish(raw), np.array([p])
 
     def _iter_resampled(self, worker: int, workers: int) -> Iterator[tuple[Any, np.ndarray]]:
-        """Infinite: read units (tars, or Zarr samples) drawn with replacement, seeded per rank and worker."""
+        """Infinite: read units (tars, or Zarr shards) drawn with replacement, seeded per rank and worker."""
         cat = self.catalog
         rank, world = dist_info(self._rank, self._world)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker, 7])
-        groups = np.unique(cat.group)
-        members = {int(g): np.flatnonzero(cat.group == g) for g in groups}
+        by_group = np.argsort(cat.group, kind="stable")
+        _, starts = np.unique(cat.group[by_group], return_index=True)
+        members = np.split(by_group, starts[1:])  # catalog indices of each group
         pending: list = []
         while True:
-            for r in self._read(members[int(groups[rng.integers(len(groups))])]):
+            for r in self._read(members[rng.integers(len(members))]):
                 pending.append(self._finish(r))
                 if not self.batch_size:
                     yield pending.pop(), np.zeros(0, dtype=np.int64)

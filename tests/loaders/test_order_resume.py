@@ -115,3 +115,11 @@ def test_state_of_another_sample_set_is_refused(run, tmp_path):
     state = cls(str(other)).state_dict()
     with pytest.raises(ValueError, match="another set of samples"):
         cls(root).load_state_dict(state)
+
+
+def test_resampled_is_an_infinite_stream_of_whole_shards(run):
+    cls, root = run
+    it = iter(cls(root, resampled=True, batch_size=3, with_meta=True, seed=1))
+    keys = keys_of([next(it) for _ in range(3 * N)])
+    assert len(keys) == 9 * N and set(keys) <= set(keys_of(cls(root, with_meta=True)))
+    assert len(set(keys)) > N // 2
