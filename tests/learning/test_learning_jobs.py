@@ -122,8 +122,11 @@ def test_loader_benchmark_prints_its_table(tmp_path, capsys):
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert "samples/s" in out and "per core" in out and "per CPU-s" in out
-    for loader in ("latent WebDataset", "JPEG WebDataset", "Zarr random access"):
-        rows = [line for line in out.splitlines() if line.startswith(loader)]
-        assert len(rows) >= 2, loader  # 0 and 1 workers
+    table = out.split("\n\n")[-1].splitlines()
+    for loader in ("latent WebDataset", "JPEG WebDataset", "JPEG WebDataset, draft", "Zarr random access"):
+        rows = [line for line in table if line.startswith(loader + "  ")]
+        assert len(rows) == 2, loader  # 0 and 1 workers
         assert all(line.split()[-4] == "12" for line in rows)  # every sample, once per pass
-    assert "latent / JPEG, 1 workers" in out
+    assert (
+        "latent / JPEG WebDataset, 1 workers" in out and "latent / JPEG WebDataset, draft, 0 workers" in out
+    )
