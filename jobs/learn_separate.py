@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         help="samples per window, 44.1 kHz (default: %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=None, help="Ray encoder actors (default: one per CPU)")
+    parser.add_argument(
+        "--eval-every", type=int, default=DEFAULTS.eval_every, help="score held-out windows every N epochs"
+    )
     add_learning_flags(parser, output=DEFAULTS.output, epochs=DEFAULTS.epochs)
     parser.set_defaults(
         codec=DEFAULT_AUDIO_CODEC,
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         width=args.width,
         blocks=args.blocks,
         epochs=args.epochs,
+        eval_every=args.eval_every,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,

@@ -62,7 +62,8 @@ class SeparateConfig:
     train_windows: int | None = None  # cap on training windows (None: all)
     width: int = 64  # conv channels of the separator
     blocks: int = 4  # residual blocks, dilations 1, 2, 4, 8, 1, ...
-    epochs: int = 6
+    epochs: int = 20
+    eval_every: int = 5  # score the held-out windows every this many epochs (and after the last)
     batch_size: int = 16
     lr: float = 2e-3
     seed: int = 0
@@ -221,6 +222,43 @@ def load_windows(latent_root: str, cfg: SeparateConfig, fold: WaveFold) -> dict[
     return out
 
 
+def cached_windows(latent_root: str, cfg: SeparateConfig, fold: WaveFold) -> dict[str, Windows]:
+    """load_windows, kept in <output>/windows-<hash>.npz: the hash covers the run's manifest and every
+    setting that changes the windows, so a rerun with other training flags skips the audio decoding."""
+    import hashlib
+
+    manifest = (Path(latent_root) / "manifest.json").read_bytes()
+    settings = json.dumps([cfg.stems, cfg.window, cfg.train_windows, cfg.seed, fold.up, fold.down])
+    digest = hashlib.sha256(manifest + settings.encode()).hexdigest()[:16]
+    path = Path(cfg.output) / f"windows-{digest}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as f:
+            return {split: _windows_from(f, split) for split in ("train", "test")}
+    data = load_windows(latent_root, cfg, fold)
+    arrays = {}
+    for split, w in data.items():
+        for name, value in vars(w).items():
+            if value is not None:
+                arrays[f"{split}/{name}"] = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return data
+
+
+def _windows_from(f, split: str) -> Windows:
+    get = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith(split + "/")}
+    tensors = ("z_mix", "z_stems", "w_mix", "w_stems", "ratio")
+    return Windows(
+        names=[str(n) for n in get["names"]],
+        valid=get["valid"],
+        **{k: torch.from_numpy(get[k]) for k in tensors},
+        truth=get.get("truth"),
+        mixture=get.get("mixture"),
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Model
 
@@ -335,7 +373,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
         raise ValueError(f"--window must be a multiple of 2^J = {2**codec.config.J}")
     fold = WaveFold(codec.config.channels, codec.config.latent_dim, cfg.window, codec.config.J)
     t0 = time.perf_counter()
-    data = load_windows(latent_root, cfg, fold)
+    data = cached_windows(latent_root, cfg, fold)
     load_s = time.perf_counter() - t0
     train, test = data["train"], data["test"]
     S, C = len(STEMS), codec.config.latent_dim
@@ -362,7 +400,12 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
             y = predict(model, arm.x_test, device, batch_size=cfg.batch_size) * arm.y_scale
             return arm.to_wave(y.reshape(len(y), S, C, -1))
 
-        def evaluate(model: nn.Module, waves=waves) -> dict[str, float]:
+        epoch = iter(range(1, cfg.epochs + 1))
+
+        def evaluate(model: nn.Module, waves=waves, epoch=epoch) -> dict[str, float]:
+            e = next(epoch)
+            if e % max(1, cfg.eval_every) and e != cfg.epochs:
+                return {}  # not scored this epoch (the curves skip it)
             return stem_scores(waves(model), test.truth, test.valid)
 
         results[name] = train_arm(
