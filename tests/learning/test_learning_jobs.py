@@ -116,6 +116,8 @@ def test_loader_benchmark_prints_its_table(tmp_path, capsys):
         "1",
         "--batch-size",
         "4",
+        "--epochs-per-pass",
+        "2",
         "--out",
         str(tmp_path),
     ]
@@ -123,10 +125,11 @@ def test_loader_benchmark_prints_its_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "samples/s" in out and "per core" in out and "per CPU-s" in out
     table = out.split("\n\n")[-1].splitlines()
-    for loader in ("latent WebDataset", "JPEG WebDataset", "JPEG WebDataset, draft", "Zarr random access"):
+    loaders = ("latent WebDataset", "latent WebDataset, int8", "JPEG WebDataset", "JPEG WebDataset, draft")
+    for loader in (*loaders, "Zarr random access"):
         rows = [line for line in table if line.startswith(loader + "  ")]
         assert len(rows) == 2, loader  # 0 and 1 workers
-        assert all(line.split()[-4] == "12" for line in rows)  # every sample, once per pass
+        assert all(line.split()[-4] == "24" for line in rows)  # every sample, once per epoch of a pass
     assert (
         "latent / JPEG WebDataset, 1 workers" in out and "latent / JPEG WebDataset, draft, 0 workers" in out
     )
