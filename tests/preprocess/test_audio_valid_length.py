@@ -70,8 +70,9 @@ def test_schema_accepts_valid_length_and_refuses_nonsense():
 
 
 def test_latent_mask_rule_matches_the_codec_padding():
-    """The C6 reader rule (step t valid iff t * 2^J < valid_length) keeps exactly the latent steps
-    that see real samples: for the bundled stereo codec, ceil(valid_length / 2^J) of them."""
+    """The C6 reader rule (step t valid iff t * 2^J < valid_length) marks ceil(valid_length / 2^J)
+    steps, as many as the valid samples fill. (stereo-44k-klt's 1x1 encoder pads one frame on each
+    side, so its latent step t holds wavelet step t - 1: the rule's steps sit one step early.)"""
     from pipeline import codec as wc
 
     codec = wc.load("stereo-44k-klt")
