@@ -208,11 +208,21 @@ def flip_choice(seed: int, epoch: int, key: str) -> bool:
     return hashlib.blake2b(f"{seed}:{epoch}:{key}".encode(), digest_size=1).digest()[0] & 1 == 1
 
 
-def valid_mask(valid_length: int | None, steps: int, J: int) -> torch.Tensor:
-    """Audio (C6): latent step t is valid iff t * 2^J < valid_length (all valid when unknown)."""
+def valid_mask(valid_length: int | None, steps: int, J: int, input_length: int | None = None) -> torch.Tensor:
+    """Audio (C6): which latent steps hold real signal (all when valid_length is unknown).
+
+    Frame f of the wavelet packet transform covers input samples [f * 2^J, (f + 1) * 2^J) of the
+    (centered-padded) window; a frame is valid iff it starts before valid_length. Encoders that pad
+    frames on both sides (the reference's 1-D 1x1 encoder adds one zero frame per side: 2^17 samples,
+    J=8 -> 258 steps) shift frame f to step f + pad; those padding steps carry no signal."""
     if valid_length is None:
         return torch.ones(steps, dtype=torch.bool)
-    return torch.arange(steps) * (1 << J) < int(valid_length)
+    block = 1 << J
+    length = int(input_length) if input_length else steps * block
+    padded = length + (-length % block)
+    frames, before = padded // block, (padded - length) // 2
+    frame = torch.arange(steps) - max(0, (steps - frames) // 2)
+    return (frame >= 0) & (frame < frames) & (frame * block - before < int(valid_length))
 
 
 def check_codec(codec: WaLLoC, expected_hash: str) -> None:

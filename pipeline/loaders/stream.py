@@ -311,7 +311,8 @@ class LatentStream(torch.utils.data.IterableDataset):
             meta = sample_meta(raw.meta or b"", raw.where)
         if self.with_mask:
             info = self.infos[raw.run]
-            item += (valid_mask(meta.get("valid_length"), out.shape[-1], info.levels),)
+            size = meta.get("input_size") or [None]
+            item += (valid_mask(meta.get("valid_length"), out.shape[-1], info.levels, size[-1]),)
         if self.with_meta:
             item += (meta,)
         return item

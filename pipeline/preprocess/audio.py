@@ -22,7 +22,8 @@ Steps, in order (each recorded in the sample's meta):
 6. a partial last window is zero-padded to `window` after normalising (never dropped);
    meta["valid_length"] (and its older name meta["valid"]) is the number of real samples at the
    codec's rate (the rest decodes to `mean`, not to silence, if restored blindly). Readers mask
-   latent step t as valid iff t * 2^J < valid_length (contract C6).
+   latent frame f as valid iff f * 2^J < valid_length (contract C6; pipeline.loaders.common.valid_mask
+   also masks the encoder's padding steps).
 """
 
 from __future__ import annotations

@@ -171,3 +171,18 @@ def test_codec_must_match_the_data(runs, tmp_path):
     other_path = save(other, tmp_path / "other")
     with pytest.raises(CodecMismatchError, match="written by codec"):
         info.codec(str(other_path))
+
+
+def test_readme_training_loop_runs_on_a_real_output(runs):
+    """The README's training-loop example, run as written (one epoch) on a pipeline output."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Reading latents in a training loop") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    assert "out/samples-wds" in code and "loss.backward()" in code
+    code = code.replace("out/samples-wds", runs["npy"]).replace("range(10)", "range(1)")
+    code = code.replace("num_workers=4", "num_workers=0")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the project's own README
+    assert torch.isfinite(scope["loss"]) and scope["loss"].requires_grad

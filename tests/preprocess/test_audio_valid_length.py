@@ -69,11 +69,14 @@ def test_schema_accepts_valid_length_and_refuses_nonsense():
         validate(meta | {"valid_length": -1}, "sample.schema.json")
 
 
-def test_latent_mask_rule_matches_the_codec_padding():
-    """The C6 reader rule (step t valid iff t * 2^J < valid_length) marks ceil(valid_length / 2^J)
-    steps, as many as the valid samples fill. (stereo-44k-klt's 1x1 encoder pads one frame on each
-    side, so its latent step t holds wavelet step t - 1: the rule's steps sit one step early.)"""
+def test_latent_mask_marks_the_steps_that_hold_signal():
+    """The loaders' mask (pipeline.loaders.common.valid_mask) marks ceil(valid_length / 2^J) steps,
+    and exactly those the codec fills from real samples: stereo-44k-klt's 1x1 encoder pads one
+    frame on each side, so those two edge steps and the steps of the zero padding are masked out."""
+    import torch
+
     from pipeline import codec as wc
+    from pipeline.loaders.common import valid_mask
 
     codec = wc.load("stereo-44k-klt")
     J = codec.config.J
@@ -83,5 +86,16 @@ def test_latent_mask_rule_matches_the_codec_padding():
     sf.write(buf, x, 44100, format="WAV", subtype="FLOAT")
     decoded = decode_audio(buf.getvalue(), policy, {"offset": 0})
     steps = codec.latent_shape((2, WINDOW))[-1]
-    mask = np.arange(steps) * 2**J < decoded.meta["valid_length"]
-    assert mask.sum() == -(-1000 // 2**J)
+    mask = valid_mask(decoded.meta["valid_length"], steps, J, WINDOW)
+    assert int(mask.sum()) == -(-1000 // 2**J)
+    assert not mask[0] and not mask[-1]  # the encoder's padding frames
+    # alignment: a burst in frame k of the window moves latent step k + 1 most (the encoder's pad)
+    block = 2**J
+    with torch.no_grad():
+        silent = np.zeros((1, 2, WINDOW), dtype=np.float32)
+        z0 = codec.encode(torch.from_numpy(silent)).float()
+        for k in range(int(mask.sum())):
+            burst = silent.copy()
+            burst[..., k * block : (k + 1) * block] = np.random.default_rng(k).uniform(-0.5, 0.5, (2, block))
+            moved = (codec.encode(torch.from_numpy(burst)).float() - z0).abs().sum(dim=1)[0]
+            assert int(moved.argmax()) == int(mask.nonzero()[k])
