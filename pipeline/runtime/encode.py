@@ -769,7 +769,9 @@ def _execute(
                 ),
                 "flip_pair": cfg.flip_pair,
             },
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+            # one shard in flight per actor: a worker that dies (OOM kill) takes only its own shard,
+            # not shards queued behind it, so the retries each shard gets are its own
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers, max_tasks_in_flight_per_actor=1),
             num_gpus=cfg.gpus_per_worker or None,
             max_restarts=ACTOR_RESTARTS,
             max_task_retries=TASK_RETRIES,
