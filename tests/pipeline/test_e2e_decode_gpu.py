@@ -195,7 +195,9 @@ def test_gpu_path_benchmark_smoke_run_on_cpu(ray_session, tmp_path):
     assert rows["full pipeline --decode gpu"]["decode"] == {"decoded_on_device": 8, "decode_fallbacks": 0}
     assert results["agreement"]["latents"]["mismatches"] == 0
     # a CPU smoke run judges no target; the reference row exists only where walloc is installed (make bench)
-    assert len(results["targets"]) == 5 and not any("PASS" in t or "FAIL" in t for t in results["targets"][:3])
+    assert len(results["targets"]) == 5 and not any(
+        "PASS" in t or "FAIL" in t for t in results["targets"][:3]
+    )
     assert all("not judged" in t for t in results["targets"][1:3])
     assert json.loads((tmp_path / "gpu_path.json").read_text())["environment"]["decode_backend"]
 
