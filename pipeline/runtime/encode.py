@@ -733,6 +733,9 @@ def _execute(
     # a row (shard) whose task still fails after its retries is dropped, not fatal: the driver
     # reports the shards that came back without a result, the others complete
     ctx.max_errored_blocks = -1
+    # shard rows hold Python objects (tasks, samples): Ray stores them pickled either way; saying so
+    # explicitly keeps it from logging an Arrow conversion warning from every worker of every run
+    ctx.enable_fallback_to_arrow_object_ext_type = True
     workers, threads, device = _worker_plan(cfg)
     rows = [{"shard": t.shard, "payload": {"task": t}} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
@@ -769,9 +772,11 @@ def _execute(
                 ),
                 "flip_pair": cfg.flip_pair,
             },
-            # one shard in flight per actor: a worker that dies (OOM kill) takes only its own shard,
-            # not shards queued behind it, so the retries each shard gets are its own
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers, max_tasks_in_flight_per_actor=1),
+            # Ray queues more than one shard on an actor: a worker that dies also fails the shards queued
+            # behind its own, and each such failure uses one of their retries (docs/guarantees.md, 4).
+            # One shard in flight per actor would avoid that, but Ray's autoscaler then never grows the
+            # pool, and a fixed pool starves the writers of CPUs (measured: every shard committed at the end)
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
             num_gpus=cfg.gpus_per_worker or None,
             max_restarts=ACTOR_RESTARTS,
             max_task_retries=TASK_RETRIES,
