@@ -12,7 +12,7 @@ The report counts that overlap when the folder's CROPS.tsv is there.
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -39,7 +39,7 @@ from .loop import TrainConfig, interleaved_speed, predict, train_arm  # noqa: E4
 from .measure import pick_device  # noqa: E402
 from .metrics import accuracy  # noqa: E402
 from .models import Classifier, NetConfig  # noqa: E402
-from .report import Report, summary_table, write_report  # noqa: E402
+from .report import Report, job_config, summary_table, write_report  # noqa: E402
 
 
 @dataclass
@@ -171,12 +171,7 @@ def run(cfg: ClassifyConfig) -> Report:
             ),
         },
         notes=_notes(cfg, overlap),
-        config={
-            "classify": {k: v for k, v in asdict(cfg).items() if k not in ("net", "train")},
-            "net": asdict(cfg.net),
-            "train": asdict(cfg.train),
-            "device": str(device),
-        },
+        config=job_config("classify", cfg, device),
         figures=[("samples.png", "val images (64x64 pixel input) with true / latent / pixel predictions")],
     )
     _plot_samples(px_val_u8, val.labels, preds, names, out / "samples.png")

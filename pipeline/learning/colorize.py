@@ -13,7 +13,7 @@ and the floors (the grey input decoded / upsampled, i.e. no colour predicted).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -44,7 +44,7 @@ from .loop import TrainConfig, interleaved_speed, predict, train_arm  # noqa: E4
 from .measure import pick_device  # noqa: E402
 from .metrics import colourfulness, psnr  # noqa: E402
 from .models import NetConfig, Translator  # noqa: E402
-from .report import Report, summary_table, write_report  # noqa: E402
+from .report import Report, job_config, summary_table, write_report  # noqa: E402
 
 
 @dataclass
@@ -212,12 +212,7 @@ def run(cfg: ColorizeConfig) -> Report:
             "Samples/s is the training step on tensors in memory (see benchmarks/loader_throughput.py "
             "for loading).",
         ],
-        config={
-            "colorize": {k: v for k, v in asdict(cfg).items() if k not in ("net", "train")},
-            "net": asdict(cfg.net),
-            "train": asdict(cfg.train),
-            "device": str(device),
-        },
+        config=job_config("colorize", cfg, device),
         extra=extra,
         figures=[
             ("samples.png", "val: grey input, latent arm (decoded), pixel arm (upsampled), ground truth")

@@ -10,7 +10,7 @@ accuracy over all cells (blanks included) and the share of 8-character lines rea
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -38,7 +38,7 @@ from .measure import pick_device  # noqa: E402
 from .metrics import char_accuracy, string_accuracy  # noqa: E402
 from .models import GridReader, NetConfig  # noqa: E402
 from .render import CHARSET, installed_fonts, labels_to_lines, render_page, text_to_labels  # noqa: E402
-from .report import Report, summary_table, write_report  # noqa: E402
+from .report import Report, job_config, summary_table, write_report  # noqa: E402
 
 LABELS = "labels.json"  # <pages>/labels.json: relative path -> page text (row-major grid)
 
@@ -152,12 +152,7 @@ def run(cfg: OcrConfig) -> Report:
             "Samples/s is the training step on tensors in memory (see benchmarks/loader_throughput.py "
             "for loading).",
         ],
-        config={
-            "ocr": {k: v for k, v in asdict(cfg).items() if k not in ("net", "train")},
-            "net": asdict(cfg.net),
-            "train": asdict(cfg.train),
-            "device": str(device),
-        },
+        config=job_config("ocr", cfg, device),
         figures=[("samples.png", "val pages at 256 (what the codec saw) with the latent / pixel readings")],
     )
     _plot_samples([source_path(m) for m in val.meta], px_va_u8, lines, truth, out / "samples.png")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +119,13 @@ def write_report(report: Report, out: str | Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
+
+
+def job_config(name: str, cfg: Any, device: Any) -> dict[str, Any]:
+    """A job's settings for report.json: its own config, then the shared network and training configs."""
+    return {
+        name: {k: v for k, v in asdict(cfg).items() if k not in ("net", "train")},
+        "net": asdict(cfg.net),
+        "train": asdict(cfg.train),
+        "device": str(device),
+    }
