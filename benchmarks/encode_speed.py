@@ -118,6 +118,24 @@ def latent_agreement(ref, ref_latents: torch.Tensor, ours: torch.Tensor, X: torc
     }
 
 
+def _compare(ref, ours, x: torch.Tensor, args: argparse.Namespace) -> tuple[dict, dict[str, list[float]]]:
+    """Latent agreement, then timed runs of encode / analysis / synthesis, reference and ours."""
+    with torch.no_grad():
+        X = ref.wavelet_analysis(x, J=ref.J)
+        agreement = latent_agreement(ref, ref.encoder(X), ours.encode(x), X)
+        X_ours = ours.analysis(x)
+        agreement["analysis_max_abs_difference"] = float((X_ours - X).abs().max())
+    times = {
+        "reference_encode": timed(lambda: R.reference_encode(ref, x), args),
+        "encode": timed(lambda: ours.encode(x), args),
+        "reference_analysis": timed(lambda: ref.wavelet_analysis(x, J=ref.J), args),
+        "analysis": timed(lambda: ours.analysis(x), args),
+        "reference_synthesis": timed(lambda: ref.wavelet_synthesis(X, J=ref.J), args),
+        "synthesis": timed(lambda: ours.synthesis(X_ours), args),
+    }
+    return agreement, times
+
+
 def bench_2d(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     config = dict(
@@ -136,23 +154,9 @@ def bench_2d(args: argparse.Namespace) -> dict:
     ours = R.to_ours(ref, config).to(device)
     ref, x = ref.to(device), x.to(device)
 
-    with torch.no_grad():
-        X = ref.wavelet_analysis(x, J=ref.J)
-        ref_latents = ref.encoder(X)
-        latents = ours.encode(x)
-        agreement = latent_agreement(ref, ref_latents, latents, X)
-        X_ours = ours.analysis(x)
-        agreement["analysis_max_abs_difference"] = float((X_ours - X).abs().max())
+    agreement, times = _compare(ref, ours, x, args)
 
     images, pixels = args.batch, args.batch * args.size * args.size
-    times = {
-        "reference_encode": timed(lambda: R.reference_encode(ref, x), args),
-        "encode": timed(lambda: ours.encode(x), args),
-        "reference_analysis": timed(lambda: ref.wavelet_analysis(x, J=ref.J), args),
-        "analysis": timed(lambda: ours.analysis(x), args),
-        "reference_synthesis": timed(lambda: ref.wavelet_synthesis(X, J=ref.J), args),
-        "synthesis": timed(lambda: ours.synthesis(X_ours), args),
-    }
     rates = {}
     for k, runs in times.items():
         t = statistics.median(runs)
@@ -179,23 +183,9 @@ def bench_1d(args: argparse.Namespace) -> dict:
     ours = R.to_ours(ref, config).to(device)
     ref, x = ref.to(device), x.to(device)
 
-    with torch.no_grad():
-        X = ref.wavelet_analysis(x, J=ref.J)
-        ref_latents = ref.encoder(X)
-        latents = ours.encode(x)
-        agreement = latent_agreement(ref, ref_latents, latents, X)
-        X_ours = ours.analysis(x)
-        agreement["analysis_max_abs_difference"] = float((X_ours - X).abs().max())
+    agreement, times = _compare(ref, ours, x, args)
 
     frames = args.audio_batch * args.audio_length  # per-channel samples (stereo frames)
-    times = {
-        "reference_encode": timed(lambda: R.reference_encode(ref, x), args),
-        "encode": timed(lambda: ours.encode(x), args),
-        "reference_analysis": timed(lambda: ref.wavelet_analysis(x, J=ref.J), args),
-        "analysis": timed(lambda: ours.analysis(x), args),
-        "reference_synthesis": timed(lambda: ref.wavelet_synthesis(X, J=ref.J), args),
-        "synthesis": timed(lambda: ours.synthesis(X_ours), args),
-    }
     rates = {}
     for k, runs in times.items():
         t = statistics.median(runs)
