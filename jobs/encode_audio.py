@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout / --working-dir
 
-from pipeline.cli import add_common_flags, config_from_args  # noqa: E402
+from pipeline.cli import add_common_flags, config_from_args, run_encode_job  # noqa: E402
 from pipeline.config import DEFAULT_AUDIO_CODEC, DEFAULT_AUDIO_INPUT, EncodeConfig  # noqa: E402
 
 DEFAULTS = EncodeConfig(input="", output="")
@@ -69,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         "are always duplicated to the codec's channels",
     )
     args = parser.parse_args(argv)
-    from pipeline.runtime import run_encode
-
     cfg = config_from_args(
         args,
         window=args.window,
@@ -78,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         sample_rate=args.sample_rate,
         channel_policy=args.channel_policy,
     )
-    summary = run_encode(cfg)
-    print(summary.format())
-    return 1 if summary.failed_shards else 0
+    return run_encode_job(cfg, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

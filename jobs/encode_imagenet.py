@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout / --working-dir
 
-from pipeline.cli import add_bucket_flags, add_common_flags, config_from_args  # noqa: E402
+from pipeline.cli import add_bucket_flags, add_common_flags, config_from_args, run_encode_job  # noqa: E402
 from pipeline.config import DEFAULT_IMAGE_CODEC, DEFAULT_IMAGE_INPUT  # noqa: E402
 
 
@@ -51,15 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args, size=args.size or None, crop=args.crop)
-    if args.dry_run:
-        from pipeline.runtime.dry_run import dry_run_main
-
-        return dry_run_main(cfg)
-    from pipeline.runtime import run_encode
-
-    summary = run_encode(cfg)
-    print(summary.format())
-    return 1 if summary.failed_shards else 0
+    return run_encode_job(cfg, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout / --working-dir
 
-from pipeline.cli import add_common_flags, config_from_args  # noqa: E402
+from pipeline.cli import add_common_flags, config_from_args, run_encode_job  # noqa: E402
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -61,12 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.codec:
         parser.error("--codec is required: a 2-D codec whose channels equal the rasters' band count")
-    from pipeline.runtime import run_encode
-
     cfg = config_from_args(args, size=args.size or None, crop=args.crop, value_range=args.range)
-    summary = run_encode(cfg)
-    print(summary.format())
-    return 1 if summary.failed_shards else 0
+    return run_encode_job(cfg, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

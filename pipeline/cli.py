@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from .config import EncodeConfig
+from .config import ConfigurationError, EncodeConfig
 from .registry import SINKS, SOURCES
 from .sinks import base as _sinks  # noqa: F401  (registers sinks)
 from .sources import detect_source as _detect  # noqa: F401  (registers sources)
@@ -178,3 +179,26 @@ def _bucket_settings(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "flip_pair", False):
         out["flip_pair"] = True
     return out
+
+
+def run_encode_job(cfg: EncodeConfig, *, dry_run: bool = False) -> int:
+    """What every encode job does after parsing: run (or --dry-run: print the plan, write nothing),
+    print the summary, exit code (1: failed shards).
+
+    Errors the user fixes with a flag or another output (no GPU for --decode gpu, an output holding
+    another run, an output another run is writing) are one line on stderr and exit code 2, not a
+    traceback; nothing was written. Anything else is a bug and keeps its traceback."""
+    from .runtime import OutputConflictError, run_encode
+    from .runtime.lease import LeaseHeldError
+
+    if dry_run:
+        from .runtime.dry_run import dry_run_main
+
+        return dry_run_main(cfg)
+    try:
+        summary = run_encode(cfg)
+    except (ConfigurationError, OutputConflictError, LeaseHeldError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    return 1 if summary.failed_shards else 0

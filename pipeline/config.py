@@ -15,6 +15,11 @@ DEFAULT_IMAGE_INPUT = str(SAMPLES_DIR / "images")
 DEFAULT_AUDIO_INPUT = str(SAMPLES_DIR / "audio")
 
 
+class ConfigurationError(RuntimeError):
+    """The run cannot start as asked: its flags do not fit this machine or cluster (e.g. --decode gpu
+    without a GPU). Jobs print it as one line and exit 2; nothing has been written."""
+
+
 @dataclass(frozen=True)
 class EncodeConfig:
     """An encode run: where from, where to, with which codec, how it is cut into shards."""

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..config import ConfigurationError
 from .image import Decoded, ImagePolicy, ImagePreprocessor, _resize_plan, bucket_name, decode_image
 
 RESIZE_IMPL = "torch interpolate bicubic antialias (float32), round half-even, uint8"
@@ -54,12 +55,12 @@ def available_backend(device: str) -> str:
     kind = torch.device(device).type
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise ConfigurationError(
                 "--decode gpu needs a CUDA GPU, and torch.cuda.is_available() is False here "
                 "(use --decode cpu, or run on a GPU node)"
             )
         if torchvision_io() is None:
-            raise RuntimeError(
+            raise ConfigurationError(
                 "--decode gpu decodes with torchvision.io.decode_jpeg (nvJPEG), and torchvision does "
                 "not import here: install the torchvision that matches torch (the CUDA image has it)"
             )

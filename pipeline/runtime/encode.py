@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..codec import load as load_codec
-from ..config import EncodeConfig
+from ..config import ConfigurationError, EncodeConfig
 from ..manifest import RUN_STATE, OutputRoot, RunIdentity, ShardMarker, build_manifest, liveness, stable_hash
 from ..preprocess.image import DecodeError, ImagePolicy, ImagePreprocessor, parse_buckets
 from ..preprocess.raster import RasterPreprocessor
@@ -551,7 +551,7 @@ def worker_plan(cfg: EncodeConfig, resources: dict[str, float]) -> tuple[int, in
         gpus = resources.get("GPU", 0)
         if gpus <= 0:
             flag = "--decode gpu" if cfg.decode_on_gpu else "--num-gpus-per-worker"
-            raise RuntimeError(f"{flag} was given but the Ray cluster has no GPUs")
+            raise ConfigurationError(f"{flag} was given but the Ray cluster has no GPUs")
         workers = cfg.workers or max(1, int(gpus / gpus_per_worker))
         return workers, 1, "cuda"
     workers = cfg.workers or max(1, cpus)

@@ -128,3 +128,35 @@ def test_job_dry_run_flag(codec_path: str, tmp_path: Path, capsys) -> None:
     assert "DRY RUN" in printed and "encode 5 shards" in printed
     assert f"{os.cpu_count()} CPU" in printed
     assert not out.exists()
+
+
+def _job(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job
+
+
+def test_audio_and_raster_jobs_dry_run_too(tmp_path: Path, capsys) -> None:
+    """--dry-run is a common flag: every encode job prints the plan and writes nothing."""
+    from pipeline.config import DEFAULT_AUDIO_INPUT
+
+    out = tmp_path / "audio"
+    assert _job("encode_audio").main(["--dry-run", "--input", DEFAULT_AUDIO_INPUT, "--output", str(out)]) == 0
+    assert "DRY RUN" in capsys.readouterr().out and not out.exists()
+
+
+def test_a_flag_the_machine_cannot_honour_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    """--decode gpu on a machine without a GPU: a one-line error, exit code 2, nothing written."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out"
+    rc = _job("encode_imagenet").main(["--decode", "gpu", "--output", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: --decode gpu needs a CUDA GPU") and "Traceback" not in err
+    assert not (out / "manifest.json").exists()
