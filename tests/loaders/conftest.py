@@ -1,4 +1,6 @@
-"""Fixtures of the loader tests: a small real codec (its hash names runs built by hand) and local Ray."""
+"""Fixtures of the loader tests: a small real codec (its hash names runs built by hand).
+
+Ray: `ray_session` in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -20,18 +22,3 @@ def small_codec(tmp_path_factory) -> str:
     with torch.no_grad():
         codec.encoder.weight.mul_(50)  # latents that use the int8 range
     return str(save(codec, tmp_path_factory.mktemp("codec") / "small"))
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for in-process runs (shared if another suite's fixture started one)."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False
-    )
-    yield
-    ray.shutdown()

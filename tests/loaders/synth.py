@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,9 +366,12 @@ def write_run_slowly(
     shard_size: int = 3,
     delay: float = 0.05,
     complete_flag: bool = True,
+    hold_manifest: threading.Event | None = None,
 ) -> None:
     """A run committed shard by shard, `delay` seconds apart (markers as the real runtime writes them),
-    then its manifest; complete_flag=False: an older writer (no "complete" in _run.json)."""
+    then its manifest; complete_flag=False: an older writer (no "complete" in _run.json).
+    hold_manifest: the manifest waits for this event (at most 60 s), so a reader started on a loaded
+    machine still gets to read shards of the run in progress."""
     import time
 
     out = OutputRoot(str(root))
@@ -407,6 +411,8 @@ def write_run_slowly(
         )
         entries.append(entry | {"errors": 0, "slot_offset": shard * shard_size})
     time.sleep(delay)
+    if hold_manifest is not None:
+        hold_manifest.wait(timeout=60)
     write_manifest(
         root,
         samples,

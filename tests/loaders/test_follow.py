@@ -23,10 +23,10 @@ def _follow(cls, root, timeout=60, **kw):
 def test_follower_reads_every_sample_once_while_shards_commit(fmt, complete_flag, tmp_path, small_codec):
     samples = make_samples(25)
     root = tmp_path / "run"
+    first_read = threading.Event()  # the manifest waits for it: timing-proof on a loaded machine
+    kwargs = {"fmt": fmt, "codec_hash": load_codec(small_codec).hash, "complete_flag": complete_flag}
     writer = threading.Thread(
-        target=write_run_slowly,
-        args=(root, samples),
-        kwargs={"fmt": fmt, "codec_hash": load_codec(small_codec).hash, "complete_flag": complete_flag},
+        target=write_run_slowly, args=(root, samples), kwargs=kwargs | {"hold_manifest": first_read}
     )
     writer.start()
     try:
@@ -35,7 +35,9 @@ def test_follower_reads_every_sample_once_while_shards_commit(fmt, complete_flag
         for batch in ds:
             before_manifest += not (root / "manifest.json").exists()
             batches.append(batch)
+            first_read.set()
     finally:
+        first_read.set()
         writer.join()
     assert Counter(keys_of(batches)) == Counter(s.key for s in samples)
     assert before_manifest > 0  # it did read shards before the run was over
@@ -69,7 +71,7 @@ def test_follow_of_an_unfinished_webdataset_run_needs_the_codec(tmp_path, small_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", sorted(LOADERS))
-def test_follower_beside_a_real_encode_run(fmt, tmp_path, small_codec, ray_local):
+def test_follower_beside_a_real_encode_run(fmt, tmp_path, small_codec, ray_session):
     """A real run (local Ray, small shards) and a follower started together: each sample once."""
     from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig
     from pipeline.runtime import run_encode

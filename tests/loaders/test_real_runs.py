@@ -22,7 +22,7 @@ N = 20
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, small_codec, ray_local):
+def runs(tmp_path_factory, small_codec, ray_session):
     from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig
     from pipeline.runtime import run_encode
 

@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end pipeline tests: one local Ray for the session, a codec, a corpus, a run.
+"""Fixtures of the end-to-end pipeline tests: a codec, a corpus, a run (Ray: tests/conftest.py).
 
 The codec is a KLT ("PCA") codec fitted to the bundled sample photos: a 1x1 encoder onto the top-12
 principal directions of the wavelet packet coefficients, and its transpose as the linear decoder.
@@ -15,27 +15,6 @@ import numpy as np
 import pytest
 import torch
 from e2e_helpers import SAMPLE_IMAGES, SIZE, encode
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for every in-process run of the session (`address="local"`: never join a
-    cluster that someone else started on this machine). Its value is the cluster's address, for job
-    subprocesses that join it."""
-    import ray
-
-    if ray.is_initialized():  # another suite's fixture started one: share it, leave it running
-        yield ray.get_runtime_context().gcs_address
-        return
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        logging_level="WARNING",
-        configure_logging=False,
-    )
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 def _fit_klt_codec(path: Path) -> Path:

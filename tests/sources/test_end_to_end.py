@@ -16,21 +16,6 @@ from source_builders import add_member, image_bytes, write_wav
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray for this module, unless the session already has one (then it is left running)."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False
-    )
-    yield
-    ray.shutdown()
-
-
 def _codec(tmp_path, **config):
     from pipeline.codec import CodecConfig, build, save
 
@@ -49,7 +34,7 @@ def _errors(output) -> dict[str, dict]:
     return {row["key"]: row for row in pq.read_table(output / "errors.parquet").to_pylist()}
 
 
-def test_audio_folder_end_to_end(tmp_path, local_ray):
+def test_audio_folder_end_to_end(tmp_path, ray_session):
     from pipeline.config import EncodeConfig
     from pipeline.runtime import run_encode
 
@@ -96,7 +81,7 @@ def test_audio_folder_end_to_end(tmp_path, local_ray):
     assert manifest["source"]["kind"] == "audio-folder" and manifest["source"]["window"] == 4096
 
 
-def test_tar_shards_end_to_end(tmp_path, local_ray):
+def test_tar_shards_end_to_end(tmp_path, ray_session):
     from pipeline.config import EncodeConfig
     from pipeline.runtime import run_encode
 
