@@ -336,15 +336,14 @@ class ShardEncoder:
         """(B, *latent) latents; with --flip-pair (B, 2, *latent): [latent, latent of the mirror]."""
         if isinstance(arrays[0], self.torch.Tensor):  # --decode gpu: pixels already on the device
             x = self.preprocessor.codec_input(self.torch.stack(arrays))
-            if self.flip_pair:
-                x = self.torch.cat([x, x.flip(-1)])
-            z = self.codec.encode(x).cpu().numpy()  # only int8 latents leave the device
-            return np.stack([z[: len(arrays)], z[len(arrays) :]], axis=1) if self.flip_pair else z
-        x = np.stack([self.preprocessor.codec_input(a) for a in arrays])
+        else:
+            x = self.torch.from_numpy(np.stack([self.preprocessor.codec_input(a) for a in arrays]))
+            x = x.to(self.device)
         if self.flip_pair:  # the mirrored inputs ride in the same codec call (one batch of 2B)
-            x = np.concatenate([x, np.ascontiguousarray(x[..., ::-1])])
-        z = self.codec.encode(self.torch.from_numpy(x).to(self.device)).cpu().numpy()
-        return np.stack([z[: len(arrays)], z[len(arrays) :]], axis=1) if self.flip_pair else z
+            x = self.torch.cat([x, x.flip(-1)])
+        z = self.codec.encode(x).cpu().numpy()  # only int8 latents leave the device
+        n = len(arrays)
+        return np.stack([z[:n], z[n:]], axis=1) if self.flip_pair else z
 
     def _decode_on_device(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """--decode gpu: raw bytes -> pixels on self.device, batch_size JPEGs per decoder call.
