@@ -31,7 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--Ne", type=int, help="conv encoder width (implies --no-lightweight)")
     p.add_argument("--no-lightweight", dest="lightweight", action="store_false", help="conv encoder, not 1x1")
     p.add_argument("--post-filter", action="store_true", help="1d: 129-tap filter after synthesis")
-    p.add_argument("--decoder", choices=["deep", "linear"], default="deep", help="linear + --steps 0 = KLT")
+    p.add_argument(
+        "--decoder",
+        choices=["deep", "linear", "residual"],
+        default="deep",
+        help="deep: the reference's; linear + --steps 0: the KLT codec; residual: linear + deep, summed",
+    )
     p.add_argument(
         "--init",
         choices=["none", "klt"],
@@ -39,6 +44,15 @@ def main(argv: list[str] | None = None) -> None:
         help="klt: start as the KLT codec (1x1 encoder and deep decoder; 1d: identity post filter)",
     )
     p.add_argument("--klt-batches", type=int, default=16, help="batches used to fit the KLT")
+    p.add_argument(
+        "--klt-gain",
+        type=float,
+        help="KLT latents with one quantizer step for every channel (the rate knob: lower = fewer bits; "
+        "rgb-16x: 5); default: whitened channels",
+    )
+    p.add_argument(
+        "--freeze-encoder", action="store_true", help="train the decoder only (keeps the init encoder and rate)"
+    )
     p.add_argument("--crop", type=int, default=128, help="2d: random crop side (pixels)")
     p.add_argument("--window", type=int, default=1 << 15, help="1d: random window (samples)")
     p.add_argument("--valid-fraction", type=float, default=0.2, help="files held out for validation")
@@ -59,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     job = CodecJob(
         kind=a.kind, data=a.data, out=a.out, name=a.name, J=a.J, latent_dim=a.latent_dim,
         latent_bits=a.latent_bits, Nd=a.Nd, Ne=a.Ne, lightweight=a.lightweight and a.Ne is None,
-        post_filter=a.post_filter, decoder=a.decoder, init=a.init, klt_batches=a.klt_batches, crop=a.crop,
+        post_filter=a.post_filter, decoder=a.decoder, init=a.init, klt_batches=a.klt_batches,
+        klt_gain=a.klt_gain, freeze_encoder=a.freeze_encoder, crop=a.crop,
         window=a.window, valid_fraction=a.valid_fraction, kinds=tuple(a.kinds), work_dir=a.work_dir,
         workers=a.workers, address=a.address, note=a.note, train=cfg,
         command=shlex.join(["python", "jobs/train_codec.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from .bottleneck import check_bits
 
+DECODERS = ("deep", "linear", "residual")
 REFERENCE_KEYS = ("channels", "J", "Ne", "Nd", "latent_dim", "latent_bits", "lightweight_encode")
 
 
@@ -26,7 +27,9 @@ class CodecConfig:
     Ne: int | None = None  # width of the conv encoder (unused by the 1x1 encoder)
     Nd: int = 768  # width of the decoder
     post_filter: bool = False  # 1-D only: 129-tap conv after synthesis
-    decoder: Literal["deep", "linear"] = "deep"  # linear: a 1x1 conv (closed-form / PCA baseline)
+    # deep: the reference's decoder; linear: a 1x1 conv (closed-form / PCA baseline); residual: the
+    # two summed, so a deep decoder learns only what a linear one misses (model.ResidualDecoder)
+    decoder: Literal["deep", "linear", "residual"] = "deep"
 
     def __post_init__(self) -> None:
         if self.kind not in ("2d", "1d"):
@@ -40,8 +43,8 @@ class CodecConfig:
             raise ValueError("the conv encoder needs Ne (its width)")
         if self.post_filter and self.kind != "1d":
             raise ValueError("post_filter exists only for 1-D codecs")
-        if self.decoder not in ("deep", "linear"):
-            raise ValueError(f"decoder must be 'deep' or 'linear', got {self.decoder!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
 
     @property
     def bands(self) -> int:

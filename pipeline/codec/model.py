@@ -69,6 +69,23 @@ def _pointwise_conv(module: nn.Module) -> bool:
     )
 
 
+class ResidualDecoder(nn.Module):
+    """A linear (1x1) decoder plus a deep decoder, summed: the `decoder="residual"` codecs.
+
+    Not in the reference. The linear half can be the closed-form KLT decoder and the deep half start
+    at zero output, so training starts at the KLT's quality and the deep half only has to learn what
+    a linear map cannot recover (detail, dequantization) with its layers at their usual scales.
+    """
+
+    def __init__(self, linear: nn.Module, deep: nn.Module):
+        super().__init__()
+        self.linear = linear
+        self.deep = deep
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.linear(z) + self.deep(z)
+
+
 class WaLLoC(nn.Module):
     """Shared encode/decode logic; subclasses build the modules and pick the transform."""
 
@@ -251,10 +268,10 @@ class WaLLoC2D(WaLLoC):
                 double_z=False,
                 mid_block_add_attention=True,
             )
-        if c.decoder == "linear":
-            self.decoder = nn.Conv2d(c.latent_dim, wide, kernel_size=1)
-        else:
-            self.decoder = vae.Decoder(
+        linear = nn.Conv2d(c.latent_dim, wide, kernel_size=1) if c.decoder != "deep" else None
+        deep = None
+        if c.decoder != "linear":
+            deep = vae.Decoder(
                 in_channels=c.latent_dim,
                 out_channels=wide,
                 up_block_types=("UpDecoderBlock2D",),
@@ -264,6 +281,7 @@ class WaLLoC2D(WaLLoC):
                 act_fn="silu",
                 mid_block_add_attention=True,
             )
+        self.decoder = ResidualDecoder(linear, deep) if c.decoder == "residual" else (linear if deep is None else deep)
 
     def analysis(self, x: Tensor) -> Tensor:
         return wavelets.analysis_2d(x, self.config.J)
@@ -294,16 +312,17 @@ class WaLLoC1D(WaLLoC):
                 downsampling_ratios=[1, 1],
                 channel_multiples=[c.Ne // c.latent_dim] * 2,
             )
-        if c.decoder == "linear":
-            self.decoder = nn.Conv1d(c.latent_dim, wide, kernel_size=3)  # L+2 frames -> L
-        else:
-            self.decoder = autoencoder_oobleck.OobleckDecoder(
+        linear = nn.Conv1d(c.latent_dim, wide, kernel_size=3) if c.decoder != "deep" else None  # L+2 -> L
+        deep = None
+        if c.decoder != "linear":
+            deep = autoencoder_oobleck.OobleckDecoder(
                 channels=c.latent_dim,
                 input_channels=c.latent_dim,
                 audio_channels=wide,
                 upsampling_ratios=[1, 1],
                 channel_multiples=[c.Nd // c.latent_dim] * 2,
             )
+        self.decoder = ResidualDecoder(linear, deep) if c.decoder == "residual" else (linear if deep is None else deep)
         self.post = nn.Conv1d(c.channels, c.channels, 129, padding=64) if c.post_filter else None
 
     def analysis(self, x: Tensor) -> Tensor:

@@ -23,7 +23,13 @@ from torch.utils.data import Dataset
 from pipeline.codec import CodecConfig, WaLLoC, build, save
 
 from . import data as D
-from .klt import fit_klt, init_deep_decoder_from_klt, init_encoder_from_klt, klt_codec
+from .klt import (
+    fit_klt,
+    init_deep_decoder_from_klt,
+    init_encoder_from_klt,
+    init_residual_decoder_from_klt,
+    klt_codec,
+)
 from .loop import CHECKPOINT, TrainConfig, TrainResult, load_checkpoint, train, train_ray, validate
 
 
@@ -40,7 +46,7 @@ class CodecJob:
     Ne: int | None = None  # conv encoder width (only without the lightweight 1x1 encoder)
     lightweight: bool = True  # 1x1 conv encoder
     post_filter: bool = False  # 1-D: 129-tap filter after synthesis
-    decoder: Literal["deep", "linear"] = "deep"  # linear + steps 0: the closed-form KLT codec
+    decoder: Literal["deep", "linear", "residual"] = "deep"  # linear + steps 0: the closed-form KLT codec
     crop: int = 128  # 2-D: random crop side in pixels
     window: int = 1 << 15  # 1-D: random window length in samples
     sample_rate: int = 44100  # 1-D: files at another rate are refused
@@ -49,6 +55,8 @@ class CodecJob:
     split_seed: int = 0  # salt of the split hash
     init: Literal["none", "klt"] = "none"  # klt: start at the KLT codec (see klt.py), 1-D: identity post
     klt_batches: int = 16  # batches used to fit the KLT
+    klt_gain: float | None = None  # None: whitening KLT; G: equal quantizer step, lower G = fewer bits
+    freeze_encoder: bool = False  # train the decoder only (the encoder keeps its KLT init, and the rate)
     work_dir: str | None = None  # checkpoints + log (default: <out>.work)
     workers: int = 1  # >1 or address: Ray Train data parallel
     address: str | None = None  # Ray cluster address ("auto", "ray://host:10001", ...)
@@ -103,12 +111,17 @@ def setup(job: CodecJob) -> tuple[WaLLoC, Dataset, Tensor]:
     codec = build(job.codec_config)
     if job.init == "klt" and not (job.ckpt_dir / CHECKPOINT).exists():
         klt = fit_klt_on(job, codec)
-        init_encoder_from_klt(codec, klt)
+        init_encoder_from_klt(codec, klt, job.klt_gain)
         if job.decoder == "deep":
             try:
-                init_deep_decoder_from_klt(codec, klt)
+                init_deep_decoder_from_klt(codec, klt, job.klt_gain)
             except ValueError as err:  # a decoder too narrow for the construction: encoder only
                 warnings.warn(f"decoder not initialised from the KLT: {err}", stacklevel=2)
+        elif job.decoder == "residual":
+            init_residual_decoder_from_klt(codec, klt, job.klt_gain)
+    if job.freeze_encoder:  # the decoder learns from the exact integers it will decode
+        codec.encoder.requires_grad_(False)
+        codec.compander.round_in_training = True
     return codec, data, valid
 
 
@@ -136,7 +149,7 @@ def run_job(job: CodecJob) -> Path:
     if job.decoder == "linear" and job.train.steps == 0:  # closed form: the KLT codec
         probe = build(job.codec_config)
         klt = fit_klt_on(job, probe)
-        codec = klt_codec(job.codec_config, klt)
+        codec = klt_codec(job.codec_config, klt, job.klt_gain)
         _, valid = datasets(job, job.train.seed)
         result = TrainResult(
             step=0, wall_s=(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
@@ -170,6 +183,8 @@ def run_job(job: CodecJob) -> Path:
         "kinds": list(job.kinds) if job.kind == "2d" else None,
         "crop" if job.kind == "2d" else "window": job.crop if job.kind == "2d" else job.window,
         "init": job.init,
+        "klt_gain": job.klt_gain,
+        "freeze_encoder": job.freeze_encoder,
         "steps": result.step,
         "wall_s": round(result.wall_s, 1),
         "final_valid_psnr_db": result.final_psnr,

@@ -76,6 +76,9 @@ def test_training_adds_uniform_noise_eval_rounds():
         continuous = codec.compander.to_uniform(codec.encode_continuous(x))
     assert (noisy - continuous).abs().max() <= 0.5 + 1e-4  # additive noise in [-0.5, 0.5]
     assert (rounded - continuous).abs().max() <= 0.5 + 1e-4
+    codec.train()
+    codec.compander.round_in_training = True  # decoder-only training: the integers it will decode
+    assert torch.equal(codec(x)["latent"], rounded)
 
 
 def test_training_gradients_reach_the_encoder():

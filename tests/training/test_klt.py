@@ -3,7 +3,14 @@ import math
 import torch
 
 from pipeline.codec import CodecConfig, build
-from pipeline.training.klt import fit_klt, init_deep_decoder_from_klt, init_encoder_from_klt, klt_codec
+from pipeline.training.klt import (
+    fit_klt,
+    init_deep_decoder_from_klt,
+    init_encoder_from_klt,
+    init_residual_decoder_from_klt,
+    klt_codec,
+    latent_stds,
+)
 
 from .helpers import batch
 
@@ -85,3 +92,54 @@ def test_deep_decoder_starts_as_the_klt_decoder_1d():
     init_deep_decoder_from_klt(deep, klt)
     linear = klt_codec(cfg, klt)
     assert abs(_psnr(deep.eval(), x) - _psnr(linear, x)) < 0.1
+
+
+def test_equal_step_klt_gives_every_channel_one_gain_and_trades_rate_for_error():
+    train, test = batch(24, offset=0), batch(8)
+    klt = fit_klt(build(CONFIG), [train])
+    fine, coarse = klt_codec(CONFIG, klt, gain=40.0), klt_codec(CONFIG, klt, gain=4.0)
+    for codec, gain in ((fine, 40.0), (coarse, 4.0)):
+        W = codec.encoder.weight.detach().double().flatten(1)
+        assert torch.allclose(W.norm(dim=1), torch.full((6,), gain, dtype=torch.float64))  # y = G V^T (X - mu)
+    with torch.no_grad():
+        y = fine.encode_continuous(train).double().transpose(0, 1).flatten(1)
+    stds = latent_stds(klt, 6, fine.compander.scale, 40.0)
+    assert torch.allclose(y.std(1, correction=0), stds, rtol=1e-3)
+    assert bool((stds[:-1] >= stds[1:]).all())  # strong channels first: more levels for them
+    distinct = [len(torch.unique(c.encode(test))) for c in (fine, coarse)]
+    assert distinct[0] > distinct[1]  # the coarse step uses fewer integers (fewer bits)...
+    assert _mse(fine, test) < _mse(coarse, test)  # ...and loses more
+    try:
+        klt_codec(CONFIG, klt, gain=0.0)
+    except ValueError as err:
+        assert "positive" in str(err)
+    else:
+        raise AssertionError("a zero gain was accepted")
+
+
+def test_residual_decoder_starts_as_the_klt_decoder_and_keeps_its_linear_half():
+    cfg = CodecConfig(kind="2d", channels=3, J=1, latent_dim=4, Nd=32, decoder="residual")
+    x = batch(4, size=16, offset=0)
+    codec = build(cfg)
+    klt = fit_klt(codec, [x])
+    init_encoder_from_klt(codec, klt, gain=8.0)
+    init_residual_decoder_from_klt(codec, klt, gain=8.0)
+    linear = klt_codec(cfg, klt, gain=8.0)
+    z = linear.encode(x)
+    assert torch.equal(codec.eval().encode(x), z)
+    assert torch.allclose(codec.decode(z), linear.decode(z), atol=1e-5)
+    assert torch.equal(codec.decoder.linear.weight, linear.decoder.weight)
+    assert codec.decoder.deep.conv_in.weight.abs().sum() > 0  # the deep half is live, its output zero
+
+
+def test_residual_decoder_starts_as_the_klt_decoder_1d():
+    cfg = CodecConfig(kind="1d", channels=2, J=3, latent_dim=8, Nd=16, decoder="residual", post_filter=True)
+    t = torch.arange(1024, dtype=torch.float32)
+    x = torch.stack([0.2 * torch.sin(t * f) * torch.tensor([[1.0], [0.7]]) for f in (0.05, 0.11, 0.3, 0.02)])
+    codec = build(cfg)
+    klt = fit_klt(codec, [x])
+    init_encoder_from_klt(codec, klt, gain=30.0)
+    init_residual_decoder_from_klt(codec, klt, gain=30.0)
+    linear = klt_codec(cfg, klt, gain=30.0)
+    z = linear.encode(x)
+    assert torch.allclose(codec.eval().decode(z), linear.decode(z), atol=1e-5)
