@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         "rgb-16x: 5); default: whitened channels",
     )
     p.add_argument(
-        "--freeze-encoder", action="store_true", help="train the decoder only (keeps the init encoder and rate)"
+        "--freeze-encoder", action="store_true", help="train the decoder only (keeps the init encoder, rate)"
     )
     p.add_argument("--crop", type=int, default=128, help="2d: random crop side (pixels)")
     p.add_argument("--window", type=int, default=1 << 15, help="1d: random window (samples)")

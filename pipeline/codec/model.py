@@ -86,6 +86,13 @@ class ResidualDecoder(nn.Module):
         return self.linear(z) + self.deep(z)
 
 
+def _join_decoders(linear: nn.Module | None, deep: nn.Module | None) -> nn.Module:
+    """The codec's decoder: the linear one, the deep one, or both summed (decoder="residual")."""
+    if linear is None or deep is None:
+        return linear if deep is None else deep
+    return ResidualDecoder(linear, deep)
+
+
 class WaLLoC(nn.Module):
     """Shared encode/decode logic; subclasses build the modules and pick the transform."""
 
@@ -281,7 +288,7 @@ class WaLLoC2D(WaLLoC):
                 act_fn="silu",
                 mid_block_add_attention=True,
             )
-        self.decoder = ResidualDecoder(linear, deep) if c.decoder == "residual" else (linear if deep is None else deep)
+        self.decoder = _join_decoders(linear, deep)
 
     def analysis(self, x: Tensor) -> Tensor:
         return wavelets.analysis_2d(x, self.config.J)
@@ -322,7 +329,7 @@ class WaLLoC1D(WaLLoC):
                 upsampling_ratios=[1, 1],
                 channel_multiples=[c.Nd // c.latent_dim] * 2,
             )
-        self.decoder = ResidualDecoder(linear, deep) if c.decoder == "residual" else (linear if deep is None else deep)
+        self.decoder = _join_decoders(linear, deep)
         self.post = nn.Conv1d(c.channels, c.channels, 129, padding=64) if c.post_filter else None
 
     def analysis(self, x: Tensor) -> Tensor:

@@ -271,3 +271,25 @@ def init_identity_post_filter(codec: WaLLoC) -> None:
     post.bias.zero_()
     for ch in range(post.weight.shape[0]):
         post.weight[ch, ch, post.weight.shape[-1] // 2] = 1.0
+
+
+@torch.no_grad()
+def with_gain(codec: WaLLoC, gain: float) -> WaLLoC:
+    """The same equal-step KLT codec at another gain (another rate), from its own weights.
+
+    y = G V^T (X - mu) scales with G and its decoder with 1/G, so one fitted KLT gives a whole
+    rate-distortion curve. Needs a linear codec whose metadata records its `klt_gain`."""
+    old = (codec.metadata.get("training") or {}).get("klt_gain")
+    if codec.config.decoder != "linear" or not old:
+        raise ValueError(f"{codec.name}: with_gain needs an equal-step KLT codec (linear, klt_gain recorded)")
+    if not gain > 0:
+        raise ValueError(f"KLT gain must be positive, got {gain}")
+    out = build(codec.config)
+    out.load_state_dict(codec.state_dict())
+    ratio = gain / old
+    out.encoder.weight.mul_(ratio)
+    out.encoder.bias.mul_(ratio)
+    out.decoder.weight.div_(ratio)
+    out.name = f"{codec.name} G={gain:g}"
+    out.metadata = {"training": {"klt_gain": gain}}
+    return out.freeze()

@@ -29,9 +29,7 @@ def test_frozen_encoder_residual_codec_shares_the_klt_codecs_latents(tmp_path):
     (tmp_path / "photos").mkdir()
     _photos(tmp_path / "photos")
     klt = load(run_job(_job(tmp_path, "klt", decoder="linear")))
-    deep = load(
-        run_job(_job(tmp_path, "deep", decoder="residual", init="klt", freeze_encoder=True, steps=6))
-    )
+    deep = load(run_job(_job(tmp_path, "deep", decoder="residual", init="klt", freeze_encoder=True, steps=6)))
     assert deep.config.decoder == "residual" and klt.config.decoder == "linear"
     meta = deep.metadata["training"]
     assert meta["steps"] == 6 and meta["klt_gain"] == 10.0 and meta["freeze_encoder"] is True

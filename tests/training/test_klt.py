@@ -10,6 +10,7 @@ from pipeline.training.klt import (
     init_residual_decoder_from_klt,
     klt_codec,
     latent_stds,
+    with_gain,
 )
 
 from .helpers import batch
@@ -100,7 +101,8 @@ def test_equal_step_klt_gives_every_channel_one_gain_and_trades_rate_for_error()
     fine, coarse = klt_codec(CONFIG, klt, gain=40.0), klt_codec(CONFIG, klt, gain=4.0)
     for codec, gain in ((fine, 40.0), (coarse, 4.0)):
         W = codec.encoder.weight.detach().double().flatten(1)
-        assert torch.allclose(W.norm(dim=1), torch.full((6,), gain, dtype=torch.float64))  # y = G V^T (X - mu)
+        # y = G V^T (X - mu): every row has norm G
+        assert torch.allclose(W.norm(dim=1), torch.full((6,), gain, dtype=torch.float64))
     with torch.no_grad():
         y = fine.encode_continuous(train).double().transpose(0, 1).flatten(1)
     stds = latent_stds(klt, 6, fine.compander.scale, 40.0)
@@ -143,3 +145,22 @@ def test_residual_decoder_starts_as_the_klt_decoder_1d():
     linear = klt_codec(cfg, klt, gain=30.0)
     z = linear.encode(x)
     assert torch.allclose(codec.eval().decode(z), linear.decode(z), atol=1e-5)
+
+
+def test_with_gain_rebuilds_the_klt_codec_at_another_rate():
+    train = batch(16, offset=0)
+    klt = fit_klt(build(CONFIG), [train])
+    at10 = klt_codec(CONFIG, klt, gain=10.0)
+    at10.metadata = {"training": {"klt_gain": 10.0}}
+    moved = with_gain(at10, 3.0)
+    direct = klt_codec(CONFIG, klt, gain=3.0)
+    assert torch.allclose(moved.encoder.weight, direct.encoder.weight, rtol=1e-5)
+    assert torch.allclose(moved.decoder.weight, direct.decoder.weight, rtol=1e-5)
+    assert torch.equal(moved.encode(train), direct.encode(train))
+    whitened = klt_codec(CONFIG, klt)  # no klt_gain recorded: refused, not silently wrong
+    try:
+        with_gain(whitened, 3.0)
+    except ValueError as err:
+        assert "equal-step" in str(err)
+    else:
+        raise AssertionError("with_gain accepted a codec without a recorded gain")
