@@ -31,7 +31,7 @@ KLT_GAINS = [1.5, 2.5, 3.5, 5, 7, 10, 20, 30]  # rate sweep of an equal-step KLT
 
 
 AUDIO_HEAD = ["method", "setting", "bits/sample/ch", "kbps", "PSNR dB", "SNR dB", "SI-SDR dB"]
-IMAGE_HEAD = ["method", "setting", "bpp", "PSNR dB", "SSIM"]
+IMAGE_HEAD = ["method", "setting", "bpp", "PSNR dB", "SSIM", "MS-SSIM"]
 
 
 def table(points: list[E.Point], audio: bool) -> str:
@@ -43,7 +43,7 @@ def table(points: list[E.Point], audio: bool) -> str:
         if audio:
             cells += [f"{p.kbps:.1f}", f"{p.psnr:.2f}", f"{p.snr:.2f}", f"{p.si_sdr:.2f}"]
         else:
-            cells += [f"{p.psnr:.2f}", f"{p.ssim:.4f}"]
+            cells += [f"{p.psnr:.2f}", f"{p.ssim:.4f}", "n/a" if p.ms_ssim is None else f"{p.ms_ssim:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from pipeline.codec import WaLLoC
 
 from . import data as D
-from .metrics import psnr, si_sdr, snr, ssim
+from .metrics import ms_ssim, psnr, si_sdr, snr, ssim
 
 EVAL_SIDE = 512  # images: centre crops of up to 512 x 512 (after the loader's downscale to 1024)
 
@@ -35,6 +35,7 @@ class Point:
     rate: float  # bits per pixel (images) or bits per sample per channel (audio)
     psnr: float  # dB (audio: PSNR for peak-to-peak 1, the codec's training metric)
     ssim: float | None = None  # images
+    ms_ssim: float | None = None  # images (None where one is smaller than its 5 scales need)
     snr: float | None = None  # audio, dB
     si_sdr: float | None = None  # audio, dB
     kbps: float | None = None  # audio
@@ -71,9 +72,19 @@ def _unit(rgb: np.ndarray) -> Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).double() / 255
 
 
-def _image_scores(rgb: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
+def _image_scores(rgb: np.ndarray, rec: np.ndarray) -> tuple[float, float, float]:
+    """PSNR, SSIM, MS-SSIM (NaN for an image too small for 5 scales)."""
     a, b = _unit(rgb), _unit(rec)
-    return psnr(a, b), ssim(a, b)
+    try:
+        multi = ms_ssim(a, b)
+    except ValueError:
+        multi = float("nan")
+    return psnr(a, b), ssim(a, b), multi
+
+
+def _mean_scores(scores: list[tuple[float, float, float]]) -> tuple[float, float, float | None]:
+    mean_psnr, mean_ssim, mean_ms = (float(np.mean(v)) for v in zip(*scores, strict=True))
+    return mean_psnr, mean_ssim, None if np.isnan(mean_ms) else mean_ms
 
 
 # --- images -------------------------------------------------------------------------------------
@@ -108,7 +119,7 @@ def codec_on_images(
         / codec.latent_shape((3, *images[0].shape[:2]))[0]
         / np.prod(codec.latent_shape((3, *images[0].shape[:2]))[1:])
     )
-    mean_psnr, mean_ssim = (float(np.mean(v)) for v in zip(*scores, strict=True))
+    mean_psnr, mean_ssim, mean_ms = _mean_scores(scores)
     points = [
         Point(
             label,
@@ -116,6 +127,7 @@ def codec_on_images(
             float(np.mean(bits[m])),
             mean_psnr,
             mean_ssim,
+            mean_ms,
             extra={"dimensionality_reduction": float(reduction)},
         )  # fmt: skip
         for m in methods
@@ -134,8 +146,8 @@ def pil_on_images(images: Sequence[np.ndarray], fmt: str, quality: int) -> tuple
         rec = np.array(Image.open(buf).convert("RGB"))  # writable, for torch.from_numpy
         recs.append(rec)
         scores.append(_image_scores(rgb, rec))
-    mean_psnr, mean_ssim = (float(np.mean(v)) for v in zip(*scores, strict=True))
-    return Point(fmt, f"quality {quality}", float(np.mean(bpp)), mean_psnr, mean_ssim), recs
+    mean_psnr, mean_ssim, mean_ms = _mean_scores(scores)
+    return Point(fmt, f"quality {quality}", float(np.mean(bpp)), mean_psnr, mean_ssim, mean_ms), recs
 
 
 def interpolate_psnr(curve: Sequence[Point], rate: float) -> float | None:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.training.metrics import psnr, si_sdr, snr, ssim
+from pipeline.training.metrics import ms_ssim, psnr, si_sdr, snr, ssim
 
 
 def test_psnr_known_mse():
@@ -41,3 +41,18 @@ def test_snr_and_si_sdr():
     assert si_sdr(x, x + noise) == pytest.approx(expected, abs=0.01)
     assert si_sdr(x, 3 * (x + noise)) == pytest.approx(expected, abs=0.01)  # scale-invariant
     assert snr(x, 3 * (x + noise)) < 0
+
+
+def test_ms_ssim_single_scale_is_ssim_and_it_falls_with_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 200, 200, generator=g), 3, 1, 1)
+    noisy = [(x + s * torch.randn(x.shape, generator=g)).clamp(0, 1) for s in (0.01, 0.05, 0.2)]
+    assert ms_ssim(x, x) == pytest.approx(1.0)
+    assert ms_ssim(x, noisy[1], weights=(1.0,)) == pytest.approx(ssim(x, noisy[1]), rel=1e-9)
+    values = [ms_ssim(x, y) for y in noisy]
+    assert values[0] > values[1] > values[2]
+    # blur hurts fine scales only: MS-SSIM (mostly coarse weight) forgives it more than SSIM does
+    blurred = torch.nn.functional.avg_pool2d(x, 5, 1, 2)
+    assert ms_ssim(x, blurred) > ssim(x, blurred)
+    with pytest.raises(ValueError, match="161"):
+        ms_ssim(x[..., :100, :100], x[..., :100, :100])
