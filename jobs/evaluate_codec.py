@@ -1,17 +1,19 @@
 """Rate-distortion report: bundled (or given) codecs vs the KLT codec, JPEG, WebP and Vorbis.
 
-    python jobs/evaluate_codec.py                      # rgb-16x, rgb-16x-klt, stereo-44k(-klt) -> docs/
+    python jobs/evaluate_codec.py                      # rgb-16x, rgb-16x-klt, stereo-44k-klt -> docs/
     python jobs/evaluate_codec.py --image-codecs path/to/codec.json --audio-codecs --out /tmp/rd
 
 Images: held-out photos of the first image codec's training split (centre crops up to 512 px);
 audio: centre windows of its held-out music files. Writes OUT/rate_distortion.md, OUT/rd_curve.png,
-OUT/reconstructions.png and OUT/rate_distortion.json. Needs matplotlib (the `train` extra).
+OUT/rd_curve_audio.png, OUT/reconstructions.png and OUT/rate_distortion.json. Needs matplotlib
+(the `train` extra).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from pipeline.training.klt import with_gain  # noqa: E402
 QUALITIES = [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
 VORBIS_LEVELS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 KLT_GAINS = [1.5, 2.5, 3.5, 5, 7, 10, 20, 30]  # rate sweep of an equal-step KLT codec (klt.with_gain)
+AUDIO_KLT_GAINS = [10, 20, 28, 40, 56, 80]  # stereo: the strongest channel saturates the compander above ~60
 
 
 AUDIO_HEAD = ["method", "setting", "bits/sample/ch", "kbps", "PSNR dB", "SNR dB", "SI-SDR dB"]
@@ -68,7 +71,9 @@ def image_section(names: list[str], out: Path) -> tuple[list[str], dict]:
     jpeg = [E.pil_on_images(images, "JPEG", q) for q in QUALITIES]
     webp = [E.pil_on_images(images, "WEBP", q) for q in QUALITIES]
     curves = {"JPEG": [p for p, _ in jpeg], "WebP": [p for p, _ in webp]}
-    sweeps = klt_sweeps(codecs, images)
+    sweeps = klt_sweeps(
+        codecs, KLT_GAINS, lambda c, name: E.codec_on_images(c, images, name, ("webp",))[0][0]
+    )
     md = [
         f"## Images\n\n{len(images)} held-out photos (never trained on): {', '.join(q.name for q in paths)}.",
         "Centre crops of up to 512x512 after the training loader's downscale to <= 1024 px; our",
@@ -77,30 +82,13 @@ def image_section(names: list[str], out: Path) -> tuple[list[str], dict]:
         table(ours + curves["JPEG"] + curves["WebP"], audio=False),
         "\n".join(versus(p, curves) for p in ours) + "\n",
     ]
-    for label, sweep in sweeps.items():
-        md += [
-            f"\n{label}: the same KLT at other equal-step gains G (`klt.with_gain`; lower G = coarser"
-            " step, fewer bits), lossless-WebP latents:\n",
-            table(sweep, audio=False),
-            "\n".join(versus(p, curves) for p in sweep) + "\n",
-        ]
+    md += sweep_lines(sweeps, curves, audio=False)
     md += targets(ours, curves)
     md.append("\n![PSNR vs bpp](rd_curve.png)\n\n![originals vs reconstructions](reconstructions.png)\n")
 
     best = best_points(ours)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for (label, curve), style in zip(curves.items(), ("o-", "s-"), strict=True):
-        ax.plot([p.rate for p in curve], [p.psnr for p in curve], style, label=label, ms=4)
-    for label, sweep in sweeps.items():
-        ax.plot([p.rate for p in sweep], [p.psnr for p in sweep], "^--", ms=4, label=label)
-    for p, marker in zip(best, "*Dv^", strict=False):
-        ax.plot([p.rate], [p.psnr], marker, ms=12, label=f"{p.method} ({p.setting})")
-    ax.set(xlabel="bits per pixel", ylabel="PSNR (dB)", title="Held-out photos: PSNR vs rate")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "rd_curve.png", dpi=120)
-    plt.close(fig)
+    title = "Held-out photos: PSNR vs rate"
+    rd_plot({**curves, **sweeps}, best, out / "rd_curve.png", "bits per pixel", title)
 
     # originals vs reconstructions: 3 images, 192 px centre crops; JPEG at the rate nearest ours
     qi = int(np.argmin([abs(p.rate - best[0].rate) for p in curves["JPEG"]]))
@@ -118,8 +106,25 @@ def image_section(names: list[str], out: Path) -> tuple[list[str], dict]:
     fig.tight_layout()
     fig.savefig(out / "reconstructions.png", dpi=100)
     plt.close(fig)
-    points = ours + curves["JPEG"] + curves["WebP"]
+    points = ours + curves["JPEG"] + curves["WebP"] + [p for sweep in sweeps.values() for p in sweep]
     return md, {"files": [str(q) for q in paths], "points": [asdict(p) for p in points]}
+
+
+def rd_plot(
+    curves: dict[str, list[E.Point]], stars: list[E.Point], path: Path, xlabel: str, title: str
+) -> None:
+    """PSNR vs rate: baseline formats and sweeps as lines, our codecs as large markers."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (label, curve), style in zip(curves.items(), ("o-", "s-", "^--", "v--", "x--"), strict=False):
+        ax.plot([p.rate for p in curve], [p.psnr for p in curve], style, label=label, ms=4)
+    for p, marker in zip(stars, "*Dv^", strict=False):
+        ax.plot([p.rate], [p.psnr], marker, ms=12, label=f"{p.method} ({p.setting})")
+    ax.set(xlabel=xlabel, ylabel="PSNR (dB)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def best_points(points: list[E.Point]) -> list[E.Point]:
@@ -131,17 +136,32 @@ def best_points(points: list[E.Point]) -> list[E.Point]:
     return list(best.values())
 
 
-def klt_sweeps(codecs: list, images: list) -> dict[str, list[E.Point]]:
-    """Rate sweeps of the equal-step KLT codecs among `codecs` (those that record a klt_gain)."""
+def klt_sweeps(codecs: list, gains: list[float], measure: Callable) -> dict[str, list[E.Point]]:
+    """Rate sweeps of the equal-step KLT codecs among `codecs` (those that record a klt_gain):
+    `measure(codec, label)` gives the point of one codec."""
     sweeps = {}
     for c in codecs:
         if c.config.decoder != "linear" or not c.metadata.get("training", {}).get("klt_gain"):
             continue
-        points = [E.codec_on_images(with_gain(c, g), images, c.name, ("webp",))[0][0] for g in KLT_GAINS]
-        for p, g in zip(points, KLT_GAINS, strict=True):
-            p.setting = f"G={g:g}, latents: webp"
+        points = []
+        for g in gains:
+            p = measure(with_gain(c, g), c.name)
+            p.setting = f"G={g:g}, {p.setting}"
+            points.append(p)
         sweeps[f"{c.name} (rate sweep)"] = points
     return sweeps
+
+
+def sweep_lines(sweeps: dict[str, list[E.Point]], curves: dict[str, list[E.Point]], audio: bool) -> list[str]:
+    md = []
+    for label, sweep in sweeps.items():
+        md += [
+            f"\n{label}: the same KLT at other equal-step gains G (`klt.with_gain`; lower G = coarser"
+            " step, fewer bits):\n",
+            table(sweep, audio=audio),
+            "\n".join(versus(p, curves) for p in sweep) + "\n",
+        ]
+    return md
 
 
 def targets(ours: list[E.Point], curves: dict[str, list[E.Point]]) -> list[str]:
@@ -168,13 +188,14 @@ def targets(ours: list[E.Point], curves: dict[str, list[E.Point]]) -> list[str]:
     return lines
 
 
-def audio_section(names: list[str], length: int) -> tuple[list[str], dict]:
+def audio_section(names: list[str], length: int, out: Path) -> tuple[list[str], dict]:
     codecs = [load(c) for c in names]
     paths = E.heldout_paths(codecs[0])
     x = E.eval_clips(paths, length)
     rate = int(codecs[0].metadata.get("sample_rate", 44100))
     ours = [E.codec_on_audio(c, x, c.name, rate) for c in codecs]
     vorbis = [v for v in (E.vorbis_on_audio(x, level, rate) for level in VORBIS_LEVELS) if v is not None]
+    sweeps = klt_sweeps(codecs, AUDIO_KLT_GAINS, lambda c, name: E.codec_on_audio(c, x, name, rate))
     md = [
         f"\n## Audio\n\n{len(paths)} held-out music files ({', '.join(q.name for q in paths)}): the centre",
         f"{length} samples of each, stereo {rate} Hz, normalised as in training (mean removed, peak 0.5).",
@@ -182,7 +203,12 @@ def audio_section(names: list[str], length: int) -> tuple[list[str], dict]:
         table(ours + vorbis, audio=True),
         "\n".join(versus(p, {"Vorbis": vorbis}) for p in ours) if vorbis else "(no soundfile: no Vorbis)",
     ]
-    return md, {"files": [str(q) for q in paths], "points": [asdict(p) for p in ours + vorbis]}
+    md += sweep_lines(sweeps, {"Vorbis": vorbis} if vorbis else {}, audio=True)
+    rd_plot({"Vorbis": vorbis, **sweeps}, ours, out / "rd_curve_audio.png", "bits per sample per channel",
+            "Held-out music: PSNR vs rate")  # fmt: skip
+    md.append("\n![PSNR vs rate, audio](rd_curve_audio.png)\n")
+    points = ours + vorbis + [p for sweep in sweeps.values() for p in sweep]
+    return md, {"files": [str(q) for q in paths], "points": [asdict(p) for p in points]}
 
 
 def codec_section(names: list[str]) -> list[str]:
@@ -211,9 +237,7 @@ def codec_section(names: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image-codecs", nargs="*", default=["rgb-16x", "rgb-16x-klt"], help="names or paths")
-    p.add_argument(
-        "--audio-codecs", nargs="*", default=["stereo-44k", "stereo-44k-klt"], help="names or paths"
-    )
+    p.add_argument("--audio-codecs", nargs="*", default=["stereo-44k-klt"], help="names or paths")
     p.add_argument("--audio-length", type=int, default=1 << 19, help="samples per held-out clip")
     p.add_argument("--out", default="docs", help="output folder")
     a = p.parse_args(argv)
@@ -228,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         lines, report["images"] = image_section(a.image_codecs, out)
         md += lines
     if a.audio_codecs:
-        lines, report["audio"] = audio_section(a.audio_codecs, a.audio_length)
+        lines, report["audio"] = audio_section(a.audio_codecs, a.audio_length, out)
         md += lines
     (out / "rate_distortion.md").write_text("\n".join(md) + "\n")
     (out / "rate_distortion.json").write_text(json.dumps(report, indent=1) + "\n")

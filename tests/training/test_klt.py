@@ -144,7 +144,10 @@ def test_residual_decoder_starts_as_the_klt_decoder_1d():
     init_residual_decoder_from_klt(codec, klt, gain=30.0)
     linear = klt_codec(cfg, klt, gain=30.0)
     z = linear.encode(x)
-    assert torch.allclose(codec.eval().decode(z), linear.decode(z), atol=1e-5)
+    got, want = codec.eval().decode(z), linear.decode(z)
+    assert not torch.equal(got, want)  # the deep half's last layer is tiny, not zero (weight norm)
+    assert torch.allclose(got, want, atol=1e-3)
+    assert codec.decoder.deep.conv2.weight_g.abs().min() > 0
 
 
 def test_with_gain_rebuilds_the_klt_codec_at_another_rate():
