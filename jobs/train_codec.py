@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         help="klt: start as the KLT codec (1x1 encoder and deep decoder; 1d: identity post filter)",
     )
     p.add_argument("--klt-batches", type=int, default=16, help="batches used to fit the KLT")
+    p.add_argument("--init-codec", help="start from this codec's weights (name or path, same config)")
     p.add_argument(
         "--klt-gain",
         type=float,
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         kind=a.kind, data=a.data, out=a.out, name=a.name, J=a.J, latent_dim=a.latent_dim,
         latent_bits=a.latent_bits, Nd=a.Nd, Ne=a.Ne, lightweight=a.lightweight and a.Ne is None,
         post_filter=a.post_filter, decoder=a.decoder, init=a.init, klt_batches=a.klt_batches,
-        klt_gain=a.klt_gain, freeze_encoder=a.freeze_encoder, crop=a.crop,
+        klt_gain=a.klt_gain, freeze_encoder=a.freeze_encoder, init_codec=a.init_codec, crop=a.crop,
         window=a.window, valid_fraction=a.valid_fraction, kinds=tuple(a.kinds), work_dir=a.work_dir,
         workers=a.workers, address=a.address, note=a.note, train=cfg,
         command=shlex.join(["python", "jobs/train_codec.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pipeline.codec import CodecConfig, WaLLoC, build, save
+from pipeline.codec import CodecConfig, WaLLoC, build, load, save
 
 from . import data as D
 from .klt import (
@@ -57,6 +57,7 @@ class CodecJob:
     klt_batches: int = 16  # batches used to fit the KLT
     klt_gain: float | None = None  # None: whitening KLT; G: equal quantizer step, lower G = fewer bits
     freeze_encoder: bool = False  # train the decoder only (the encoder keeps its KLT init, and the rate)
+    init_codec: str | None = None  # start from this codec's weights (name or path; same config): fine-tune
     work_dir: str | None = None  # checkpoints + log (default: <out>.work)
     workers: int = 1  # >1 or address: Ray Train data parallel
     address: str | None = None  # Ray cluster address ("auto", "ray://host:10001", ...)
@@ -109,7 +110,13 @@ def setup(job: CodecJob) -> tuple[WaLLoC, Dataset, Tensor]:
     """Codec (KLT-initialised if asked and not resuming), training data, validation batch."""
     data, valid = datasets(job, job.train.seed)
     codec = build(job.codec_config)
-    if job.init == "klt" and not (job.ckpt_dir / CHECKPOINT).exists():
+    fresh = not (job.ckpt_dir / CHECKPOINT).exists()
+    if job.init_codec and fresh:
+        start = load(job.init_codec)
+        if start.config != codec.config:
+            raise ValueError(f"init codec {job.init_codec} is {start.config}, the job builds {codec.config}")
+        codec.load_state_dict(start.state_dict())
+    elif job.init == "klt" and fresh:
         klt = fit_klt_on(job, codec)
         init_encoder_from_klt(codec, klt, job.klt_gain)
         if job.decoder == "deep":
@@ -182,7 +189,7 @@ def run_job(job: CodecJob) -> Path:
         "data": D.describe_split(train_items, valid_items),
         "kinds": list(job.kinds) if job.kind == "2d" else None,
         "crop" if job.kind == "2d" else "window": job.crop if job.kind == "2d" else job.window,
-        "init": job.init,
+        "init": f"codec {job.init_codec}" if job.init_codec else job.init,
         "klt_gain": job.klt_gain,
         "freeze_encoder": job.freeze_encoder,
         "steps": result.step,

@@ -1,6 +1,7 @@
 """The training job end to end on a tiny image folder: KLT baseline, then a residual codec trained on it."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -40,3 +41,19 @@ def test_frozen_encoder_residual_codec_shares_the_klt_codecs_latents(tmp_path):
     # while its decoder did train: the deep half no longer outputs zeros
     assert deep.decoder.deep.conv_out.weight.abs().sum() > 0
     assert deep.hash != klt.hash
+
+
+def test_init_codec_fine_tunes_from_a_codec_and_refuses_another_config(tmp_path):
+    (tmp_path / "photos").mkdir()
+    _photos(tmp_path / "photos")
+    first = load(
+        run_job(_job(tmp_path, "first", decoder="residual", init="klt", freeze_encoder=True, steps=3))
+    )
+    again = _job(tmp_path, "again", decoder="residual", init_codec=str(tmp_path / "first.json"),
+                 freeze_encoder=True, steps=0)  # fmt: skip
+    same = load(run_job(again))  # zero steps: the start point itself
+    assert same.hash == first.hash
+    assert same.metadata["training"]["init"] == f"codec {tmp_path / 'first.json'}"
+    wider = _job(tmp_path, "wider", decoder="residual", Nd=64, init_codec=str(tmp_path / "first.json"))
+    with pytest.raises(ValueError, match="init codec"):
+        run_job(wider)
