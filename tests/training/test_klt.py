@@ -119,15 +119,20 @@ def test_equal_step_klt_gives_every_channel_one_gain_and_trades_rate_for_error()
         raise AssertionError("a zero gain was accepted")
 
 
+def _residual_and_klt(cfg: CodecConfig, x: torch.Tensor, gain: float):
+    """(residual codec initialised from the KLT of x, the KLT codec itself, its latents of x)."""
+    codec = build(cfg)
+    klt = fit_klt(codec, [x])
+    init_encoder_from_klt(codec, klt, gain=gain)
+    init_residual_decoder_from_klt(codec, klt, gain=gain)
+    linear = klt_codec(cfg, klt, gain=gain)
+    return codec, linear, linear.encode(x)
+
+
 def test_residual_decoder_starts_as_the_klt_decoder_and_keeps_its_linear_half():
     cfg = CodecConfig(kind="2d", channels=3, J=1, latent_dim=4, Nd=32, decoder="residual")
     x = batch(4, size=16, offset=0)
-    codec = build(cfg)
-    klt = fit_klt(codec, [x])
-    init_encoder_from_klt(codec, klt, gain=8.0)
-    init_residual_decoder_from_klt(codec, klt, gain=8.0)
-    linear = klt_codec(cfg, klt, gain=8.0)
-    z = linear.encode(x)
+    codec, linear, z = _residual_and_klt(cfg, x, gain=8.0)
     assert torch.equal(codec.eval().encode(x), z)
     assert torch.allclose(codec.decode(z), linear.decode(z), atol=1e-5)
     assert torch.equal(codec.decoder.linear.weight, linear.decoder.weight)
@@ -138,12 +143,7 @@ def test_residual_decoder_starts_as_the_klt_decoder_1d():
     cfg = CodecConfig(kind="1d", channels=2, J=3, latent_dim=8, Nd=16, decoder="residual", post_filter=True)
     t = torch.arange(1024, dtype=torch.float32)
     x = torch.stack([0.2 * torch.sin(t * f) * torch.tensor([[1.0], [0.7]]) for f in (0.05, 0.11, 0.3, 0.02)])
-    codec = build(cfg)
-    klt = fit_klt(codec, [x])
-    init_encoder_from_klt(codec, klt, gain=30.0)
-    init_residual_decoder_from_klt(codec, klt, gain=30.0)
-    linear = klt_codec(cfg, klt, gain=30.0)
-    z = linear.encode(x)
+    codec, linear, z = _residual_and_klt(cfg, x, gain=30.0)
     got, want = codec.eval().decode(z), linear.decode(z)
     assert not torch.equal(got, want)  # the deep half's last layer is tiny, not zero (weight norm)
     assert torch.allclose(got, want, atol=1e-3)
