@@ -251,35 +251,24 @@ def main(argv: list[str] | None = None) -> int:
     rows, k = [], args.epochs_per_pass
     for w in args.workers:
         dl = dict(num_workers=w, worker_init_fn=_init_worker)
-        rows.append(
-            measure(
-                "latent WebDataset",
-                w,
-                lambda dl=dl: torch.utils.data.DataLoader(
-                    Repeat(LatentWebDataset(lat_root, batch_size=args.batch_size, shuffle_shards=False), k),
-                    batch_size=None,
-                    **dl,
-                ),
-                args.repeats,
-            )
-        )
-        rows.append(
-            measure(
-                "latent WebDataset, int8",
-                w,
-                lambda dl=dl: torch.utils.data.DataLoader(
-                    Repeat(
-                        LatentWebDataset(
-                            lat_root, batch_size=args.batch_size, shuffle_shards=False, output="int"
+        for label, options in (("latent WebDataset", {}), ("latent WebDataset, int8", {"output": "int"})):
+            rows.append(
+                measure(
+                    label,
+                    w,
+                    lambda dl=dl, options=options: torch.utils.data.DataLoader(
+                        Repeat(
+                            LatentWebDataset(
+                                lat_root, batch_size=args.batch_size, shuffle_shards=False, **options
+                            ),
+                            k,
                         ),
-                        k,
+                        batch_size=None,
+                        **dl,
                     ),
-                    batch_size=None,
-                    **dl,
-                ),
-                args.repeats,
+                    args.repeats,
+                )
             )
-        )
         rows.append(
             measure(
                 "JPEG WebDataset",

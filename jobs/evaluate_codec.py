@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from pipeline.codec import load  # noqa: E402
 from pipeline.training import evaluate as E  # noqa: E402
-from pipeline.training.klt import with_gain  # noqa: E402
+from pipeline.training.klt import is_equal_step_klt, with_gain  # noqa: E402
 
 QUALITIES = [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
 VORBIS_LEVELS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -82,11 +82,11 @@ def image_section(names: list[str], out: Path) -> tuple[list[str], dict]:
         table(ours + curves["JPEG"] + curves["WebP"], audio=False),
         "\n".join(versus(p, curves) for p in ours) + "\n",
     ]
+    best = best_points(ours)
     md += sweep_lines(sweeps, curves, audio=False)
-    md += targets(ours, curves)
+    md += targets(best, curves)
     md.append("\n![PSNR vs bpp](rd_curve.png)\n\n![originals vs reconstructions](reconstructions.png)\n")
 
-    best = best_points(ours)
     title = "Held-out photos: PSNR vs rate"
     rd_plot({**curves, **sweeps}, best, out / "rd_curve.png", "bits per pixel", title)
 
@@ -141,7 +141,7 @@ def klt_sweeps(codecs: list, gains: list[float], measure: Callable) -> dict[str,
     `measure(codec, label)` gives the point of one codec."""
     sweeps = {}
     for c in codecs:
-        if c.config.decoder != "linear" or not c.metadata.get("training", {}).get("klt_gain"):
+        if not is_equal_step_klt(c):
             continue
         points = []
         for g in gains:
@@ -164,9 +164,9 @@ def sweep_lines(sweeps: dict[str, list[E.Point]], curves: dict[str, list[E.Point
     return md
 
 
-def targets(ours: list[E.Point], curves: dict[str, list[E.Point]]) -> list[str]:
-    """The issue's two targets for the first codec (deep) against the second (its KLT baseline)."""
-    best = best_points(ours)
+def targets(best: list[E.Point], curves: dict[str, list[E.Point]]) -> list[str]:
+    """The issue's two targets for the first codec (deep) against the second (its KLT baseline);
+    `best`: each codec's best point (best_points)."""
     if len(best) < 2:
         return []
     deep, klt = best[0], best[1]

@@ -277,15 +277,20 @@ def init_identity_post_filter(codec: WaLLoC) -> None:
         post.weight[ch, ch, post.weight.shape[-1] // 2] = 1.0
 
 
+def is_equal_step_klt(codec: WaLLoC) -> bool:
+    """A linear codec whose metadata records the equal-step gain it was fitted with."""
+    return codec.config.decoder == "linear" and bool((codec.metadata.get("training") or {}).get("klt_gain"))
+
+
 @torch.no_grad()
 def with_gain(codec: WaLLoC, gain: float) -> WaLLoC:
     """The same equal-step KLT codec at another gain (another rate), from its own weights.
 
     y = G V^T (X - mu) scales with G and its decoder with 1/G, so one fitted KLT gives a whole
     rate-distortion curve. Needs a linear codec whose metadata records its `klt_gain`."""
-    old = (codec.metadata.get("training") or {}).get("klt_gain")
-    if codec.config.decoder != "linear" or not old:
+    if not is_equal_step_klt(codec):
         raise ValueError(f"{codec.name}: with_gain needs an equal-step KLT codec (linear, klt_gain recorded)")
+    old = codec.metadata["training"]["klt_gain"]
     if not gain > 0:
         raise ValueError(f"KLT gain must be positive, got {gain}")
     out = build(codec.config)
