@@ -31,7 +31,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -206,6 +206,7 @@ class AudioPreprocessor:
 
     policy: AudioPolicy
     modality: str = "audio"
+    device_decode: ClassVar[bool] = False  # decoded on the CPU (pipeline.preprocess.factory.Preprocessor)
 
     @classmethod
     def from_config(cls, cfg: Any, codec: Any) -> AudioPreprocessor:
@@ -241,6 +242,9 @@ class AudioPreprocessor:
 
     def fixed_shape(self) -> tuple[int, ...] | None:
         return (self.policy.channels, self.policy.window)
+
+    def bucket_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ import io
 import math
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -256,6 +256,7 @@ class ImagePreprocessor:
 
     policy: ImagePolicy
     modality: str = "image"
+    device_decode: ClassVar[bool] = False  # decoded on the CPU (pipeline.preprocess.factory.Preprocessor)
 
     def decode(self, data: bytes, item: Any = None) -> Decoded:
         return decode_image(data, self.policy)

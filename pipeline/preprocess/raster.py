@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -151,6 +151,7 @@ class RasterPreprocessor:
     policy: ImagePolicy
     value_range: tuple[float, float] | None = None
     modality: str = "raster"
+    device_decode: ClassVar[bool] = False  # decoded on the CPU (pipeline.preprocess.factory.Preprocessor)
 
     def __post_init__(self) -> None:
         if self.value_range is not None:
@@ -181,6 +182,9 @@ class RasterPreprocessor:
     def fixed_shape(self) -> tuple[int, ...] | None:
         if self.policy.crop == "center" and self.policy.size is not None:
             return (self.policy.channels, self.policy.size, self.policy.size)
+        return None
+
+    def bucket_shapes(self) -> dict[str, tuple[int, ...]] | None:
         return None
 
     def to_dict(self) -> dict[str, Any]:

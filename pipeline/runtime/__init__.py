@@ -1,6 +1,7 @@
-"""The only Ray-facing code: the encode run (Ray Data stages) and output planning."""
+"""The encode runtime: typed stages (no Ray), the Ray executor (the only `import ray`), the driver."""
 
-from .encode import RunSummary, run_encode
+from .driver import run_encode
 from .plan import OutputConflictError
+from .summary import RunSummary
 
 __all__ = ["OutputConflictError", "RunSummary", "run_encode"]

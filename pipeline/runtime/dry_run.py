@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import EncodeConfig
-from .encode import Prepared, prepare_run, worker_plan
+from . import ray_exec
+from .driver import Prepared, prepare_run, worker_plan
 from .lease import read_lease
 from .plan import OutputConflictError, plan_run
 
@@ -179,13 +180,7 @@ def _latent_shape(prep: Prepared, sample: int = 8) -> tuple[tuple[int, ...] | No
 def cluster_resources(address: str | None) -> tuple[dict[str, float], str]:
     """The resources the run would size its pool from: the Ray cluster's, or this machine's."""
     if address:
-        import ray
-
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-        try:
-            return dict(ray.cluster_resources()), f"Ray cluster at {address}"
-        finally:
-            ray.shutdown()
+        return ray_exec.resources_of_cluster(address), f"Ray cluster at {address}"
     gpus = 0
     try:
         import torch

@@ -164,7 +164,7 @@ def test_dockerignore_keeps_heavy_and_private_paths_out() -> None:
     rules = read_dockerignore(ROOT / ".dockerignore")
     for path in [".venv", ".venv/bin/python", "data", "data/imagenet-mini/train/x.JPEG", "out/run", ".git"]:
         assert is_ignored(path, rules), path
-    for path in ["pipeline/runtime/encode.py", "pipeline/__pycache__/x.pyc", "jobs/encode_imagenet.py"]:
+    for path in ["pipeline/runtime/driver.py", "pipeline/__pycache__/x.pyc", "jobs/encode_imagenet.py"]:
         assert is_ignored(path, rules) == path.endswith(".pyc"), path
 
 

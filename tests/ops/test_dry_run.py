@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline.codec import CodecConfig, build, save
 from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig
 from pipeline.manifest import OutputRoot, ShardMarker
+from pipeline.runtime.driver import prepare_run, worker_spec
 from pipeline.runtime.dry_run import plan_encode
-from pipeline.runtime.encode import ShardEncoder, decode_shard, prepare_run, write_shard
 from pipeline.runtime.lease import OutputLease
 from pipeline.runtime.plan import chunk, plan_run
-from pipeline.sinks import SinkSpec
+from pipeline.runtime.worker import ShardWorker
 
 SAMPLES = 24  # images in the bundled sample corpus
 
@@ -103,13 +102,10 @@ def test_size_estimate_matches_real_shards(codec_path: str, tmp_path: Path) -> N
     report = plan_encode(cfg, resources={"CPU": 2.0})
     prep = prepare_run(cfg)
     tasks = chunk(prep.items, cfg.shard_size, 0, 0)
-    batch = {"shard": np.array([t.shard for t in tasks]), "payload": np.array([{"task": t} for t in tasks])}
-    decoded = decode_shard(batch, prep.source, prep.preprocessor, "salt", 60.0)
-    encoder = ShardEncoder(codec_path, prep.codec.hash, prep.preprocessor, 8, "npy", 1, "cpu")
-    spec = SinkSpec(output=str(out), shard_size=cfg.shard_size)
-    written = write_shard(encoder(decoded), "webdataset", spec, prep.identity.settings_hash)["result"]
-    actual = sum(r["bytes"] for r in written)
-    assert sum(r["written"] for r in written) == SAMPLES
+    worker = ShardWorker(worker_spec(cfg, prep))
+    written = [worker.process(t) for t in tasks]
+    actual = sum(r.bytes for r in written)
+    assert sum(r.written for r in written) == SAMPLES
     assert abs(report.expected_bytes - actual) / actual < 0.10, (report.expected_bytes, actual)
 
 

@@ -7,7 +7,7 @@ WALLOC_TEST_KILL_SWITCH in this process's environment, this process starts a pri
 
 SPEC (JSON): {"runs": [{"config": {EncodeConfig keyword arguments}, "kill_switch": "<lines>" | null}]}
     before each run the kill-switch file ($WALLOC_TEST_KILL_SWITCH) is written with those lines, or
-    removed when null (see pipeline.runtime.encode._test_kill_switch);
+    removed when null (see pipeline.runtime.faults.kill_switch);
 RESULT (JSON): one RunSummary (as a dict) per run, in order.
 """
 
@@ -27,7 +27,7 @@ def main(spec_path: str, result_path: str) -> int:
 
     from pipeline.config import EncodeConfig
     from pipeline.runtime import run_encode
-    from pipeline.runtime.encode import KILL_SWITCH_ENV
+    from pipeline.runtime.faults import KILL_SWITCH_ENV
 
     spec = json.loads(Path(spec_path).read_text())
     switch = Path(os.environ[KILL_SWITCH_ENV]) if KILL_SWITCH_ENV in os.environ else None

@@ -132,7 +132,7 @@ def test_append_reencodes_changed_sources_and_supersedes_old_entries(ray_session
 def test_run_state_is_incomplete_until_the_manifest(ray_session, klt_codec, tmp_path):
     """plan_run (the start of every mode) marks the run incomplete; the end of the run completes it."""
     from pipeline.config import EncodeConfig
-    from pipeline.runtime.encode import prepare_run
+    from pipeline.runtime.driver import prepare_run
     from pipeline.runtime.plan import plan_run
 
     corpus = tmp_path / "c" / "train"

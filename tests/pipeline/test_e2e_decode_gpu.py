@@ -33,7 +33,7 @@ from pipeline.cli import config_from_args
 from pipeline.config import EncodeConfig
 from pipeline.preprocess.image import ImagePolicy, decode_image, to_codec_input
 from pipeline.preprocess.image_device import DeviceDecodeSpec, DeviceImagePreprocessor, available_backend
-from pipeline.runtime.encode import worker_plan
+from pipeline.runtime.driver import worker_plan
 
 DEVICE_RUN = {"decode": "gpu", "decode_device": "cpu", "shard_size": 4}
 
@@ -212,8 +212,9 @@ class _DeviceBatchFails(DeviceImagePreprocessor):
 @pytest.mark.parametrize("failing", [False, True])
 def test_encoder_actor_decodes_on_the_device_and_falls_back_per_sample(mixed_corpus, klt_codec, failing):
     """ShardEncoder's device branch in this process (no Ray): bytes in, latents + counted fallbacks out."""
-    from pipeline.codec import load
     from pipeline.runtime.encode import ShardEncoder, decode_counts, decode_shard
+
+    from pipeline.codec import load
     from pipeline.runtime.plan import ShardTask
     from pipeline.sources import open_source
 

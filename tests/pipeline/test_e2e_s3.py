@@ -89,7 +89,7 @@ def test_a_refused_put_is_retried_a_bounded_number_of_times_then_reported(
     """The store refuses (403) every PUT of shard 2: the writer tries WRITE_ATTEMPTS times, the shard
     is reported failed, no object of it is visible, shard 5 (also missing) is written and committed,
     and the manifest counts what is there. Once the store accepts the PUT, resuming completes it."""
-    from pipeline.runtime.encode import WRITE_ATTEMPTS
+    from pipeline.runtime.write_stage import WRITE_ATTEMPTS
 
     fs = s3.filesystem()
     reference = _local_files(reference_run)

@@ -17,8 +17,9 @@ from e2e_helpers import SAMPLE_IMAGES, SIZE
 from pipeline.codec.model import NonFiniteError
 from pipeline.preprocess.image import ImagePolicy, ImagePreprocessor, decode_image
 from pipeline.runtime.batching import plan_batches
-from pipeline.runtime.encode import ShardEncoder
+from pipeline.runtime.encode_stage import ShardEncoder
 from pipeline.runtime.plan import ShardTask
+from pipeline.runtime.work import DecodedSample, DecodedShard, EncodedShard
 from pipeline.sources.base import SourceItem
 
 PIXELS = 3 * SIZE * SIZE  # codec-input values of one sample
@@ -46,27 +47,18 @@ def _encoder(codec_path: Path, batch_size: int = 64, batch_pixels: int | None = 
 
     codec = load(str(codec_path))
     preprocessor = ImagePreprocessor(ImagePolicy(size=SIZE, crop="center", channels=3, multiple=8))
-    return ShardEncoder(
-        codec_ref=str(codec_path),
-        codec_hash=codec.hash,
-        preprocessor=preprocessor,
-        batch_size=batch_size,
-        latent_format="npy",
-        threads=1,
-        device="cpu",
-        batch_pixels=batch_pixels,
-    )
+    budget = {"batch_pixels": batch_pixels} if batch_pixels else {}
+    return ShardEncoder(codec.freeze(), preprocessor, batch_size=batch_size, **budget)
 
 
-def _shard(arrays: list) -> dict[str, np.ndarray]:
-    """One shard row as decode_shard hands it to the encoder."""
+def _shard(arrays: list) -> DecodedShard:
+    """One shard as the decode stage hands it to the encoder."""
     items = tuple(SourceItem(key=f"k{i}", uri=f"mem://{i}") for i in range(len(arrays)))
     samples = [
-        {"key": it.key, "label": None, "slot": i, "array": a, "meta": {"key": it.key, "source": it.uri}}
+        DecodedSample(key=it.key, label=None, slot=i, array=a, meta={"key": it.key, "source": it.uri})
         for i, (it, a) in enumerate(zip(items, arrays, strict=True))
     ]
-    payload = {"task": ShardTask(shard=0, slot_offset=0, items=items), "samples": samples, "errors": []}
-    return {"shard": np.array([0]), "payload": np.array([payload], dtype=object)}
+    return DecodedShard(task=ShardTask(shard=0, slot_offset=0, items=items), samples=samples)
 
 
 def _photos(n: int) -> list[np.ndarray]:
@@ -75,8 +67,8 @@ def _photos(n: int) -> list[np.ndarray]:
     return [decode_image(f.read_bytes(), policy).array for f in files]
 
 
-def _run(encoder: ShardEncoder, arrays: list) -> dict:
-    return encoder(_shard(arrays))["payload"][0]
+def _run(encoder: ShardEncoder, arrays: list) -> EncodedShard:
+    return encoder(_shard(arrays))
 
 
 @pytest.fixture(scope="module")
@@ -88,21 +80,21 @@ def photos() -> list[np.ndarray]:
 def alone(klt_codec, photos) -> list[np.ndarray]:
     """Each photo's latent, encoded on its own by the plain encoder."""
     enc = _encoder(klt_codec)
-    return [_run(enc, [p])["encoded"][0].latent for p in photos]
+    return [_run(enc, [p]).samples[0].latent for p in photos]
 
 
 def test_out_of_memory_batches_are_retried_in_halves(klt_codec, photos, alone):
     enc = _encoder(klt_codec)
     enc.codec = OomAbove(enc.codec, limit=2)
     out = _run(enc, photos)
-    assert out["errors"] == []
-    assert [e.key for e in out["encoded"]] == [f"k{i}" for i in range(8)]
-    for e, z in zip(out["encoded"], alone, strict=True):
+    assert out.errors == []
+    assert [e.key for e in out.samples] == [f"k{i}" for i in range(8)]
+    for e, z in zip(out.samples, alone, strict=True):
         np.testing.assert_array_equal(e.latent, z)
     assert enc.codec.calls == [8, 4, 2, 2, 4, 2, 2]  # halves, then halves of the halves
     # the per-shard histograms count exactly the latents written
-    assert out["statistics"]["samples"] == 8
-    assert np.asarray(out["statistics"]["histogram"]).sum() == sum(z.size for z in alone)
+    assert out.statistics["samples"] == 8
+    assert np.asarray(out.statistics["histogram"]).sum() == sum(z.size for z in alone)
 
 
 @pytest.mark.parametrize("error", [MemoryError, RuntimeError])
@@ -110,7 +102,7 @@ def test_other_out_of_memory_errors_also_split(klt_codec, photos, error):
     enc = _encoder(klt_codec)
     enc.codec = OomAbove(enc.codec, limit=3, error=error)
     out = _run(enc, photos[:6])
-    assert (len(out["encoded"]), out["errors"]) == (6, [])
+    assert (len(out.samples), out.errors) == (6, [])
     assert enc.codec.calls == [6, 3, 3]
 
 
@@ -118,13 +110,13 @@ def test_a_sample_too_large_alone_is_an_error_row_and_the_run_goes_on(klt_codec,
     enc = _encoder(klt_codec)
     enc.codec = OomAbove(enc.codec, limit=0)
     out = _run(enc, photos[:3])
-    assert out["encoded"] == []
-    assert [(e["key"], e["stage"]) for e in out["errors"]] == [
+    assert out.samples == []
+    assert [(e.key, e.stage) for e in out.errors] == [
         ("k0", "encode"),
         ("k1", "encode"),
         ("k2", "encode"),
     ]
-    assert all("out of memory" in e["reason"] for e in out["errors"])
+    assert all("out of memory" in e.reason for e in out.errors)
 
 
 def test_batches_follow_the_pixel_budget(klt_codec, photos, alone):
@@ -132,7 +124,7 @@ def test_batches_follow_the_pixel_budget(klt_codec, photos, alone):
     enc.codec = OomAbove(enc.codec, limit=64)
     out = _run(enc, photos)
     assert enc.codec.calls == [3, 3, 2]
-    for e, z in zip(out["encoded"], alone, strict=True):
+    for e, z in zip(out.samples, alone, strict=True):
         np.testing.assert_array_equal(e.latent, z)
     # --batch-size stays an upper bound; one sample over the budget still goes, alone
     assert [len(b) for b in plan_batches(list(range(8)), lambda _: (3, SIZE, SIZE), 2, 10 * PIXELS)] == [
@@ -150,12 +142,12 @@ def test_non_finite_inputs_never_reach_a_shard(klt_codec, photos, alone):
     bad_inf = photos[2].astype(np.float32)
     bad_inf[2, 0, 0] = np.inf
     out = _run(_encoder(klt_codec), [photos[0], bad_nan, bad_inf, photos[3]])
-    assert [e.key for e in out["encoded"]] == ["k0", "k3"]
-    np.testing.assert_array_equal(out["encoded"][1].latent, alone[3])
-    reasons = {e["key"]: e for e in out["errors"]}
+    assert [e.key for e in out.samples] == ["k0", "k3"]
+    np.testing.assert_array_equal(out.samples[1].latent, alone[3])
+    reasons = {e.key: e for e in out.errors}
     assert sorted(reasons) == ["k1", "k2"]
-    assert all(e["stage"] == "encode" and "non-finite" in e["reason"] for e in reasons.values())
-    assert "1 NaN" in reasons["k1"]["reason"] and "1 Inf" in reasons["k2"]["reason"]
+    assert all(e.stage == "encode" and "non-finite" in e.reason for e in reasons.values())
+    assert "1 NaN" in reasons["k1"].reason and "1 Inf" in reasons["k2"].reason
 
 
 def test_a_non_finite_latent_is_refused_before_the_int8_cast(klt_codec, photos):
@@ -166,6 +158,6 @@ def test_a_non_finite_latent_is_refused_before_the_int8_cast(klt_codec, photos):
     with pytest.raises(NonFiniteError, match="latent before quantization"):
         enc.codec.encode(torch.zeros(2, 3, SIZE, SIZE))
     out = _run(enc, photos[:3])
-    assert out["encoded"] == []
-    assert [e["key"] for e in out["errors"]] == ["k0", "k1", "k2"]
-    assert all("non-finite" in e["reason"] and "NaN" in e["reason"] for e in out["errors"])
+    assert out.samples == []
+    assert [e.key for e in out.errors] == ["k0", "k1", "k2"]
+    assert all("non-finite" in e.reason and "NaN" in e.reason for e in out.errors)

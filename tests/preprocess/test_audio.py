@@ -25,8 +25,8 @@ from pipeline.preprocess.audio import (
     resample,
     resample_numpy,
 )
+from pipeline.preprocess.factory import make_preprocessor
 from pipeline.preprocess.image import DecodeError
-from pipeline.runtime.encode import make_preprocessor
 
 WINDOW = 4096
 

@@ -14,9 +14,9 @@ from PIL import Image
 
 from pipeline.codec import CodecConfig
 from pipeline.config import EncodeConfig
+from pipeline.preprocess.factory import make_preprocessor
 from pipeline.preprocess.image import DecodeError, ImagePolicy
 from pipeline.preprocess.raster import RasterPreprocessor, decode_raster
-from pipeline.runtime.encode import make_preprocessor
 
 
 def tiff(array: np.ndarray, **kwargs) -> bytes:

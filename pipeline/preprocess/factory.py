@@ -1,0 +1,77 @@
+"""The preprocessing of a run: one small interface every preprocessor has, and the one factory.
+
+The runtime only ever sees a `Preprocessor`: it never asks which class it holds. Which class that is
+follows from the source's modality and the run's decode setting, decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from ..config import EncodeConfig
+from .image import Decoded, ImagePolicy, ImagePreprocessor, parse_buckets
+from .raster import RasterPreprocessor
+
+
+@runtime_checkable
+class Preprocessor(Protocol):
+    """bytes -> Decoded (pixels or waveform + metadata) -> codec input; what the run records."""
+
+    modality: str
+    # True: the encoder decodes the bytes on its device in batches (decode_batch); the decode stage
+    # only reads them. False: the decode stage decodes each input on the CPU (decode).
+    device_decode: bool
+
+    def decode(self, data: bytes, item: Any = None) -> Decoded: ...
+
+    def codec_input(self, array: Any) -> Any: ...
+
+    def input_size(self, array: Any) -> tuple[int, ...]: ...
+
+    def fixed_shape(self) -> tuple[int, ...] | None: ...
+
+    def bucket_shapes(self) -> dict[str, tuple[int, ...]] | None: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def make_preprocessor(cfg: EncodeConfig, modality: str, codec: Any) -> Preprocessor:
+    """The preprocessing for a source's modality, parameterised by the codec (channels, 2^J)."""
+    if cfg.buckets and modality != "image":
+        raise ValueError(f"--buckets is for images; these inputs are {modality}")
+    if cfg.decode == "gpu" and modality != "image":
+        raise ValueError(f"--decode gpu decodes JPEG images; {modality} inputs decode on CPUs (--decode cpu)")
+    c = codec.config
+    if modality == "image":
+        policy = ImagePolicy(
+            size=cfg.size,
+            crop=cfg.crop,
+            channels=c.channels,
+            multiple=c.block,
+            buckets=parse_buckets(cfg.buckets, c.block) if cfg.buckets else None,
+        )
+        return _device_preprocessor(cfg, policy) if cfg.decode == "gpu" else ImagePreprocessor(policy)
+    if modality == "raster":
+        return RasterPreprocessor.from_config(cfg, codec)
+    if modality == "audio":
+        from .audio import AudioPreprocessor  # the audio stack is optional at import time
+
+        return AudioPreprocessor.from_config(cfg, codec)
+    raise ValueError(f"no preprocessing for {modality!r} inputs")
+
+
+def _device_preprocessor(cfg: EncodeConfig, policy: ImagePolicy) -> Preprocessor:
+    """--decode gpu: the image preprocessor that decodes in the encoder actors, on their device.
+
+    Fails at once without a GPU: on the driver for a local Ray (torch.cuda.is_available()), from
+    the cluster's resources in worker_plan otherwise (a head node may have no GPU of its own)."""
+    from .image_device import DeviceDecodeSpec, DeviceImagePreprocessor
+
+    if policy.channels != 3:
+        raise ValueError("--decode gpu decodes to RGB: it needs a 3-channel codec (use --decode cpu)")
+    device = cfg.decode_device or "cuda"
+    if cfg.decode_device is None and cfg.address not in (None, "local"):
+        spec = DeviceDecodeSpec(device=device, backend="torchvision-nvjpeg")
+    else:
+        spec = DeviceDecodeSpec.for_device(device)
+    return DeviceImagePreprocessor(policy, spec=spec)

@@ -1,0 +1,149 @@
+"""The only module that imports Ray: start or join a cluster, run shard workers, collect results.
+
+Plain Ray actors, no Ray Data: each actor builds one ShardWorker (the codec loaded once) and runs
+whole shards, reading, decoding, encoding and writing in its own process, so pixels never go through
+the object store and no CPU waits for a separate write task. The driver keeps exactly one shard in
+flight per actor and hands the next one to whichever actor finishes first: a worker that dies takes
+only its own shard, which Ray reruns on the restarted actor (bounded: TASK_RETRIES).
+
+GPU encoders (`--num-gpus-per-worker`, `--decode gpu` on CUDA) keep two shards in flight each, fed by
+CPU decode tasks (or read-only tasks with --decode gpu), so the device does not wait for the CPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .plan import ShardTask
+from .work import ShardResult
+from .worker import ShardWorker, WorkerSpec, decode_only
+
+# A worker process that dies (OOM kill, segfault, node loss) takes its shard with it; Ray runs the
+# shard again on the restarted actor, at most TASK_RETRIES more times. A shard that still fails is
+# reported like a failed write (summary, exit code 1) and the rest of the run goes on. Actors may
+# restart any number of times: every restart is paid for by one of those bounded retries.
+TASK_RETRIES = 3
+ACTOR_RESTARTS = -1
+
+
+@dataclass(frozen=True)
+class ExecutorPlan:
+    """How many shard workers, with which resources each (worker_plan in driver.py decides)."""
+
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float = 0.0
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            log_to_driver=True,
+            logging_level="WARNING",
+        )
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def resources_of_cluster(address: str) -> dict[str, float]:
+    """The dry run: a running cluster's resources, without staying connected."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        return dict(ray.cluster_resources())
+    finally:
+        ray.shutdown()
+
+
+class _ShardActor:
+    """The actor body: a ShardWorker, built once per (re)started actor process."""
+
+    def __init__(self, spec: WorkerSpec):
+        import ray
+
+        self.worker = ShardWorker(spec)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def process(self, task: ShardTask) -> ShardResult:
+        return dataclasses.replace(self.worker.process(task), node=self.node)
+
+    def encode_and_commit(self, decoded) -> ShardResult:
+        return dataclasses.replace(self.worker.encode_and_commit(decoded), node=self.node)
+
+
+def run_shards(
+    spec: WorkerSpec,
+    tasks: list[ShardTask],
+    plan: ExecutorPlan,
+    on_result: Callable[[ShardResult], None] | None = None,
+) -> list[ShardResult]:
+    """Every task's ShardResult (committed, or failed with the reason), in completion order."""
+    if not tasks:
+        return []
+    import ray
+
+    actor_cls = ray.remote(_ShardActor).options(
+        num_cpus=plan.cpus_per_worker,
+        num_gpus=plan.gpus_per_worker or None,
+        max_restarts=ACTOR_RESTARTS,
+        max_task_retries=TASK_RETRIES,
+        scheduling_strategy="SPREAD",  # one worker per node first: every node's cores are used
+    )
+    actors = [actor_cls.remote(spec) for _ in range(min(plan.workers, len(tasks)))]
+    on_gpu = plan.gpus_per_worker > 0
+    decode = ray.remote(decode_only).options(num_cpus=1, max_retries=TASK_RETRIES) if on_gpu else None
+    in_flight_per_actor = 2 if on_gpu else 1
+    spec_ref = ray.put(spec) if on_gpu else None
+
+    pending = list(reversed(tasks))  # pop() takes them in shard order
+    running: dict[ray.ObjectRef, tuple[int, ShardTask]] = {}
+
+    def submit(actor: int) -> None:
+        task = pending.pop()
+        if on_gpu:
+            ref = actors[actor].encode_and_commit.remote(decode.remote(spec_ref, task))
+        else:
+            ref = actors[actor].process.remote(task)
+        running[ref] = (actor, task)
+
+    for _ in range(in_flight_per_actor):
+        for actor in range(len(actors)):
+            if pending:
+                submit(actor)
+    results = []
+    while running:
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        actor, task = running.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            result = ShardResult(
+                shard=task.shard,
+                inputs=len(task.items),
+                failed=f"its task failed {TASK_RETRIES + 1} times (its worker died, or raised: "
+                f"{type(err).__name__}; see the Ray logs)",
+            )
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+        if pending:
+            submit(actor)
+    for actor in actors:
+        ray.kill(actor)
+    return results
