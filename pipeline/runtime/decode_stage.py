@@ -79,7 +79,7 @@ class ShardDecoder:
 
     def _read(self, task: ShardTask, errors: list[ErrorRow]) -> Iterator[tuple[int, SourceItem, bytes]]:
         """(slot, item, bytes) in order, READ_AHEAD inputs in flight; failed reads go to `errors`."""
-        items = task.items
+        items = tuple(task.items)  # a ListingSlice materialises once
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS)
         futures: dict[int, concurrent.futures.Future] = {}
         try:

@@ -9,6 +9,7 @@ Per-sample failures never raise: they are error rows in their shard's marker. Th
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,8 @@ from ..manifest import RUN_STATE, OutputRoot, RunIdentity, build_manifest, liven
 from ..preprocess.factory import Preprocessor, make_preprocessor
 from ..registry import SINKS, lookup
 from ..sinks import SinkSpec
-from ..sources import Source, SourceItem, check_keys, listing_hash, open_source
-from ..sources.base import fill_fingerprints
+from ..sources import Source, open_source
+from ..sources.listing import Listing
 from . import ray_exec
 from .lease import OutputLease
 from .plan import plan_run
@@ -79,7 +80,7 @@ class Prepared:
     """What a run works out before touching the output (shared with the dry run)."""
 
     source: Source
-    items: list[SourceItem]
+    listing: Listing
     codec: Any
     preprocessor: Preprocessor
     settings: dict[str, Any]
@@ -90,12 +91,8 @@ class Prepared:
 def prepare_run(cfg: EncodeConfig) -> Prepared:
     """List the inputs, load the codec, fix the run's identity. Reads only."""
     source = open_source(cfg.input, cfg.source, config=cfg, **cfg.source_options)
-    items = source.list_items()
-    if cfg.limit is not None:
-        items = items[: cfg.limit]
-    check_keys(items)
-    # sources that list without file details get fingerprints from one stat per file (C4)
-    items = fill_fingerprints(items, getattr(source, "storage_options", None))
+    listing = source.listing(cfg.limit)
+    listing.check_keys()
     codec = load_codec(cfg.codec)
     preprocessor = make_preprocessor(cfg, source.modality, codec)
     settings = {
@@ -107,9 +104,9 @@ def prepare_run(cfg: EncodeConfig) -> Prepared:
     }
     if cfg.flip_pair:  # only when set: unbucketed, unflipped runs keep the settings hash they had
         settings["flip_pair"] = True
-    identity = RunIdentity(settings=settings, listing_hash=listing_hash(items), label_map=source.label_map())
+    identity = RunIdentity(settings=settings, listing_hash=listing.hash(), label_map=source.label_map())
     root = OutputRoot(cfg.output, cfg.storage_options)
-    return Prepared(source, items, codec, preprocessor, settings, identity, root)
+    return Prepared(source, listing, codec, preprocessor, settings, identity, root)
 
 
 def worker_spec(cfg: EncodeConfig, prep: Prepared, *, threads: int = 1, device: str = "cpu") -> WorkerSpec:
@@ -153,13 +150,22 @@ def run_encode(cfg: EncodeConfig) -> RunSummary:
         return _run_encode(cfg, lease)
 
 
-def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
-    started = time.perf_counter()
-    prep = prepare_run(cfg)
-    source, items, codec, preprocessor = prep.source, prep.items, prep.codec, prep.preprocessor
-    settings, identity, root = prep.settings, prep.identity, prep.root
-    plan = plan_run(root, items, identity, cfg.shard_size, cfg.mode)
+@dataclass
+class PreparedOutput:
+    """A run's plan, with the output made ready for its shards (the driver's work before encoding)."""
 
+    prep: Prepared
+    plan: Any  # plan.Plan
+    codec_info: dict[str, Any]
+    latent_info: dict[str, Any]
+    bucket_latents: dict[str, list[int]] | None
+
+
+def prepare_output(cfg: EncodeConfig) -> PreparedOutput:
+    """List, plan (--mode), and prepare the sink (e.g. size a Zarr store): everything before encoding."""
+    prep = prepare_run(cfg)
+    codec, preprocessor = prep.codec, prep.preprocessor
+    plan = plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, cfg.mode)
     sink = lookup(SINKS, cfg.format, "sink")(sink_spec(cfg))
     # append: re-encoded (changed) sources carry the statistics of the samples they supersede
     plan.todo = attach_superseded_statistics(plan.todo, plan.replaced, sink, codec)
@@ -186,28 +192,57 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         {
             "codec": codec_info,
             "latent": latent_info,
-            "preprocessing": settings["preprocessing"],
-            "label_map": source.label_map(),
+            "preprocessing": prep.settings["preprocessing"],
+            "label_map": prep.source.label_map(),
         },
     )
+    return PreparedOutput(prep, plan, codec_info, latent_info, bucket_latents)
 
-    encode_started = time.perf_counter()
-    first_commit: list[float] = []
-    results: list[ShardResult] = []
-    if plan.todo:
-        ray_exec.init_ray(cfg.address)
-        encode_started = time.perf_counter()
-        executor, threads, device = executor_plan(cfg, ray_exec.cluster_resources())
-        worker = worker_spec(cfg, prep, threads=threads, device=device)
-        with _Progress(len(plan.todo), sum(len(t.items) for t in plan.todo), cfg.progress) as progress:
 
-            def on_result(result: ShardResult) -> None:
-                if result.failed is None and not first_commit:
-                    first_commit.append(time.perf_counter() - started)
-                progress.update(result)
+def _output_is_complete(cfg: EncodeConfig) -> bool:
+    """A finished run on this output: resuming it will most likely find nothing to do."""
+    root = OutputRoot(cfg.output, cfg.storage_options)
+    try:
+        return cfg.mode == "resume" and bool(root.read_json(RUN_STATE).get("complete"))
+    except Exception:  # noqa: BLE001 - no state (yet): a new run
+        return False
 
-            results = ray_exec.run_shards(worker, plan.todo, executor, on_result=on_result)
-    encode_seconds = time.perf_counter() - encode_started
+
+def _start_workers(cfg: EncodeConfig) -> tuple[ray_exec.WorkerPool, float]:
+    """Ray up and the shard workers loading the codec; returns the pool and when Ray was up."""
+    ray_exec.init_ray(cfg.address)
+    up = time.perf_counter()
+    executor, threads, device = executor_plan(cfg, ray_exec.cluster_resources())
+    return ray_exec.WorkerPool(executor, cfg.codec, device, threads), up
+
+
+def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
+    started = time.perf_counter()
+    # Listing, planning and preparing the output (a thread) overlap starting Ray and the workers'
+    # codec loads (Ray's init must stay on the main thread): on a small run they are most of its time.
+    # GPU runs check the device on the driver first (a clear error before any Ray start-up).
+    pool: ray_exec.WorkerPool | None = None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
+        preparing = background.submit(prepare_output, cfg)
+        try:
+            if not _output_is_complete(cfg) and cfg.gpus_per_worker == 0:
+                try:
+                    pool, encode_started = _start_workers(cfg)
+                except ConfigurationError:
+                    preparing.result()  # the preparation's own error, if any, says more
+                    raise
+            out = preparing.result()
+            plan = out.plan
+            if plan.todo and pool is None:
+                pool, encode_started = _start_workers(cfg)
+            results = _encode(cfg, out, pool, started) if plan.todo else ([], None)
+        finally:
+            if pool is not None:
+                pool.close()
+    results, first_commit = results
+    encode_seconds = time.perf_counter() - encode_started if plan.todo else 0.0
+    prep = out.prep
+    source, settings, identity, root = prep.source, prep.settings, prep.identity, prep.root
     failures = {r.shard: r.failed for r in results if r.failed}
     failed = sorted(failures)
 
@@ -216,14 +251,14 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
     root.write_errors(liveness(markers).live_errors)  # less rows replaced by a re-encode (append)
     manifest = build_manifest(
         identity=identity,
-        codec=codec_info,
-        latent=latent_info,
+        codec=out.codec_info,
+        latent=out.latent_info,
         source=source.describe(),
         label_map=source.label_map(),
         markers=markers,
         inputs=plan.inputs,  # all planned inputs: a failed shard leaves written + errors short of it
         appends=plan.appends,
-        buckets=bucket_latents,
+        buckets=out.bucket_latents,
     )
     decode = None
     if "decode" in settings["preprocessing"]:  # --decode gpu: how the written samples were decoded
@@ -250,9 +285,27 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         encode_seconds=encode_seconds,
         changed=len(plan.changed),
         decode=decode,
-        first_commit_seconds=first_commit[0] if first_commit else None,
+        first_commit_seconds=first_commit,
         shards_per_node=count_nodes([r.node for r in results if r.failed is None]),
     )
+
+
+def _encode(
+    cfg: EncodeConfig, out: PreparedOutput, pool: ray_exec.WorkerPool, started: float
+) -> tuple[list[ShardResult], float | None]:
+    """The planned shards through the pool: (results, seconds from the run's start to the first commit)."""
+    todo = out.plan.todo
+    spec = worker_spec(cfg, out.prep, threads=pool.threads, device=pool.device)
+    first_commit: list[float] = []
+    with _Progress(len(todo), sum(len(t.items) for t in todo), cfg.progress) as progress:
+
+        def on_result(result: ShardResult) -> None:
+            if result.failed is None and not first_commit:
+                first_commit.append(time.perf_counter() - started)
+            progress.update(result)
+
+        results = pool.run(spec, todo, on_result=on_result)
+    return results, (first_commit[0] if first_commit else None)
 
 
 class _Progress:

@@ -166,7 +166,7 @@ def _latent_shape(prep: Prepared, sample: int = 8) -> tuple[tuple[int, ...] | No
         shape = tuple(prep.codec.latent_shape(fixed))
         return shape, float(math.prod(shape)), []
     sizes = []
-    for item in prep.items[:sample]:
+    for item in prep.listing.rows(0, min(sample, len(prep.listing))):
         try:
             decoded = prep.preprocessor.decode(prep.source.read_bytes(item), item)
         except Exception:  # noqa: BLE001 - an unreadable input is an error row in the run; skip it here
@@ -197,7 +197,7 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
     modes: dict[str, ModePlan] = {}
     for mode in MODES:
         try:
-            plan = plan_run(prep.root, prep.items, prep.identity, cfg.shard_size, mode, write=False)
+            plan = plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, mode, write=False)
         except OutputConflictError as err:
             modes[mode] = ModePlan(0, 0, 0, refused=str(err))
             continue
@@ -225,13 +225,13 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
     )
 
     shape, latent_bytes, notes = _latent_shape(prep)
-    labelled = any(it.label is not None for it in prep.items[:100])
+    labelled = prep.listing.any_labelled(100)
     lease = read_lease(prep.root)
     return PlanReport(
         input=cfg.input,
         output=cfg.output,
         source=prep.source.describe(),
-        inputs=len(prep.items),
+        inputs=len(prep.listing),
         mode=cfg.mode,
         modes=modes,
         codec=f"{prep.codec.name} ({prep.codec.hash[:12]})",

@@ -10,11 +10,15 @@ live entry was encoded: those are encoded again, and the manifest lists the old 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from ..manifest import RUN_STATE, OutputRoot, RunIdentity, ShardMarker
 from ..sources.base import SourceItem
+from ..sources.listing import Listing, ListingSlice
 
 Mode = Literal["overwrite", "resume", "append"]
 
@@ -27,7 +31,9 @@ class OutputConflictError(RuntimeError):
 class ShardTask:
     shard: int
     slot_offset: int  # first row of this shard in slot space (Zarr row index)
-    items: tuple[SourceItem, ...]
+    # the shard's inputs: a ListingSlice on the driver (rows of the listing, O(1) memory), the
+    # SourceItems themselves once sent to a worker
+    items: Sequence[SourceItem]
     # append runs: statistics (pipeline.statistics) of the live samples this shard supersedes, stored
     # in its marker so that the run's statistics drop them exactly when (and only if) it commits
     superseded_statistics: dict | None = field(default=None, compare=False)
@@ -44,20 +50,31 @@ class Plan:
     replaced: dict[str, ShardMarker] = field(default_factory=dict)  # changed key -> marker of its sample
 
 
-def chunk(items: list[SourceItem], shard_size: int, first_shard: int, first_slot: int) -> list[ShardTask]:
+def chunk(
+    items: Listing | Sequence[SourceItem],
+    shard_size: int,
+    first_shard: int,
+    first_slot: int,
+    rows: np.ndarray | None = None,
+) -> list[ShardTask]:
+    """Shards of `shard_size` consecutive inputs (of the listing, or of its `rows` when given)."""
+    n = len(items) if rows is None else len(rows)
+
+    def part(s: int) -> Sequence[SourceItem]:
+        e = min(s + shard_size, n)
+        if not isinstance(items, Listing):
+            return tuple(items[s:e])
+        return ListingSlice(items, s, e) if rows is None else ListingSlice(items, indices=rows[s:e])
+
     return [
-        ShardTask(
-            shard=first_shard + i,
-            slot_offset=first_slot + i * shard_size,
-            items=tuple(items[s : s + shard_size]),
-        )
-        for i, s in enumerate(range(0, len(items), shard_size))
+        ShardTask(shard=first_shard + i, slot_offset=first_slot + i * shard_size, items=part(s))
+        for i, s in enumerate(range(0, n, shard_size))
     ]
 
 
 def plan_run(
     root: OutputRoot,
-    items: list[SourceItem],
+    items: Listing,
     identity: RunIdentity,
     shard_size: int,
     mode: Mode,
@@ -113,19 +130,19 @@ def plan_run(
         )
     live = _live_entries(done)  # every key present (written or in the error table)
     recorded = {key: marker.fingerprints.get(key) for key, (marker, _) in live.items()}
-    changed = [
-        it.key
-        for it in items
-        if it.key in recorded
-        and None not in (it.fingerprint, recorded[it.key])
-        and it.fingerprint != recorded[it.key]
-    ]
-    stale = set(changed)
-    new = [it for it in items if it.key not in recorded or it.key in stale]
+    keys, fingerprints = items.keys_and_fingerprints()
+    changed, new_rows = [], []
+    for row, (key, fp) in enumerate(zip(keys, fingerprints, strict=True)):
+        if key not in recorded:
+            new_rows.append(row)
+        elif None not in (fp, recorded[key]) and fp != recorded[key]:
+            changed.append(key)
+            new_rows.append(row)
+    new = np.asarray(new_rows, dtype=np.int64)
     next_shard = max((m.stats["shard"] for m in done), default=-1) + 1
     used = max((m.slot_offset + shard_size for m in done), default=0)
     first_slot = -(-used // shard_size) * shard_size  # Zarr shards stay aligned to --shard-size
-    tasks = chunk(new, shard_size, next_shard, first_slot)
+    tasks = chunk(items, shard_size, next_shard, first_slot, rows=new)
     appends += 1 if tasks else 0
     if write:
         root.write_json(RUN_STATE, identity.to_dict() | {"appends": appends, "complete": False})

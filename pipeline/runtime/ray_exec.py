@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .plan import ShardTask
 from .work import ShardResult
-from .worker import ShardWorker, WorkerSpec, decode_only
+from .worker import ShardWorker, WorkerSpec, decode_only, set_torch_threads
 
 # A worker process that dies (OOM kill, segfault, node loss) takes its shard with it; Ray runs the
 # shard again on the restarted actor, at most TASK_RETRIES more times. A shard that still fails is
@@ -39,10 +39,14 @@ class ExecutorPlan:
 
 
 def init_ray(address: str | None) -> None:
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    if address is None:  # a Ray of our own: its token is made and used here, nothing to tell the user
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         ray.init(
@@ -72,78 +76,98 @@ def resources_of_cluster(address: str) -> dict[str, float]:
 
 
 class _ShardActor:
-    """The actor body: a ShardWorker, built once per (re)started actor process."""
+    """The actor body. It loads the codec as soon as it starts (while the driver is still listing
+    and planning), and builds its ShardWorker from the run's WorkerSpec on the first shard: a
+    restarted actor (its process died) gets the spec again with the next shard it is given."""
 
-    def __init__(self, spec: WorkerSpec):
+    def __init__(self, codec_ref: str, device: str, threads: int):
         import ray
 
-        self.worker = ShardWorker(spec)
+        from ..codec import load as load_codec
+
+        set_torch_threads(device, threads)
+        self.codec = load_codec(codec_ref).to(device).freeze()
         self.node = ray.get_runtime_context().get_node_id()
+        self.worker: ShardWorker | None = None
 
-    def process(self, task: ShardTask) -> ShardResult:
-        return dataclasses.replace(self.worker.process(task), node=self.node)
+    def _worker(self, spec: WorkerSpec) -> ShardWorker:
+        if self.worker is None or self.worker.spec.run_key != spec.run_key:
+            self.worker = ShardWorker(spec, codec=self.codec)
+        return self.worker
 
-    def encode_and_commit(self, decoded) -> ShardResult:
-        return dataclasses.replace(self.worker.encode_and_commit(decoded), node=self.node)
+    def process(self, spec: WorkerSpec, task: ShardTask) -> ShardResult:
+        return dataclasses.replace(self._worker(spec).process(task), node=self.node)
+
+    def encode_and_commit(self, spec: WorkerSpec, decoded) -> ShardResult:
+        return dataclasses.replace(self._worker(spec).encode_and_commit(decoded), node=self.node)
 
 
-def run_shards(
-    spec: WorkerSpec,
-    tasks: list[ShardTask],
-    plan: ExecutorPlan,
-    on_result: Callable[[ShardResult], None] | None = None,
-) -> list[ShardResult]:
-    """Every task's ShardResult (committed, or failed with the reason), in completion order."""
-    if not tasks:
-        return []
-    import ray
+class WorkerPool:
+    """`plan.workers` shard actors, started (and loading the codec) before there is work for them."""
 
-    actor_cls = ray.remote(_ShardActor).options(
-        num_cpus=plan.cpus_per_worker,
-        num_gpus=plan.gpus_per_worker or None,
-        max_restarts=ACTOR_RESTARTS,
-        max_task_retries=TASK_RETRIES,
-        scheduling_strategy="SPREAD",  # one worker per node first: every node's cores are used
-    )
-    actors = [actor_cls.remote(spec) for _ in range(min(plan.workers, len(tasks)))]
-    on_gpu = plan.gpus_per_worker > 0
-    decode = ray.remote(decode_only).options(num_cpus=1, max_retries=TASK_RETRIES) if on_gpu else None
-    in_flight_per_actor = 2 if on_gpu else 1
-    spec_ref = ray.put(spec) if on_gpu else None
+    def __init__(self, plan: ExecutorPlan, codec_ref: str, device: str, threads: int):
+        import ray
 
-    pending = list(reversed(tasks))  # pop() takes them in shard order
-    running: dict[ray.ObjectRef, tuple[int, ShardTask]] = {}
+        self.plan, self.device, self.threads = plan, device, threads
+        actor_cls = ray.remote(_ShardActor).options(
+            num_cpus=plan.cpus_per_worker,
+            num_gpus=plan.gpus_per_worker or None,
+            max_restarts=ACTOR_RESTARTS,
+            max_task_retries=TASK_RETRIES,
+            scheduling_strategy="SPREAD",  # one worker per node first: every node's cores are used
+        )
+        self.actors = [actor_cls.remote(codec_ref, device, threads) for _ in range(plan.workers)]
 
-    def submit(actor: int) -> None:
-        task = pending.pop()
-        if on_gpu:
-            ref = actors[actor].encode_and_commit.remote(decode.remote(spec_ref, task))
-        else:
-            ref = actors[actor].process.remote(task)
-        running[ref] = (actor, task)
+    def run(
+        self,
+        spec: WorkerSpec,
+        tasks: list[ShardTask],
+        on_result: Callable[[ShardResult], None] | None = None,
+    ) -> list[ShardResult]:
+        """Every task's ShardResult (committed, or failed with the reason), in completion order."""
+        import ray
 
-    for _ in range(in_flight_per_actor):
-        for actor in range(len(actors)):
+        on_gpu = self.plan.gpus_per_worker > 0
+        spec_ref = ray.put(spec)
+        decode = ray.remote(decode_only).options(num_cpus=1, max_retries=TASK_RETRIES) if on_gpu else None
+        in_flight_per_actor = 2 if on_gpu else 1
+        pending = list(reversed(tasks))  # pop() takes them in shard order
+        running: dict[ray.ObjectRef, tuple[int, ShardTask]] = {}
+
+        def submit(actor: int) -> None:
+            task = pending.pop()
+            if on_gpu:
+                ref = self.actors[actor].encode_and_commit.remote(spec_ref, decode.remote(spec_ref, task))
+            else:
+                ref = self.actors[actor].process.remote(spec_ref, task)
+            running[ref] = (actor, task)
+
+        for _ in range(in_flight_per_actor):
+            for actor in range(len(self.actors)):
+                if pending:
+                    submit(actor)
+        results = []
+        while running:
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            actor, task = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                result = ShardResult(
+                    shard=task.shard,
+                    inputs=len(task.items),
+                    failed=f"its task failed {TASK_RETRIES + 1} times (its worker died, or raised: "
+                    f"{type(err).__name__}; see the Ray logs)",
+                )
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
             if pending:
                 submit(actor)
-    results = []
-    while running:
-        (ref,), _ = ray.wait(list(running), num_returns=1)
-        actor, task = running.pop(ref)
-        try:
-            result = ray.get(ref)
-        except ray.exceptions.RayError as err:
-            result = ShardResult(
-                shard=task.shard,
-                inputs=len(task.items),
-                failed=f"its task failed {TASK_RETRIES + 1} times (its worker died, or raised: "
-                f"{type(err).__name__}; see the Ray logs)",
-            )
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-        if pending:
-            submit(actor)
-    for actor in actors:
-        ray.kill(actor)
-    return results
+        return results
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)

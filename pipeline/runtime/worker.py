@@ -9,6 +9,7 @@ one in-process from the same WorkerSpec and get the same bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..preprocess.factory import Preprocessor
 from ..sinks import SinkSpec
@@ -40,19 +41,30 @@ class WorkerSpec:
     threads: int = 1  # torch threads per worker (CPU encoding)
     device: str = "cpu"
 
+    @property
+    def run_key(self) -> tuple[str, str]:
+        """Which run this spec is for (a worker keeps its stages while the key stays the same)."""
+        return (self.settings_hash, self.sink_spec.output)
+
 
 class ShardWorker:
-    """Holds the codec for its lifetime; process() runs a whole shard to its commit."""
+    """Holds the codec for its lifetime; process() runs a whole shard to its commit.
 
-    def __init__(self, spec: WorkerSpec):
-        import torch
+    `codec`: one loaded already (a Ray actor loads it while the driver is still listing); it must
+    be the one the spec names (same hash)."""
 
-        if spec.device == "cpu":
-            torch.set_num_threads(max(1, spec.threads))
+    def __init__(self, spec: WorkerSpec, codec: Any = None):
+        set_torch_threads(spec.device, spec.threads)
+        if codec is None:
+            codec = load_checked_codec(spec.codec_ref, spec.codec_hash, spec.device)
+        elif codec.hash != spec.codec_hash:
+            raise RuntimeError(
+                f"worker holds codec {codec.hash[:12]}, the run encodes with {spec.codec_hash[:12]}"
+            )
         self.spec = spec
         self.decoder = ShardDecoder(spec.source, spec.preprocessor, spec.cache_salt, spec.sample_timeout_s)
         self.encoder = ShardEncoder(
-            load_checked_codec(spec.codec_ref, spec.codec_hash, spec.device),
+            codec,
             spec.preprocessor,
             batch_size=spec.batch_size,
             batch_pixels=spec.batch_pixels,
@@ -70,6 +82,14 @@ class ShardWorker:
     def encode_and_commit(self, decoded: DecodedShard) -> ShardResult:
         """The encoder's half, for runs that decode elsewhere (GPU encoders, CPU decode tasks)."""
         return self.committer(self.encoder(decoded))
+
+
+def set_torch_threads(device: str, threads: int) -> None:
+    """CPU encoding: the threads this worker's CPUs allow (more would contend with the other workers)."""
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(max(1, threads))
 
 
 def decode_only(spec: WorkerSpec, task: ShardTask) -> DecodedShard:

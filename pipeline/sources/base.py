@@ -145,6 +145,18 @@ class Source:
     def list_items(self) -> list[SourceItem]:
         raise NotImplementedError
 
+    def listing(self, limit: int | None = None):
+        """The run's inputs as a columnar Listing (sources/listing.py), the first `limit` of them.
+
+        This default lists items, then stats the files that have no fingerprint yet (one stat per
+        file, C4); sources of very many inputs override it to build the columns without objects."""
+        from .listing import Listing
+
+        items = self.list_items()
+        if limit is not None:
+            items = items[:limit]
+        return Listing.from_items(fill_fingerprints(items, getattr(self, "storage_options", None)))
+
     def read_bytes(self, item: SourceItem) -> bytes:
         raise NotImplementedError
 

@@ -55,8 +55,8 @@ def test_partial_output_resume_skips_committed_and_writes_nothing(codec_path: st
     out = tmp_path / "out"
     cfg = _cfg(codec_path, out)
     prep = prepare_run(cfg)
-    plan_run(prep.root, prep.items, prep.identity, cfg.shard_size, "resume")  # writes _run.json
-    first = chunk(prep.items, cfg.shard_size, 0, 0)[0]
+    plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, "resume")  # writes _run.json
+    first = chunk(prep.listing, cfg.shard_size, 0, 0)[0]
     stats = {"shard": 0, "name": "shard-000000.tar", "samples": 10, "bytes": 1, "sha256": "x"}
     stats |= {"first_key": None, "last_key": None}
     keys = [it.key for it in first.items]
@@ -101,7 +101,7 @@ def test_size_estimate_matches_real_shards(codec_path: str, tmp_path: Path) -> N
     cfg = _cfg(codec_path, out)
     report = plan_encode(cfg, resources={"CPU": 2.0})
     prep = prepare_run(cfg)
-    tasks = chunk(prep.items, cfg.shard_size, 0, 0)
+    tasks = chunk(prep.listing, cfg.shard_size, 0, 0)
     worker = ShardWorker(worker_spec(cfg, prep))
     written = [worker.process(t) for t in tasks]
     actual = sum(r.bytes for r in written)

@@ -140,13 +140,13 @@ def test_run_state_is_incomplete_until_the_manifest(ray_session, klt_codec, tmp_
     output = tmp_path / "out"
     cfg = EncodeConfig(input=str(corpus), output=str(output), codec=str(klt_codec), size=64, shard_size=4)
     prep = prepare_run(cfg)
-    plan_run(prep.root, prep.items, prep.identity, cfg.shard_size, "overwrite")
+    plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, "overwrite")
     assert json.loads((output / "_run.json").read_text())["complete"] is False
     encode(corpus, output, klt_codec)
     assert json.loads((output / "_run.json").read_text())["complete"] is True
     assert (output / "manifest.json").exists()
     for mode in ("resume", "append"):  # every later run starts incomplete again (the append test
         # above sees an append run complete)
-        plan_run(prep.root, prep.items, prep.identity, cfg.shard_size, mode)
+        plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, mode)
         state = json.loads((output / "_run.json").read_text())
         assert (state["complete"], state["appends"]) == (False, 0), mode

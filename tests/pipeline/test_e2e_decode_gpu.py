@@ -212,9 +212,9 @@ class _DeviceBatchFails(DeviceImagePreprocessor):
 @pytest.mark.parametrize("failing", [False, True])
 def test_encoder_actor_decodes_on_the_device_and_falls_back_per_sample(mixed_corpus, klt_codec, failing):
     """ShardEncoder's device branch in this process (no Ray): bytes in, latents + counted fallbacks out."""
-    from pipeline.runtime.encode import ShardEncoder, decode_counts, decode_shard
-
     from pipeline.codec import load
+    from pipeline.runtime.decode_stage import ShardDecoder
+    from pipeline.runtime.encode_stage import ShardEncoder, decode_counts
     from pipeline.runtime.plan import ShardTask
     from pipeline.sources import open_source
 
@@ -225,15 +225,12 @@ def test_encoder_actor_decodes_on_the_device_and_falls_back_per_sample(mixed_cor
     pre = cls(policy, spec=DeviceDecodeSpec.for_device("cpu"))
     source = open_source(str(corpus))
     items = tuple(source.list_items())
-    batch = {"shard": np.array([0]), "payload": np.array([{"task": ShardTask(0, 0, items)}], dtype=object)}
-    read = decode_shard(batch, source=source, preprocessor=pre, cache_salt="salt", timeout=30)
-    assert all("data" in s and "array" not in s for s in read["payload"][0]["samples"])  # bytes only
-    encoder = ShardEncoder(
-        str(klt_codec), codec.hash, pre, batch_size=4, latent_format="npy", threads=1, device="cpu",
-        device_decode={"cache_salt": "salt", "timeout": 30},
-    )  # fmt: skip
-    out = encoder(read)["payload"][0]
-    encoded, errors = out["encoded"], out["errors"]
+    decoder = ShardDecoder(source, pre, cache_salt="salt", timeout=30)
+    read = decoder(ShardTask(0, 0, items))
+    assert read.samples == [] and len(read.raw) + len(read.errors) == len(items)  # bytes only
+    encoder = ShardEncoder(codec.freeze(), pre, batch_size=4, cpu_decoder=decoder)
+    out = encoder(read)
+    encoded, errors = out.samples, out.errors
     assert len(encoded) + len(errors) == len(files)
     counts = decode_counts(encoded)
     if failing:  # every sample went to the CPU path, none lost
@@ -242,4 +239,4 @@ def test_encoder_actor_decodes_on_the_device_and_falls_back_per_sample(mixed_cor
     else:
         assert counts["decoded_on_device"] == 6 and counts["decode_fallbacks"] == len(encoded) - 6
     assert [e.slot for e in encoded] == sorted(e.slot for e in encoded)
-    assert {e["stage"] for e in errors} == {"decode"}
+    assert {e.stage for e in errors} == {"decode"}
