@@ -30,6 +30,10 @@ MANIFEST = "manifest.json"
 ERRORS = "errors.parquet"
 RUN_STATE = "_run.json"
 MARKERS = "_shards"
+LISTING = (
+    "_listing.parquet"  # the run's listing (sources/listing.py): resume reads it instead of listing again
+)
+LISTING_ROW_GROUP = 65536  # rows per row group of the stored listing (shards in order read each once)
 LEASE = "_lease.json"  # the live run's lease (pipeline/runtime/lease.py): one writer per output
 LEASE_LOCK = "_lease.lock"  # local filesystems: serialises lease takeover between processes
 LEASE_PREFIX = "_lease."  # lease, lock, lease temp files: they belong to the run doing the clearing
@@ -141,6 +145,27 @@ class OutputRoot:
 
     def is_empty(self) -> bool:
         return not self._contents()
+
+    # --- the listing --------------------------------------------------------------------------
+    def write_listing(self, listing: Any, about: dict[str, Any], row_group: int) -> None:
+        """Persist the run's listing (a temporary name, then renamed: never half a listing)."""
+        tmp = self._p(LISTING + ".tmp")
+        with self.fs.open(tmp, "wb") as f:
+            listing.write(f, row_group=row_group, about=about)
+        self.fs.mv(tmp, self._p(LISTING))
+
+    def stored_listing(self) -> tuple[Any, dict[str, Any]] | None:
+        """(Listing, what it was made from) of the last run on this output, or None."""
+        import pyarrow.parquet as pq
+
+        from .sources.listing import Listing
+
+        if not self.exists(LISTING):
+            return None
+        with self.fs.open(self._p(LISTING), "rb") as f:
+            meta = pq.read_schema(f).metadata or {}
+        about = json.loads(meta.get(b"walloc", b"{}"))
+        return Listing(files=[self._p(LISTING)], filesystem=self.fs), about
 
     # --- shard markers ------------------------------------------------------------------------
     def marker_name(self, shard: int) -> str:

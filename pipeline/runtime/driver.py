@@ -16,7 +16,15 @@ from typing import Any
 
 from ..codec import load as load_codec
 from ..config import ConfigurationError, EncodeConfig
-from ..manifest import RUN_STATE, OutputRoot, RunIdentity, build_manifest, liveness, stable_hash
+from ..manifest import (
+    LISTING_ROW_GROUP,
+    RUN_STATE,
+    OutputRoot,
+    RunIdentity,
+    build_manifest,
+    liveness,
+    stable_hash,
+)
 from ..preprocess.factory import Preprocessor, make_preprocessor
 from ..registry import SINKS, lookup
 from ..sinks import SinkSpec
@@ -86,13 +94,24 @@ class Prepared:
     settings: dict[str, Any]
     identity: RunIdentity
     root: OutputRoot
+    listing_about: dict[str, Any]  # what the listing was made from (stored with it in the output)
+    listing_reused: bool = False  # resume: the output's own listing, not listed again
 
 
 def prepare_run(cfg: EncodeConfig) -> Prepared:
     """List the inputs, load the codec, fix the run's identity. Reads only."""
     source = open_source(cfg.input, cfg.source, config=cfg, **cfg.source_options)
-    listing = source.listing(cfg.limit)
-    listing.check_keys()
+    root = OutputRoot(cfg.output, cfg.storage_options)
+    made_from = {"input": cfg.input, "source": source.registry_name, "limit": cfg.limit}
+    stored = root.stored_listing() if cfg.mode == "resume" else None
+    if stored is not None and {k: stored[1].get(k) for k in made_from} == made_from:
+        # resume continues the listing it started with (--mode append lists again for new inputs)
+        listing, about = stored
+        listing_hash, label_map = about["listing_hash"], about["label_map"]
+    else:
+        listing = source.listing(cfg.limit)
+        listing.check_keys()
+        listing_hash, label_map = listing.hash(), source.label_map()
     codec = load_codec(cfg.codec)
     preprocessor = make_preprocessor(cfg, source.modality, codec)
     settings = {
@@ -104,9 +123,9 @@ def prepare_run(cfg: EncodeConfig) -> Prepared:
     }
     if cfg.flip_pair:  # only when set: unbucketed, unflipped runs keep the settings hash they had
         settings["flip_pair"] = True
-    identity = RunIdentity(settings=settings, listing_hash=listing.hash(), label_map=source.label_map())
-    root = OutputRoot(cfg.output, cfg.storage_options)
-    return Prepared(source, listing, codec, preprocessor, settings, identity, root)
+    identity = RunIdentity(settings=settings, listing_hash=listing_hash, label_map=label_map)
+    about = made_from | {"listing_hash": listing_hash, "label_map": label_map}
+    return Prepared(source, listing, codec, preprocessor, settings, identity, root, about, stored is not None)
 
 
 def worker_spec(cfg: EncodeConfig, prep: Prepared, *, threads: int = 1, device: str = "cpu") -> WorkerSpec:
@@ -166,6 +185,8 @@ def prepare_output(cfg: EncodeConfig) -> PreparedOutput:
     prep = prepare_run(cfg)
     codec, preprocessor = prep.codec, prep.preprocessor
     plan = plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, cfg.mode)
+    if not prep.listing_reused:
+        prep.root.write_listing(prep.listing, prep.listing_about, row_group=LISTING_ROW_GROUP)
     sink = lookup(SINKS, cfg.format, "sink")(sink_spec(cfg))
     # append: re-encoded (changed) sources carry the statistics of the samples they supersede
     plan.todo = attach_superseded_statistics(plan.todo, plan.replaced, sink, codec)
@@ -193,7 +214,7 @@ def prepare_output(cfg: EncodeConfig) -> PreparedOutput:
             "codec": codec_info,
             "latent": latent_info,
             "preprocessing": prep.settings["preprocessing"],
-            "label_map": prep.source.label_map(),
+            "label_map": prep.identity.label_map,
         },
     )
     return PreparedOutput(prep, plan, codec_info, latent_info, bucket_latents)
@@ -254,7 +275,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         codec=out.codec_info,
         latent=out.latent_info,
         source=source.describe(),
-        label_map=source.label_map(),
+        label_map=identity.label_map,
         markers=markers,
         inputs=plan.inputs,  # all planned inputs: a failed shard leaves written + errors short of it
         appends=plan.appends,
@@ -287,6 +308,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         decode=decode,
         first_commit_seconds=first_commit,
         shards_per_node=count_nodes([r.node for r in results if r.failed is None]),
+        skipped=source.describe().get("skipped", {}),
     )
 
 

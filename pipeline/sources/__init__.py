@@ -7,7 +7,7 @@ from typing import Any
 import fsspec
 
 from ..registry import SOURCES, lookup
-from . import audio, hf, image_folder, raster, tar_shards  # noqa: F401  (each registers its kinds)
+from . import audio, hf, image_folder, input_manifest, raster, tar_shards  # noqa: F401  (each registers its kinds)
 from .base import Source, SourceItem, UnsafeKeyError, check_keys, listing_hash, safe_key
 
 __all__ = [
@@ -24,7 +24,7 @@ __all__ = [
 
 def detect_source(path: str) -> str:
     """Guess the source kind from what the input holds (sources may add detectors)."""
-    for name in sorted(SOURCES):
+    for name in sorted(SOURCES, key=lambda n: (SOURCES[n].detect_priority, n)):
         detect = getattr(SOURCES[name], "detect", None)
         if detect is not None and name != "image-folder" and detect(path):
             return name

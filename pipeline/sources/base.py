@@ -134,6 +134,7 @@ class Source:
 
     registry_name: str = ""
     modality: str = "image"  # "image", "raster" or "audio": which preprocessing applies
+    detect_priority: int = 100  # auto-detection asks lower numbers first (then by name)
 
     @classmethod
     def options_from_config(cls, config: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import fsspec
 from ..registry import register_source
 from .base import Source, SourceItem, fingerprint_from_info, unique_keys
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm"}
+# torchvision's ImageFolder (IMG_EXTENSIONS: .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp) and GIF
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 @register_source("image-folder")
@@ -36,9 +38,16 @@ class ImageFolderSource(Source):
         # with the source and are never written to the manifest
         self.storage_options = dict(storage_options or {})
         self.fs, self.path = fsspec.core.url_to_fs(self.root, **self.storage_options)
-        self.extensions = {e.lower() for e in (extensions or IMAGE_EXTENSIONS)}
-        found = self.fs.find(self.path, detail=True)  # the details give fingerprints for free
-        files = sorted(p for p in found if Path(p).suffix.lower() in self.extensions)
+        self.extensions = {("." + e.lower().lstrip(".")) for e in (extensions or IMAGE_EXTENSIONS)}
+        found, self.skipped = scan_files(self.fs, self.path)  # the details give fingerprints for free
+        files = []
+        for p in sorted(found):
+            suffix = Path(p).suffix.lower()
+            if suffix in self.extensions:
+                files.append(p)
+            else:  # counted in the manifest (source.skipped) and the run's summary, never silently
+                reason = f"extension {suffix}" if suffix else "no extension"
+                self.skipped[reason] = self.skipped.get(reason, 0) + 1
         self._fingerprints = [fingerprint_from_info(found[p]) for p in files]
         if not files:
             raise FileNotFoundError(f"no images ({', '.join(sorted(self.extensions))}) under {self.root}")
@@ -75,7 +84,39 @@ class ImageFolderSource(Source):
         return dict(self._classes)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.registry_name, "root": self.root, "labelled": self.labelled}
+        out = {"kind": self.registry_name, "root": self.root, "labelled": self.labelled}
+        return out | ({"skipped": dict(sorted(self.skipped.items()))} if self.skipped else {})
+
+
+def scan_files(fs: fsspec.AbstractFileSystem, root: str) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """(path -> info of every file under root, {reason: count} of entries that are not files).
+
+    Local folders are walked following symbolic links, as torchvision's ImageFolder does (fsspec's
+    find lists a linked folder as one entry); a link that points nowhere or back up the tree is
+    counted as skipped. Other filesystems: fsspec's find with details."""
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return fs.find(root, detail=True), {}
+    found: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, int] = {}
+    if os.path.isfile(root):
+        st = os.stat(root)
+        return {root: {"size": st.st_size, "mtime": st.st_mtime}}, {}
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        here = os.path.realpath(folder)
+        for d in list(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if here == real or here.startswith(real.rstrip("/") + "/"):  # a link to an ancestor: no end
+                dirs.remove(d)
+                skipped["link loop"] = skipped.get("link loop", 0) + 1
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                skipped["broken link"] = skipped.get("broken link", 0) + 1
+                continue
+            found[path] = {"size": st.st_size, "mtime": st.st_mtime}
+    return found, skipped
 
 
 def _class_of(relpath: str) -> str:

@@ -73,7 +73,9 @@ class Listing:
         self.files = list(files)
         self.filesystem = filesystem
         self._rows = len(table) if table is not None else None
-        self._offsets: list[int] | None = None  # first row of each file
+        self._row_groups: list[tuple[int, int, tuple[int, int]]] | None = None
+        self._files_open: dict[int, pq.ParquetFile] = {}
+        self._cache: dict[tuple[int, int], pa.Table] = {}  # the last row groups read
 
     @classmethod
     def from_items(cls, items: Sequence[SourceItem]) -> Listing:
@@ -81,22 +83,17 @@ class Listing:
 
     # --- size and streaming ---
 
-    def _file_rows(self) -> list[int]:
-        return [pq.ParquetFile(f, filesystem=self.filesystem).metadata.num_rows for f in self.files]
-
     def __len__(self) -> int:
         if self._rows is None:
-            counts = self._file_rows()
-            self._offsets = list(np.cumsum([0, *counts[:-1]]).tolist())
-            self._rows = int(sum(counts))
+            self._rows = sum(n for _, n, _ in self._groups())
         return self._rows
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         if self.table is not None:
             yield from (self.table.select(columns) if columns else self.table).to_batches(BATCH_ROWS)
             return
-        for f in self.files:
-            yield from pq.ParquetFile(f, filesystem=self.filesystem).iter_batches(BATCH_ROWS, columns=columns)
+        for i, f in enumerate(self.files):
+            yield from self._parquet(i, f).iter_batches(BATCH_ROWS, columns=columns)
 
     def limit(self, n: int) -> Listing:
         """The first n inputs (--limit)."""
@@ -115,32 +112,52 @@ class Listing:
     # --- rows -> items ---
 
     def rows(self, start: int, stop: int) -> list[SourceItem]:
-        """Items [start, stop) of the listing (from files: only the row groups that hold them)."""
+        """Items [start, stop) of the listing (from files: only the row groups that hold them; the
+        last groups read are kept, so shards taken in order read each group once)."""
         if self.table is not None:
             return batch_items(self.table.slice(start, stop - start))
-        len(self)
         out: list[SourceItem] = []
-        for f, first in zip(self.files, self._offsets, strict=True):
-            pf = pq.ParquetFile(f, filesystem=self.filesystem)
-            meta, row = pf.metadata, first
-            groups = []  # (row group, its first row) overlapping [start, stop)
-            for g in range(meta.num_row_groups):
-                n = meta.row_group(g).num_rows
-                if row < stop and row + n > start:
-                    groups.append((g, row))
-                row += n
-            if not groups:
+        for g_first, g_rows, key in self._groups():
+            if g_first >= stop or g_first + g_rows <= start:
                 continue
-            table = pf.read_row_groups([g for g, _ in groups]).cast(SCHEMA)
-            lo = max(start, groups[0][1])
-            out += batch_items(table.slice(lo - groups[0][1], min(stop, row) - lo))
+            table = self._group(key)
+            lo = max(start, g_first)
+            out += batch_items(table.slice(lo - g_first, min(stop, g_first + g_rows) - lo))
         return out
+
+    def _groups(self) -> list[tuple[int, int, tuple[int, int]]]:
+        """(first row, rows, (file, row group)) of every row group, in listing order."""
+        if self._row_groups is None:
+            self._row_groups, row = [], 0
+            for i, f in enumerate(self.files):
+                meta = self._parquet(i, f).metadata
+                for g in range(meta.num_row_groups):
+                    n = meta.row_group(g).num_rows
+                    self._row_groups.append((row, n, (i, g)))
+                    row += n
+        return self._row_groups
+
+    def _parquet(self, i: int, f: str) -> pq.ParquetFile:
+        if i not in self._files_open:
+            self._files_open[i] = pq.ParquetFile(f, filesystem=self.filesystem)
+        return self._files_open[i]
+
+    def _group(self, key: tuple[int, int]) -> pa.Table:
+        if key not in self._cache:
+            if len(self._cache) >= 2:
+                self._cache.pop(next(iter(self._cache)))
+            i, g = key
+            self._cache[key] = self._parquet(i, self.files[i]).read_row_group(g).cast(SCHEMA)
+        return self._cache[key]
 
     def take(self, indices: np.ndarray) -> list[SourceItem]:
         """Items at these row numbers (append runs' new inputs are not one range)."""
         if self.table is not None:
             return batch_items(self.table.take(pa.array(indices)))
         return [it for i in indices for it in self.rows(int(i), int(i) + 1)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_files_open": {}, "_cache": {}}
 
     def keys_and_fingerprints(self) -> tuple[list[str], list[str | None]]:
         """Every key and fingerprint (append compares them with the output's: O(inputs) by nature)."""
@@ -211,9 +228,11 @@ class Listing:
                     f"{len(repeated)} key(s) repeat in the listing: {', '.join(repeated[:5])}"
                 )
 
-    def write(self, path: str, filesystem: Any = None, row_group: int = BATCH_ROWS) -> None:
-        """Persist as one parquet file (row groups of `row_group` rows: a shard reads only its own)."""
-        with pq.ParquetWriter(path, SCHEMA, filesystem=filesystem) as w:
+    def write(self, where: Any, row_group: int = BATCH_ROWS, about: dict[str, Any] | None = None) -> None:
+        """Persist as parquet (a path or an open file); row groups of `row_group` rows; `about`
+        (JSON) in the file's metadata."""
+        schema = SCHEMA.with_metadata({"walloc": json.dumps(about, sort_keys=True)}) if about else SCHEMA
+        with pq.ParquetWriter(where, schema) as w:
             for b in self.batches():
                 w.write_batch(b, row_group_size=row_group)
 
