@@ -82,9 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {n:,} inputs: {r}", flush=True)
     print(f"\n{'inputs':>12}{'shards':>9}{'manifest MB':>13}{'dry run s':>11}{'peak RSS GB':>13}")
     for r in rows:
-        print(
-            f"{r['inputs']:>12,}{r['shards']:>9,}{r['manifest_mb']:>13.0f}{r['seconds']:>11.1f}{r['rss'] / 1e9:>13.2f}"
-        )
+        gb = r["rss"] / 1e9
+        print(f"{r['inputs']:>12,}{r['shards']:>9,}{r['manifest_mb']:>13.0f}{r['seconds']:>11.1f}{gb:>13.2f}")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         k = b["inputs"] / a["inputs"]
