@@ -235,7 +235,7 @@ def agreement_rows(jpegs: list[bytes], pre: DeviceImagePreprocessor, device: str
 def pipeline_rows(args, jpegs: list[bytes], device: str, tmp: Path) -> dict:
     """The full Ray pipeline (WebDataset on local disk), --decode gpu then --decode cpu."""
     import ray
-    from pipeline_throughput import steady_rate
+    from pipeline_vs_bare import steady_rate
 
     from pipeline.config import EncodeConfig
     from pipeline.manifest import MARKERS

@@ -118,12 +118,13 @@ class CpuSampler:
         return b[1] - a[1], b[2] - a[2]
 
 
-def steady_rate(stamps: list[tuple[float, int]]) -> float:
-    """images/s from (completion time, images) per shard: first completion to the last one."""
+def steady_rate(stamps: list[tuple[float, int]]) -> tuple[float, float]:
+    """(images/s, seconds) from (completion time, images) per shard: first completion to the last."""
     stamps = sorted(stamps)
     if len(stamps) < 2 or stamps[-1][0] <= stamps[0][0]:
-        return float("nan")
-    return sum(n for _, n in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
+        return float("nan"), 0.0
+    span = stamps[-1][0] - stamps[0][0]
+    return sum(n for _, n in stamps[1:]) / span, span
 
 
 # --- (a) the plain multiprocessing script ---------------------------------------------------------
@@ -241,7 +242,7 @@ def measure(arm: str, args: argparse.Namespace, input_dir: str, tmp: str) -> dic
     return {
         "arm": arm,
         "images": r["images"],
-        "steady": steady_rate([tuple(s) for s in r["stamps"]]),
+        "steady": steady_rate([tuple(s) for s in r["stamps"]])[0],
         "wall": t1 - t0,
         "cpu_per_image": all_busy / r["images"],
         "idle": idle / (busy + idle) if busy + idle > 0 else float("nan"),

@@ -7,6 +7,7 @@ the shared contract test runs over all of them, and fails for a registered sourc
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -134,10 +135,25 @@ def image_folder(root: Path) -> tuple[str, dict[str, Any]]:
     return DEFAULT_IMAGE_INPUT, {}
 
 
+def input_manifest(root: Path) -> tuple[str, dict[str, Any]]:
+    """A parquet manifest naming the bundled photos: relative and absolute paths, class-name labels."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True, exist_ok=True)
+    files = sorted(Path(DEFAULT_IMAGE_INPUT).rglob("*.JPEG"))
+    paths = [os.path.relpath(f, root) if i % 2 else str(f) for i, f in enumerate(files)]
+    pq.write_table(
+        pa.table({"path": paths, "label": [f.parent.name for f in files]}), root / "inputs.parquet"
+    )
+    return str(root / "inputs.parquet"), {}
+
+
 SOURCE_CASES: dict[str, Callable[[Path], tuple[str, dict[str, Any]]]] = {
     "audio-folder": audio_tree,
     "hf": hf_disk,
     "image-folder": image_folder,
+    "manifest": input_manifest,
     "musdb": musdb_tree,
     "raster": raster_tree,
     "wds-tars": wds_shards,
