@@ -199,17 +199,22 @@ class Listing:
 
     def check_keys(self) -> None:
         """Every key tar-safe and unique (base.check_keys, in batches: 8 bytes per input held)."""
-        digests = []
+        digests, bad, shown = [], 0, []
         for b in self.batches(["key"]):
             keys = b.column(0)
-            ok = pc.match_substring_regex(keys, KEY_PATTERN.pattern)
-            if keys.null_count or not pc.all(ok).as_py():
-                bad = [k for k, good in zip(keys.to_pylist(), ok.to_pylist(), strict=True) if not good][:5]
-                raise UnsafeKeyError(
-                    f"key(s) are not tar-safe ([A-Za-z0-9_-]+): {', '.join(repr(k) for k in bad)}; make them "
-                    "with pipeline.sources.base.unique_keys"
-                )
+            ok = pc.fill_null(pc.match_substring_regex(keys, KEY_PATTERN.pattern), False)
+            if not pc.all(ok).as_py():
+                wrong = [k for k, good in zip(keys.to_pylist(), ok.to_pylist(), strict=True) if not good]
+                bad += len(wrong)
+                shown += wrong[: 5 - len(shown)]
+                continue
             digests.append(_key_digests(keys.to_pylist()))
+        if bad:
+            raise UnsafeKeyError(
+                f"{bad} key(s) are not tar-safe ([A-Za-z0-9_-]+): {', '.join(repr(k) for k in shown)}"
+                + (", ..." if bad > len(shown) else "")
+                + "; make them with pipeline.sources.base.unique_keys"
+            )
         if not digests:
             return
         all_digests = np.concatenate(digests)
