@@ -20,6 +20,7 @@ import torch
 import zarr
 
 from ..sinks.zarr import STORE
+from .batch import Batch
 from .common import Dequantizer, LatentOutput, RunInfo, check_compatible, sample_meta
 from .order import Catalog, fingerprint
 from .stream import LatentStream, Raw
@@ -154,7 +155,8 @@ def live_rows(info: RunInfo, store: _Store) -> np.ndarray:
 
 
 class LatentZarrDataset(torch.utils.data.Dataset):
-    """Map-style: dataset[i] -> (latent, label[, meta]); for DistributedSampler / any sampler.
+    """Map-style: dataset[i] -> a Batch of one sample (`z, y = dataset[i]`; .meta with with_meta=True,
+    .key); DataLoader(dataset, batch_size=B) collates them into Batches. For DistributedSampler / any sampler.
 
     For the global order, resume at any world size, bucket batching and follow mode use
     LatentZarrStream."""
@@ -184,24 +186,26 @@ class LatentZarrDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple:
+    def __getitem__(self, index: int) -> Batch:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[tuple]:
+    def __getitems__(self, indices: list[int]) -> list[Batch]:
+        """Samples (a Batch each; DataLoader collates them into one Batch) in the caller's order."""
         indices = np.asarray(indices, dtype=np.int64)
-        out: list[tuple] = [()] * len(indices)
+        out: list[Batch | None] = [None] * len(indices)
         for run in np.unique(self.runs[indices]):
             where = np.flatnonzero(self.runs[indices] == run)
             rows = self.rows[indices[where]]
             order = np.argsort(rows)  # sorted reads, then back to the caller's order
             got = self.stores[run].read(rows[order], flip=False, meta=self.with_meta)
             for k, i in enumerate(order):
-                z, _, label, meta, _, _ = got[k]
-                item: tuple = (self.dequantize[run](z), label)
+                z, _, label, meta, key, _ = got[k]
                 if self.with_meta:
-                    item += (sample_meta(str(meta), f"{self.stores[run].url} row {rows[order][k]}"),)
-                out[where[i]] = item
-        return out
+                    meta = sample_meta(str(meta), f"{self.stores[run].url} row {rows[order][k]}")
+                out[where[i]] = Batch(
+                    self.dequantize[run](z), label, meta=meta if self.with_meta else None, key=key
+                )
+        return out  # type: ignore[return-value]
 
     def keys(self) -> list[str]:
         out = []

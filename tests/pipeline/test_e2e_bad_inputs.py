@@ -86,7 +86,10 @@ def _corpus(root: Path) -> dict[str, dict]:
         # must fail, each with its own reason
         "zero_bytes.jpg": (b"", {"error": r"^empty file \(0 bytes\)$"}),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], {"error": r"^truncated JPEG: the file ends inside"}),
-        "truncated.png": (png[: len(png) // 2], {"error": r"^truncated PNG: chunk IDAT at byte \d+ runs past"}),
+        "truncated.png": (
+            png[: len(png) // 2],
+            {"error": r"^truncated PNG: chunk IDAT at byte \d+ runs past"},
+        ),
         "random_bytes.jpg": (
             np.random.default_rng(1).bytes(5000),
             {"error": r"^not a recognised image format$"},
