@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import zarr
 
-from ..sinks.zarr import STORE
+from ..zarr_layout import BUCKET, KEYS, LABELS, LATENTS_FLIP, META, STORE, VALID, latent_path
 from .batch import Batch
 from .common import Dequantizer, LatentOutput, RunInfo, check_compatible, sample_meta
 from .order import Catalog, fingerprint
@@ -98,40 +98,39 @@ class _Store:
         """A small per-row array (labels, keys, bucket), read whole once per process."""
         cache = self.__dict__.setdefault("_columns", {})
         if name not in cache:
-            if name == "bucket" and name not in self.group:
-                column = np.full(self.group["valid"].shape[0], "", dtype=object)
+            if name == BUCKET and name not in self.group:
+                column = np.full(self.group[VALID].shape[0], "", dtype=object)
             else:
-                column = np.asarray(self.group[name][:], dtype=object if name != "labels" else None)
+                column = np.asarray(self.group[name][:], dtype=object if name != LABELS else None)
             if not self.cache:
                 return column
             cache[name] = column
         return cache[name]
 
     def rows_of(self, name: str, rows: np.ndarray) -> np.ndarray:
-        if self.cache or (name == "bucket" and name not in self.group):
+        if self.cache or (name == BUCKET and name not in self.group):
             return self.column(name)[rows]
         values = self.group[name].get_orthogonal_selection((rows,))
-        return np.asarray(values, dtype=object if name != "labels" else None)
+        return np.asarray(values, dtype=object if name != LABELS else None)
 
     def buckets(self, rows: np.ndarray) -> np.ndarray:
-        return self.rows_of("bucket", rows)
+        return self.rows_of(BUCKET, rows)
 
     def read(self, rows: np.ndarray, *, flip: bool, meta: bool) -> list[tuple]:
         """(latent, latent_flip, label, meta, key, bucket) of sorted rows."""
         g = self.group
-        labels = self.rows_of("labels", rows)
-        keys = self.rows_of("keys", rows)
-        metas = self.select("meta", rows) if meta else [None] * len(rows)
+        labels = self.rows_of(LABELS, rows)
+        keys = self.rows_of(KEYS, rows)
+        metas = self.select(META, rows) if meta else [None] * len(rows)
         buckets = self.buckets(rows)
         latents: list[Any] = [None] * len(rows)
         flips: list[Any] = [None] * len(rows)
         for b in sorted(set(buckets)):
             idx = np.flatnonzero(buckets == b)
-            prefix = f"buckets/{b}/" if b else ""
-            block = self.select(f"{prefix}latents", rows[idx])
+            block = self.select(latent_path(b), rows[idx])
             fblock = None
-            if flip and f"{prefix}latents_flip" in g:
-                fblock = self.select(f"{prefix}latents_flip", rows[idx])
+            if flip and latent_path(b, LATENTS_FLIP) in g:
+                fblock = self.select(latent_path(b, LATENTS_FLIP), rows[idx])
             for k, i in enumerate(idx):
                 latents[i] = block[k]
                 flips[i] = None if fblock is None else fblock[k]
@@ -143,12 +142,12 @@ class _Store:
 
 def live_rows(info: RunInfo, store: _Store) -> np.ndarray:
     """Rows that hold a committed, valid, not superseded sample."""
-    valid = store.group["valid"][:]
+    valid = store.group[VALID][:]
     rows = np.flatnonzero(valid & committed_rows(info.manifest, len(valid)))
     superseded = info.superseded
     if superseded and len(rows):
         shards = row_shards(info.manifest, len(valid))[rows]
-        keys = store.group["keys"].get_orthogonal_selection((rows,))
+        keys = store.group[KEYS].get_orthogonal_selection((rows,))
         keep = [(int(s), str(k)) not in superseded for s, k in zip(shards, keys, strict=True)]
         rows = rows[np.asarray(keep, dtype=bool)]
     return rows
@@ -211,7 +210,7 @@ class LatentZarrDataset(torch.utils.data.Dataset):
         out = []
         for run, store in enumerate(self.stores):
             rows = self.rows[self.runs == run]
-            out += [str(k) for k in store.group["keys"].get_orthogonal_selection((rows,))]
+            out += [str(k) for k in store.group[KEYS].get_orthogonal_selection((rows,))]
         return out
 
 
@@ -270,7 +269,7 @@ class LatentZarrStream(LatentStream):
         store, superseded = self.stores[run], self.infos[run].superseded
         start = entry.get("slot_offset", 0)
         rows = np.arange(start, start + entry["samples"] + entry.get("errors", 0))
-        rows = rows[store.group["valid"].get_orthogonal_selection((rows,))]
+        rows = rows[store.group[VALID].get_orthogonal_selection((rows,))]
         for raw, bucket in self._raws(run, rows):
             if (entry["shard"], raw.key) not in superseded:
                 yield raw, bucket
