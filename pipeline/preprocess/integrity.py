@@ -41,7 +41,8 @@ _JPEG_AFTER_SCAN = {0xC4, 0xCC, 0xD9, 0xDA, 0xDB, 0xDC, 0xDD, *range(0xE0, 0xF0)
 
 def check_integrity(data: bytes) -> str | None:
     """Raise DecodeError if `data` is a truncated or structurally damaged file of a format checked
-    here (JPEG, PNG, GIF, WebP); return the format's name, or None for formats left to Pillow."""
+    here (JPEG, PNG, GIF, WebP, WAV); return the format's name, or None for formats left to the
+    decoder (Pillow, libsndfile, tifffile)."""
     for name, matches, check in _CHECKS:
         if matches(data):
             check(data)
@@ -180,6 +181,25 @@ def _skip_sub_blocks(data: bytes, pos: int) -> int:
             return pos
 
 
+def check_wav(data: bytes) -> None:
+    """The RIFF size and the data chunk within the file (libsndfile reads a cut WAV as a shorter one).
+
+    Sizes 0 and 0xFFFFFFFF mean "unknown" (a WAV written as a stream): nothing to check against."""
+    (size,) = struct.unpack_from("<I", data, 4)
+    if size not in (0, 0xFFFFFFFF) and 8 + size > len(data):
+        raise DecodeError(f"truncated WAV: the RIFF header says {8 + size} bytes, the file has {len(data)}")
+    pos = 12
+    while pos + 8 <= len(data):
+        fourcc, csize = struct.unpack_from("<4sI", data, pos)
+        if fourcc == b"data":
+            if csize not in (0, 0xFFFFFFFF) and pos + 8 + csize > len(data):
+                raise DecodeError(
+                    f"truncated WAV: its data chunk says {csize} bytes, the file has {len(data) - pos - 8}"
+                )
+            return
+        pos += 8 + csize + (csize & 1)
+
+
 def check_webp(data: bytes) -> None:
     """The RIFF size and every chunk within it."""
     (size,) = struct.unpack_from("<I", data, 4)
@@ -223,4 +243,5 @@ _CHECKS: tuple[tuple[str, Callable[[bytes], bool], Callable[[bytes], None]], ...
     ("PNG", lambda d: d[:8] == PNG_SIGNATURE, check_png),
     ("GIF", lambda d: d[:6] in (b"GIF87a", b"GIF89a"), check_gif),
     ("WEBP", lambda d: len(d) >= 12 and d[:4] == b"RIFF" and d[8:12] == b"WEBP", check_webp),
+    ("WAV", lambda d: len(d) >= 12 and d[:4] == b"RIFF" and d[8:12] == b"WAVE", check_wav),
 )

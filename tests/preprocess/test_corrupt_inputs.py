@@ -273,3 +273,23 @@ def test_a_tiff_cut_inside_its_last_strip_is_refused():
     for cut in TRUNCATIONS:
         end = len(data) + cut if cut < 0 else int(len(data) * cut)
         assert re.match(r"truncated TIFF: strip \d+ ends at byte", _reason(data[:end])), cut
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+def test_truncated_audio_raises(fmt):
+    """libsndfile reads a cut WAV as a shorter clip without an error: the RIFF sizes say otherwise."""
+    sf = pytest.importorskip("soundfile")
+    from pipeline.preprocess.audio import AudioPolicy, decode_audio
+
+    t = np.arange(8192) / 44100
+    buf = io.BytesIO()
+    sf.write(
+        buf, np.stack([np.sin(2 * np.pi * 440 * t), np.cos(2 * np.pi * 220 * t)], 1) * 0.5, 44100, format=fmt
+    )
+    data = buf.getvalue()
+    policy = AudioPolicy(sample_rate=44100, window=8192, hop=8192, channels=2)
+    assert decode_audio(data, policy).meta["valid_length"] == 8192
+    for cut in TRUNCATIONS:
+        end = len(data) + cut if cut < 0 else int(len(data) * cut)
+        with pytest.raises(DecodeError, match=f"truncated {fmt}|not a readable audio file"):
+            decode_audio(data[:end], policy)
