@@ -217,6 +217,9 @@ def decode_image(data: bytes, policy: ImagePolicy) -> Decoded:
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/WebP/multi-page TIFF: the first frame
             _refuse_data_warnings(caught, f"{fmt} (its header or metadata)")
+            if fmt != "JPEG":  # (JPEG: after draft, below) others may keep EXIF after the pixels, and
+                img.load()  # Pillow loads them to read it; a failed load leaves a partial image that
+                _refuse_data_warnings(caught, fmt)  # a second load() would return as if whole
             original = _oriented_size(img)
             _refuse_data_warnings(caught, f"{fmt} (its EXIF metadata)")
             (rw, rh), _ = _resize_plan(*original, policy)
@@ -307,11 +310,10 @@ def _unidentified(data: bytes) -> str:
 
 
 def _oriented_size(img: Image.Image) -> tuple[int, int]:
-    """Image size after EXIF rotation, read from the header (before decoding pixels)."""
+    """Image size after EXIF rotation (a JPEG's from its header, before its pixels are decoded)."""
     try:
         orientation = img.getexif().get(0x0112, 1)
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken metadata
-        # (a PNG's EXIF may follow its pixels: Pillow loads them to read it)
         raise DecodeError(
             f"corrupt or truncated {img.format} (reading its EXIF orientation): {type(err).__name__}: {err}"
         ) from err

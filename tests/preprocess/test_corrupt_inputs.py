@@ -172,6 +172,19 @@ def _jpeg_with_scan_byte(after_ff: int) -> bytes:
     return data[: i + 1] + bytes([after_ff]) + data[i + 2 :]
 
 
+def test_pixel_data_pillow_refuses_is_an_error_not_the_partial_image_it_keeps():
+    """The issue's case: a PNG whose deflate data is damaged but whose CRCs were recomputed. Pillow's
+    load() fails; reading EXIF used to trigger (and swallow) that failure, and the second load()
+    returned the half-decoded image, which was written as a sample."""
+    data, (start, stop) = CORPUS["png"]
+    body = bytearray(data[start:stop])
+    middle = len(body) // 2
+    body[middle : middle + 40] = bytes(b ^ 0xFF for b in body[middle : middle + 40])
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(body)))
+    damaged = data[:start] + bytes(body) + crc + data[stop + 4 :]
+    assert re.match(r"corrupt or truncated PNG: OSError: ", _reason(damaged))
+
+
 def test_jpeg_markers_inside_the_scan_are_refused():
     """What libjpeg only warns about (Pillow silences it) and then fills with flat grey: a marker
     inside the entropy-coded data, an early EOI, restart markers out of sequence."""
