@@ -17,6 +17,7 @@ import io
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -276,9 +277,15 @@ BENIGN_WARNINGS = (
 
 def _refuse_data_warnings(caught: list[warnings.WarningMessage], fmt: str) -> None:
     """A warning from Pillow while reading the file (corrupt EXIF, a truncated read, a malformed
-    MPO/APNG) means the decode went on past damage: refuse the image instead of keeping it."""
+    MPO/APNG) means the decode went on past damage: refuse the image instead of keeping it.
+
+    Only warnings raised in Pillow's own modules count: warnings.catch_warnings is process-wide, so
+    a warning from another thread (a source's read) may land in `caught` too. The capture assumes
+    one decoding thread per process, as the runtime's decode stage has."""
     for w in caught:
         if issubclass(w.category, (DeprecationWarning, Image.DecompressionBombWarning)):
+            continue
+        if "PIL" not in Path(w.filename).parts:
             continue
         text = str(w.message)
         if not text.startswith(BENIGN_WARNINGS):
