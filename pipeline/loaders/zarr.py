@@ -21,7 +21,7 @@ import zarr
 
 from ..zarr_layout import BUCKET, KEYS, LABELS, LATENTS_FLIP, META, STORE, VALID, latent_path
 from .batch import Batch
-from .common import Dequantizer, LatentOutput, RunInfo, check_compatible, sample_meta
+from .common import Dequantizer, LatentOutput, RunInfo, check_compatible, sample_meta, valid_mask
 from .order import Catalog, fingerprint
 from .stream import LatentStream, Raw
 
@@ -154,8 +154,9 @@ def live_rows(info: RunInfo, store: _Store) -> np.ndarray:
 
 
 class LatentZarrDataset(torch.utils.data.Dataset):
-    """Map-style: dataset[i] -> a Batch of one sample (`z, y = dataset[i]`; .meta with with_meta=True,
-    .key); DataLoader(dataset, batch_size=B) collates them into Batches. For DistributedSampler / any sampler.
+    """Map-style: dataset[i] -> a Batch of one sample (`z, y = dataset[i]`; .mask for audio runs, as
+    the streams give it (with_mask), .meta with with_meta=True, .key); DataLoader(dataset, batch_size=B)
+    collates them into Batches. For DistributedSampler / any sampler.
 
     For the global order, resume at any world size, bucket batching and follow mode use
     LatentZarrStream."""
@@ -166,6 +167,7 @@ class LatentZarrDataset(torch.utils.data.Dataset):
         *,
         output: LatentOutput = "float",
         with_meta: bool = False,
+        with_mask: bool | None = None,
         allow_mixed: bool = False,
         storage_options: dict | None = None,
     ):
@@ -181,6 +183,7 @@ class LatentZarrDataset(torch.utils.data.Dataset):
         self.rows = np.concatenate(per_run).astype(np.int64)  # index -> row (of run self.runs[index])
         self.dequantize = [Dequantizer(i.bits, output) for i in self.infos]
         self.with_meta = with_meta
+        self.with_mask = self.info.is_audio if with_mask is None else with_mask
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -196,13 +199,18 @@ class LatentZarrDataset(torch.utils.data.Dataset):
             where = np.flatnonzero(self.runs[indices] == run)
             rows = self.rows[indices[where]]
             order = np.argsort(rows)  # sorted reads, then back to the caller's order
-            got = self.stores[run].read(rows[order], flip=False, meta=self.with_meta)
+            got = self.stores[run].read(rows[order], flip=False, meta=self.with_meta or self.with_mask)
             for k, i in enumerate(order):
                 z, _, label, meta, key, _ = got[k]
-                if self.with_meta:
+                latents, mask = self.dequantize[run](z), None
+                if self.with_meta or self.with_mask:
                     meta = sample_meta(str(meta), f"{self.stores[run].url} row {rows[order][k]}")
+                if self.with_mask:
+                    size = meta.get("input_size") or [None]
+                    steps = latents.shape[-1]
+                    mask = valid_mask(meta.get("valid_length"), steps, self.infos[run].levels, size[-1])
                 out[where[i]] = Batch(
-                    self.dequantize[run](z), label, meta=meta if self.with_meta else None, key=key
+                    latents, label, mask=mask, meta=meta if self.with_meta else None, key=key
                 )
         return out  # type: ignore[return-value]
 

@@ -123,6 +123,16 @@ def test_batches_pass_through_dataloaders_whole(runs, modality):
         assert z.shape[0] == y.shape[0]
 
 
+def test_the_map_style_dataset_gives_audio_masks_like_the_streams(runs):
+    ds = LatentZarrDataset(runs["zarr", "audio"], output="int")
+    stream = {b.key: b for b in LatentZarrStream(runs["zarr", "audio"], output="int")}
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch.mask.shape == (4, 16) and batch.meta is None
+    for key, mask, z in zip(batch.key, batch.mask, batch.latents, strict=True):
+        assert torch.equal(mask, stream[key].mask) and torch.equal(z, stream[key].latents)
+    assert LatentZarrDataset(runs["zarr", "image"])[0].mask is None
+
+
 def test_the_map_style_dataset_collates_into_a_batch(runs):
     ds = LatentZarrDataset(runs["zarr", "image"], output="int", with_meta=True)
     z, y = sample = ds[3]
