@@ -124,6 +124,9 @@ _SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}  # Huffman, 8-b
 _OTHER_SOF = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # lossless/hierarchical/arithmetic
 
 
+_TIFF_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8}
+
+
 def _exif_orientation(tiff: bytes) -> int | None:
     """Orientation (tag 0x0112, SHORT) from IFD0 of an EXIF TIFF block; None if anything is unusual."""
     order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
@@ -135,14 +138,18 @@ def _exif_orientation(tiff: bytes) -> int | None:
     (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
     if ifd + 2 + 12 * count > len(tiff):
         return None  # an IFD larger than its block: Pillow's reader (and the CPU path) refuse it
+    orientation = 1
     for k in range(count):
         entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
-        if len(entry) < 12:
-            return None
-        tag, kind = struct.unpack(order + "HH", entry[:4])
+        tag, kind, n, value = struct.unpack(order + "HHII", entry)
+        size = n * _TIFF_TYPE_SIZE.get(kind, 0)
+        if size == 0 or (size > 4 and value + size > len(tiff)):
+            return None  # unknown type, or a value past the block: Pillow warns, the CPU path refuses
         if tag == 0x0112:
-            return struct.unpack(order + "H", entry[8:10])[0] if kind == 3 else None
-    return 1
+            if kind != 3:
+                return None
+            orientation = struct.unpack(order + "H", entry[8:10])[0]
+    return orientation
 
 
 def _fast_header(data: bytes) -> tuple[tuple[int, int], int, str] | str | None:
@@ -221,7 +228,7 @@ def _pillow_probe(data: bytes, policy: ImagePolicy) -> Probe | str:
             w, h = img.size
             fmt, mode = img.format, img.mode
             orientation = int(img.getexif().get(0x0112, 1))  # broken EXIF: the CPU path refuses it
-            _refuse_data_warnings(caught, "JPEG")
+            _refuse_data_warnings(caught, "JPEG (its header or metadata)")
     except DecodeError as err:
         return str(err)
     except Exception as err:  # noqa: BLE001

@@ -254,10 +254,18 @@ def test_the_device_path_sends_damaged_jpegs_to_the_cpu_path():
     reason = probe_jpeg(_jpeg_with_scan_byte(0xD9), POLICY)
     assert isinstance(reason, str) and "ends the scan early" in reason
     data, at, order = _exif_jpeg()
-    damaged = bytearray(data)
+    assert probe_jpeg(data, POLICY).orientation == 6
     (ifd,) = struct.unpack_from(order + "I", data, at + 4)
+    (count,) = struct.unpack_from(order + "H", data, at + ifd)
+    damaged = bytearray(data)
     struct.pack_into(order + "H", damaged, at + ifd, 0xFFFF)
     assert not isinstance(probe_jpeg(bytes(damaged), POLICY), Probe)
+    damaged = bytearray(data)
+    for k in range(count):  # the description's value moved past the block: both paths refuse it
+        entry = at + ifd + 2 + 12 * k
+        if struct.unpack_from(order + "H", data, entry)[0] == 0x010E:
+            struct.pack_into(order + "I", damaged, entry + 8, 0x7FFF0000)
+    assert "its header or metadata" in probe_jpeg(bytes(damaged), POLICY)
 
 
 @pytest.mark.parametrize("compression", [None, "zlib", "lzw"])
