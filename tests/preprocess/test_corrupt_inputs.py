@@ -198,6 +198,14 @@ def test_jpeg_markers_inside_the_scan_are_refused():
     assert "restart marker RST5" in _reason(data[: i + 1] + b"\xd5" + data[i + 2 :])
 
 
+def test_extraneous_bytes_after_the_last_mcu_leave_the_image_whole():
+    """libjpeg warns 'N extraneous bytes before marker 0xd9' (Pillow does not say so); the image is
+    whole and identical, so it is a sample."""
+    data, _ = CORPUS["jpeg"]
+    decoded = decode_image(data[:-2] + b"\x12\x34\x56\x78" * 8 + data[-2:], POLICY)
+    assert np.array_equal(decoded.array, CLEAN["jpeg"].array)
+
+
 def test_a_jpeg_trailer_or_a_second_image_after_eoi_is_kept():
     """Bytes after EOI (phone trailers, an MPO's next image) are not damage."""
     data, _ = CORPUS["jpeg"]
