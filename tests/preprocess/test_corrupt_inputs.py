@@ -75,6 +75,11 @@ def _bmp_pixels(data: bytes) -> tuple[int, int]:
     return offset, len(data)
 
 
+def _pnm_pixels(data: bytes) -> tuple[int, int]:
+    channels = 3 if data[:2] == b"P6" else 1
+    return len(data) - 128 * 96 * channels, len(data)  # raw 8-bit samples after the text header
+
+
 def _corpus() -> dict[str, tuple[bytes, tuple[int, int]]]:
     photo = _photo()
     files = {
@@ -89,6 +94,8 @@ def _corpus() -> dict[str, tuple[bytes, tuple[int, int]]]:
         "tiff-deflate": _save(photo, "TIFF", compression="tiff_adobe_deflate"),
         "gif": _save(photo, "GIF"),
         "bmp": _save(photo, "BMP"),
+        "ppm": _save(photo, "PPM"),  # ImageFolder's .ppm / .pgm (torchvision's IMG_EXTENSIONS)
+        "pgm": _save(photo.convert("L"), "PPM"),
     }
     region = {
         "jpeg": _jpeg_scan,
@@ -97,13 +104,15 @@ def _corpus() -> dict[str, tuple[bytes, tuple[int, int]]]:
         "tiff": _tiff_strips,
         "gif": _gif_lzw,
         "bmp": _bmp_pixels,
+        "ppm": _pnm_pixels,
+        "pgm": _pnm_pixels,
     }
     return {name: (data, region[name.split("-")[0]](data)) for name, data in files.items()}
 
 
 CORPUS = _corpus()
 CLEAN = {name: decode_image(data, POLICY) for name, (data, _) in CORPUS.items()}
-FORMAT_NAME = re.compile(r"JPEG|PNG|WEBP|TIFF|GIF|BMP", re.IGNORECASE)
+FORMAT_NAME = re.compile(r"JPEG|PNG|WEBP|TIFF|GIF|BMP|PPM", re.IGNORECASE)
 
 
 def _reason(data: bytes) -> str:
@@ -126,7 +135,7 @@ def _flipped(name: str) -> list[tuple[int, int, bytes]]:
 
 def test_the_clean_corpus_decodes_whole():
     for name, decoded in CLEAN.items():
-        assert decoded.array.shape == (3, 96, 128), name
+        assert decoded.array.shape == (3, 96, 128), name  # grey is replicated to the codec's 3
         assert decoded.meta["original_size"] == [128, 96], name
 
 
