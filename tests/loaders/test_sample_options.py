@@ -61,10 +61,9 @@ def test_normalize_uses_the_statistics_of_its_output(fmt, output, tmp_path):
     by_key = {s.key: s for s in samples}
     compander = Compander(8)
     values = []
-    for z, _, key in (
-        (b.latents, b.labels, b.key) for b in LOADERS[fmt](root, output=output, normalize=True)
-    ):
-        raw = torch.from_numpy(by_key[key].latent).float()
+    for batch in LOADERS[fmt](root, output=output, normalize=True):
+        z = batch.latents
+        raw = torch.from_numpy(by_key[batch.key].latent).float()
         x = raw if output == "int" else compander.to_normal(raw)
         torch.testing.assert_close(z, (x - mean[:, None, None]) / std[:, None, None])
         values.append(z.flatten(1))
