@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import EncodeConfig  # noqa: E402
-from pipeline.loaders import LatentWebDataset, LatentZarrStream, RunInfo  # noqa: E402
+from pipeline.formats import formats, output_format  # noqa: E402
+from pipeline.loaders import RunInfo  # noqa: E402
 
 DEFAULT_INPUT = ROOT / "data" / "imagenet-mini" / "train"
 BUCKETS = "256x256,320x192,192x320,288x224,224x288"
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per configuration")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers to try")
-    p.add_argument("--formats", nargs="+", default=["webdataset", "zarr"], choices=["webdataset", "zarr"])
+    p.add_argument("--formats", nargs="+", default=sorted(formats()), choices=sorted(formats()))
     args = p.parse_args(argv)
 
     runs = {}
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for fmt, (plain, bucketed) in runs.items():
-        cls = LatentWebDataset if fmt == "webdataset" else LatentZarrStream
+        cls = output_format(fmt).stream_loader()
         for workers in args.workers:
             for name, root in (("plain", plain), ("bucketed", bucketed)):
                 nb = len(RunInfo.open(str(root)).manifest.get("buckets") or {}) or 1

@@ -301,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
                     "Zarr random access",
                     w,
                     lambda dl=dl, ds=ds, sampler=sampler: torch.utils.data.DataLoader(
-                        ds, batch_size=args.batch_size, sampler=sampler, collate_fn=_collate, **dl
+                        ds,
+                        batch_size=args.batch_size,
+                        sampler=sampler,
+                        **dl,  # collates Batches
                     ),
                     args.repeats,
                 )
@@ -310,10 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(rows))
     return 0
-
-
-def _collate(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items])
 
 
 if __name__ == "__main__":

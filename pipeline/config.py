@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .formats import output_format
+
 DEFAULT_IMAGE_CODEC = (
     "rgb-16x-klt"  # measures better on held-out photos than the CPU-trained rgb-16x (docs/training.md)
 )
@@ -69,10 +71,7 @@ class EncodeConfig:
             raise ValueError("--batch-size must be >= 1")
         if self.batch_pixels < 1:
             raise ValueError("--batch-pixels must be >= 1")
-        if self.format == "zarr" and self.latent_format != "npy":
-            raise ValueError(
-                "zarr stores int8 latents (its own zstd codec compresses them): use --latent-format npy"
-            )
+        output_format(self.format).check_latent_format(self.format, self.latent_format)
         if self.buckets is not None and self.crop != "center":
             raise ValueError("--buckets resizes and center-crops to each bucket: not with --crop none")
         if self.decode not in ("cpu", "gpu"):

@@ -74,10 +74,7 @@ def read_latents(root: str, progress: bool = False) -> LatentSet:
     """All samples of a WebDataset run (hash-checked shards), sorted by key for a stable order."""
     data = LatentWebDataset(root, output="float", with_meta=True, shuffle_shards=False)
     rows = sorted(
-        (
-            (meta["key"], z, label, meta)
-            for z, label, meta in tqdm(data, desc="latents", disable=not progress)
-        ),
+        ((b.key, b.latents, b.labels, b.meta) for b in tqdm(data, desc="latents", disable=not progress)),
         key=lambda r: r[0],
     )
     if not rows:

@@ -151,13 +151,13 @@ def encode_stems(cfg: SeparateConfig) -> str:
 
 def read_audio_latents(root: str, progress: bool = False) -> tuple[Tensor, list[dict[str, Any]]]:
     """Every sample of a WebDataset run (sha256-checked by the loader): dequantized latents (N, C, T)
-    and metadata, in key order. Items are (latent, label[, mask], meta); the mask is not used here:
-    scoring cuts each window at its `valid_length` (contract C6), which the metadata carries."""
+    and metadata, in key order. The loader's mask (Batch.mask) is not used here: scoring cuts each
+    window at its `valid_length` (contract C6), which the metadata carries."""
     from ..loaders import LatentWebDataset
 
     data = LatentWebDataset(root, output="float", with_meta=True, shuffle_shards=False)
     items = tqdm(data, desc="latents", disable=not progress)
-    rows = sorted(((item[-1]["key"], item[0], item[-1]) for item in items), key=lambda r: r[0])
+    rows = sorted(((b.key, b.latents, b.meta) for b in items), key=lambda r: r[0])
     if not rows:
         raise ValueError(f"{root}: no samples")
     return torch.stack([torch.as_tensor(r[1]) for r in rows]).float(), [r[2] for r in rows]

@@ -1,5 +1,6 @@
 """Training-side readers of pipeline outputs (WebDataset shards, Zarr stores)."""
 
+from .batch import Batch
 from .common import (
     CodecMismatchError,
     Dequantizer,
@@ -15,6 +16,7 @@ from .webdataset import LatentWebDataset
 from .zarr import LatentZarrDataset, LatentZarrStream
 
 __all__ = [
+    "Batch",
     "CodecMismatchError",
     "Dequantizer",
     "LatentWebDataset",

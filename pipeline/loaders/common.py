@@ -14,6 +14,7 @@ import torch
 from ..codec import WaLLoC, entropy
 from ..codec import load as load_codec
 from ..codec.bottleneck import Compander
+from ..formats import output_format
 from ..manifest import MANIFEST, OutputRoot
 from ..schemas import SchemaError, validate
 
@@ -57,10 +58,9 @@ class RunInfo:
             return cls.open(root, storage_options)
         settings = state["settings"]
         description: dict[str, Any] | None = None
-        if settings["sink"] == "zarr":
-            from ..sinks.zarr import STORE
-
-            description = wait_for_store(f"{out.url}/{STORE}", storage_options)
+        store = output_format(settings["sink"]).live_description
+        if store is not None:
+            description = wait_for_store(f"{out.url}/{store}", storage_options)
         if description is None or "codec" not in description:
             if codec is None:
                 raise CodecMismatchError(

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..manifest import OutputRoot
+from .batch import Batch, collate
 from .common import (
     Dequantizer,
     LatentOutput,
@@ -293,7 +294,7 @@ class LatentStream(torch.utils.data.IterableDataset):
                     yield self._collate(group), none
 
     # --- per-sample transforms --------------------------------------------------------------------
-    def _finish(self, raw: Raw) -> tuple:
+    def _finish(self, raw: Raw) -> Batch:
         z = raw.latent
         if self.flip == "pair":
             if raw.latent_flip is None:
@@ -305,25 +306,18 @@ class LatentStream(torch.utils.data.IterableDataset):
             mean, std = self.norm
             shape = (-1,) + (1,) * (out.dim() - 1)
             out = (out.float() - mean.view(shape)) / std.clamp_min(1e-12).view(shape)
-        item: tuple = (out, raw.label)
-        meta = None
+        meta = mask = None
         if self.with_meta or self.with_mask:
             meta = sample_meta(raw.meta or b"", raw.where)
         if self.with_mask:
             info = self.infos[raw.run]
             size = meta.get("input_size") or [None]
-            item += (valid_mask(meta.get("valid_length"), out.shape[-1], info.levels, size[-1]),)
-        if self.with_meta:
-            item += (meta,)
-        return item
+            mask = valid_mask(meta.get("valid_length"), out.shape[-1], info.levels, size[-1])
+        return Batch(out, raw.label, mask=mask, meta=meta if self.with_meta else None, key=raw.key)
 
     @staticmethod
-    def _collate(items: list[tuple]) -> tuple:
-        out: list[Any] = [torch.stack([s[0] for s in items]), torch.tensor([s[1] for s in items])]
-        for k in range(2, len(items[0])):
-            column = [s[k] for s in items]
-            out.append(torch.stack(column) if isinstance(column[0], torch.Tensor) else column)
-        return tuple(out)
+    def _collate(items: list[Batch]) -> Batch:
+        return collate(items)
 
     # --- DataLoader with resume -----------------------------------------------------------------
     def loader(self, num_workers: int = 0, **kwargs: Any) -> ResumableLoader:

@@ -36,7 +36,8 @@ class TamperedShardError(ValueError):
 
 
 class LatentWebDataset(LatentStream):
-    """Iterate (latent, label[, mask][, meta]) or batches of them from one or more WebDataset runs.
+    """Iterate samples, or with batch_size batches, from one or more WebDataset runs: each a Batch
+    (batch.py) that unpacks as (latents, labels) and carries .mask (audio), .meta (with_meta), .key.
 
     output: "float" (dequantized) or "int" (stored integers). batch_size: stack into (B, C, h, w).
     shuffle_shards / shuffle_buffer: tar order shuffled per epoch / samples shuffled within blocks of

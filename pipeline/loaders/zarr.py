@@ -19,8 +19,9 @@ import numpy as np
 import torch
 import zarr
 
-from ..sinks.zarr import STORE
-from .common import Dequantizer, LatentOutput, RunInfo, check_compatible, sample_meta
+from ..zarr_layout import BUCKET, KEYS, LABELS, LATENTS_FLIP, META, STORE, VALID, latent_path
+from .batch import Batch
+from .common import Dequantizer, LatentOutput, RunInfo, check_compatible, sample_meta, valid_mask
 from .order import Catalog, fingerprint
 from .stream import LatentStream, Raw
 
@@ -97,40 +98,39 @@ class _Store:
         """A small per-row array (labels, keys, bucket), read whole once per process."""
         cache = self.__dict__.setdefault("_columns", {})
         if name not in cache:
-            if name == "bucket" and name not in self.group:
-                column = np.full(self.group["valid"].shape[0], "", dtype=object)
+            if name == BUCKET and name not in self.group:
+                column = np.full(self.group[VALID].shape[0], "", dtype=object)
             else:
-                column = np.asarray(self.group[name][:], dtype=object if name != "labels" else None)
+                column = np.asarray(self.group[name][:], dtype=object if name != LABELS else None)
             if not self.cache:
                 return column
             cache[name] = column
         return cache[name]
 
     def rows_of(self, name: str, rows: np.ndarray) -> np.ndarray:
-        if self.cache or (name == "bucket" and name not in self.group):
+        if self.cache or (name == BUCKET and name not in self.group):
             return self.column(name)[rows]
         values = self.group[name].get_orthogonal_selection((rows,))
-        return np.asarray(values, dtype=object if name != "labels" else None)
+        return np.asarray(values, dtype=object if name != LABELS else None)
 
     def buckets(self, rows: np.ndarray) -> np.ndarray:
-        return self.rows_of("bucket", rows)
+        return self.rows_of(BUCKET, rows)
 
     def read(self, rows: np.ndarray, *, flip: bool, meta: bool) -> list[tuple]:
         """(latent, latent_flip, label, meta, key, bucket) of sorted rows."""
         g = self.group
-        labels = self.rows_of("labels", rows)
-        keys = self.rows_of("keys", rows)
-        metas = self.select("meta", rows) if meta else [None] * len(rows)
+        labels = self.rows_of(LABELS, rows)
+        keys = self.rows_of(KEYS, rows)
+        metas = self.select(META, rows) if meta else [None] * len(rows)
         buckets = self.buckets(rows)
         latents: list[Any] = [None] * len(rows)
         flips: list[Any] = [None] * len(rows)
         for b in sorted(set(buckets)):
             idx = np.flatnonzero(buckets == b)
-            prefix = f"buckets/{b}/" if b else ""
-            block = self.select(f"{prefix}latents", rows[idx])
+            block = self.select(latent_path(b), rows[idx])
             fblock = None
-            if flip and f"{prefix}latents_flip" in g:
-                fblock = self.select(f"{prefix}latents_flip", rows[idx])
+            if flip and latent_path(b, LATENTS_FLIP) in g:
+                fblock = self.select(latent_path(b, LATENTS_FLIP), rows[idx])
             for k, i in enumerate(idx):
                 latents[i] = block[k]
                 flips[i] = None if fblock is None else fblock[k]
@@ -142,19 +142,21 @@ class _Store:
 
 def live_rows(info: RunInfo, store: _Store) -> np.ndarray:
     """Rows that hold a committed, valid, not superseded sample."""
-    valid = store.group["valid"][:]
+    valid = store.group[VALID][:]
     rows = np.flatnonzero(valid & committed_rows(info.manifest, len(valid)))
     superseded = info.superseded
     if superseded and len(rows):
         shards = row_shards(info.manifest, len(valid))[rows]
-        keys = store.group["keys"].get_orthogonal_selection((rows,))
+        keys = store.group[KEYS].get_orthogonal_selection((rows,))
         keep = [(int(s), str(k)) not in superseded for s, k in zip(shards, keys, strict=True)]
         rows = rows[np.asarray(keep, dtype=bool)]
     return rows
 
 
 class LatentZarrDataset(torch.utils.data.Dataset):
-    """Map-style: dataset[i] -> (latent, label[, meta]); for DistributedSampler / any sampler.
+    """Map-style: dataset[i] -> a Batch of one sample (`z, y = dataset[i]`; .mask for audio runs, as
+    the streams give it (with_mask), .meta with with_meta=True, .key); DataLoader(dataset, batch_size=B)
+    collates them into Batches. For DistributedSampler / any sampler.
 
     For the global order, resume at any world size, bucket batching and follow mode use
     LatentZarrStream."""
@@ -165,6 +167,7 @@ class LatentZarrDataset(torch.utils.data.Dataset):
         *,
         output: LatentOutput = "float",
         with_meta: bool = False,
+        with_mask: bool | None = None,
         allow_mixed: bool = False,
         storage_options: dict | None = None,
     ):
@@ -180,34 +183,42 @@ class LatentZarrDataset(torch.utils.data.Dataset):
         self.rows = np.concatenate(per_run).astype(np.int64)  # index -> row (of run self.runs[index])
         self.dequantize = [Dequantizer(i.bits, output) for i in self.infos]
         self.with_meta = with_meta
+        self.with_mask = self.info.is_audio if with_mask is None else with_mask
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple:
+    def __getitem__(self, index: int) -> Batch:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[tuple]:
+    def __getitems__(self, indices: list[int]) -> list[Batch]:
+        """Samples (a Batch each; DataLoader collates them into one Batch) in the caller's order."""
         indices = np.asarray(indices, dtype=np.int64)
-        out: list[tuple] = [()] * len(indices)
+        out: list[Batch | None] = [None] * len(indices)
         for run in np.unique(self.runs[indices]):
             where = np.flatnonzero(self.runs[indices] == run)
             rows = self.rows[indices[where]]
             order = np.argsort(rows)  # sorted reads, then back to the caller's order
-            got = self.stores[run].read(rows[order], flip=False, meta=self.with_meta)
+            got = self.stores[run].read(rows[order], flip=False, meta=self.with_meta or self.with_mask)
             for k, i in enumerate(order):
-                z, _, label, meta, _, _ = got[k]
-                item: tuple = (self.dequantize[run](z), label)
-                if self.with_meta:
-                    item += (sample_meta(str(meta), f"{self.stores[run].url} row {rows[order][k]}"),)
-                out[where[i]] = item
-        return out
+                z, _, label, meta, key, _ = got[k]
+                latents, mask = self.dequantize[run](z), None
+                if self.with_meta or self.with_mask:
+                    meta = sample_meta(str(meta), f"{self.stores[run].url} row {rows[order][k]}")
+                if self.with_mask:
+                    size = meta.get("input_size") or [None]
+                    steps = latents.shape[-1]
+                    mask = valid_mask(meta.get("valid_length"), steps, self.infos[run].levels, size[-1])
+                out[where[i]] = Batch(
+                    latents, label, mask=mask, meta=meta if self.with_meta else None, key=key
+                )
+        return out  # type: ignore[return-value]
 
     def keys(self) -> list[str]:
         out = []
         for run, store in enumerate(self.stores):
             rows = self.rows[self.runs == run]
-            out += [str(k) for k in store.group["keys"].get_orthogonal_selection((rows,))]
+            out += [str(k) for k in store.group[KEYS].get_orthogonal_selection((rows,))]
         return out
 
 
@@ -266,7 +277,7 @@ class LatentZarrStream(LatentStream):
         store, superseded = self.stores[run], self.infos[run].superseded
         start = entry.get("slot_offset", 0)
         rows = np.arange(start, start + entry["samples"] + entry.get("errors", 0))
-        rows = rows[store.group["valid"].get_orthogonal_selection((rows,))]
+        rows = rows[store.group[VALID].get_orthogonal_selection((rows,))]
         for raw, bucket in self._raws(run, rows):
             if (entry["shard"], raw.key) not in superseded:
                 yield raw, bucket

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from .image import Decoded, DecodeError
+from .integrity import check_integrity
 
 ZERO_CROSSINGS = 10  # filter half length in units of the slower rate's period (scipy's choice)
 KAISER_BETA = 5.0
@@ -154,6 +155,7 @@ def decode_audio(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None =
     _check_listing(meta, policy)
     if not data:
         raise DecodeError("empty file (0 bytes)")
+    check_integrity(data)  # a cut WAV would read as a shorter clip
     try:
         x, source_rate = sf.read(io.BytesIO(data), dtype="float64", always_2d=True)
     except Exception as err:  # noqa: BLE001 - libsndfile's errors vary by format

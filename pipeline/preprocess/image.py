@@ -13,21 +13,22 @@ target is at most half the size, which is both faster and what a resize would pr
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
+
+from .errors import DecodeError
+from .integrity import check_integrity, check_tiff_extents
+
+__all__ = ["DecodeError", "Decoded", "ImagePolicy", "ImagePreprocessor", "decode_image"]
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb threshold x 2: refuse anything larger
-
-
-class DecodeError(ValueError):
-    """An input that cannot become a sample; the message is the error table's reason."""
 
 
 @dataclass(frozen=True)
@@ -185,37 +186,69 @@ def _resize_plan(w: int, h: int, policy: ImagePolicy) -> tuple[tuple[int, int], 
 
 
 def decode_image(data: bytes, policy: ImagePolicy) -> Decoded:
-    """Decode, orient, convert and resize/crop one image. Raises DecodeError with a specific reason."""
+    """Decode, orient, convert and resize/crop one image. Raises DecodeError with a specific reason.
+
+    Only a whole image becomes a sample (docs/guarantees.md, "Corrupt inputs"): a truncated or
+    structurally damaged file (integrity.py), any Pillow error while reading the header, the EXIF
+    metadata or the pixels, and any warning Pillow gives about the file's data on the way (corrupt
+    EXIF, truncated reads, a malformed MPO or APNG) raise DecodeError; nothing is padded."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            # the policy's cap, checked below, decides: Pillow's warning (at half of its own error
-            # threshold) would refuse images between 89 and 179 Mpixels that the default cap admits
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process: Pillow would pad truncated "
+            "images with grey; the pipeline decodes only with Pillow's default (False)"
+        )
+    fmt = "image"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # the policy's cap, checked below, decides: Pillow's warning (at half of its own error
+        # threshold) would refuse images between 89 and 179 Mpixels that the default cap admits
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
             img = Image.open(io.BytesIO(data))
+            fmt = img.format or fmt
             w, h = img.size
             if w * h > policy.max_pixels:
                 raise DecodeError(f"image is {w}x{h} = {w * h} pixels, over the cap of {policy.max_pixels}")
+            check_integrity(data)  # after the cap: a bomb is refused as one, before a pass over it
+            if fmt == "TIFF":
+                check_tiff_extents(img.tag_v2, len(data))  # LZW decodes a cut strip without a word
             mode = img.mode
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/WebP/multi-page TIFF: the first frame
+            _refuse_data_warnings(caught, f"{fmt} (its header or metadata)")
+            if fmt != "JPEG":  # (JPEG: after draft, below) others may keep EXIF after the pixels, and
+                img.load()  # Pillow loads them to read it; a failed load leaves a partial image that
+                _refuse_data_warnings(caught, fmt)  # a second load() would return as if whole
             original = _oriented_size(img)
+            _refuse_data_warnings(caught, f"{fmt} (its EXIF metadata)")
             (rw, rh), _ = _resize_plan(*original, policy)
             if policy.draft and img.format == "JPEG" and rw * 2 <= original[0]:
                 request = (rw, rh) if original == (w, h) else (rh, rw)  # draft sees stored orientation
                 img.draft(img.mode if img.mode in ("RGB", "L") else None, request)
             img.load()
-    except DecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DecodeError(f"decompression bomb refused: {err}") from err
-    except Image.UnidentifiedImageError:
-        raise DecodeError("not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DecodeError(f"corrupt or truncated image: {err}") from err
-    with contextlib.suppress(Exception):  # broken EXIF must not lose the image
-        img = ImageOps.exif_transpose(img)
+            _refuse_data_warnings(caught, fmt)
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken metadata
+                raise DecodeError(
+                    f"corrupt or truncated {fmt} (applying its EXIF orientation): {type(err).__name__}: {err}"
+                ) from err
+            _refuse_data_warnings(caught, f"{fmt} (its EXIF metadata)")
+        except DecodeError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DecodeError(f"decompression bomb refused: {err}") from err
+        except Image.UnidentifiedImageError:
+            check_integrity(data)  # a truncated header of a format checked there: say so
+            raise DecodeError(_unidentified(data)) from None
+        except MemoryError as err:
+            raise DecodeError(f"{fmt} too large to decode: {err}") from err
+        except Exception as err:  # noqa: BLE001 - Pillow's plugins raise many types for damaged files
+            check_integrity(data)  # the structural reason, where the format has one
+            fmt = fmt if fmt != "image" else _format_of(data)
+            raise DecodeError(f"corrupt or truncated {fmt}: {type(err).__name__}: {err}") from err
     img = convert_mode(img, policy.channels)
     (rw, rh), box = _resize_plan(*original, policy)
     if img.size != (rw, rh):
@@ -235,12 +268,62 @@ def decode_image(data: bytes, policy: ImagePolicy) -> Decoded:
     return Decoded(array=np.ascontiguousarray(pixels.transpose(2, 0, 1)), meta=meta)
 
 
+# Pillow warnings that say nothing about the file's data being damaged: kept, not refused
+BENIGN_WARNINGS = (
+    "Metadata Warning",  # a TIFF/EXIF tag with more entries than the spec says: its first is used
+    "XMP data cannot be read",  # defusedxml absent: XMP orientation is not read (EXIF's still is)
+)
+
+
+def _refuse_data_warnings(caught: list[warnings.WarningMessage], fmt: str) -> None:
+    """A warning from Pillow while reading the file (corrupt EXIF, a truncated read, a malformed
+    MPO/APNG) means the decode went on past damage: refuse the image instead of keeping it.
+
+    Only warnings raised in Pillow's own modules count: warnings.catch_warnings is process-wide, so
+    a warning from another thread (a source's read) may land in `caught` too. The capture assumes
+    one decoding thread per process, as the runtime's decode stage has."""
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, Image.DecompressionBombWarning)):
+            continue
+        if "PIL" not in Path(w.filename).parts:
+            continue
+        text = str(w.message)
+        if not text.startswith(BENIGN_WARNINGS):
+            raise DecodeError(f"corrupt {fmt}: {text}")
+
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "WebP/RIFF"),
+)
+
+
+def _format_of(data: bytes) -> str:
+    """The format a file's signature names ("image" if none is known here)."""
+    return next((name for magic, name in _SIGNATURES if data.startswith(magic)), "image")
+
+
+def _unidentified(data: bytes) -> str:
+    """The reason for a file no Pillow plugin opens: a damaged header of a known format, or none."""
+    fmt = _format_of(data)
+    if fmt != "image":
+        return f"corrupt or truncated {fmt}: its header is unreadable (Pillow cannot open it)"
+    return "not a recognised image format"
+
+
 def _oriented_size(img: Image.Image) -> tuple[int, int]:
-    """Image size after EXIF rotation, read from the header (before decoding pixels)."""
+    """Image size after EXIF rotation (a JPEG's from its header, before its pixels are decoded)."""
     try:
         orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001
-        orientation = 1
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken metadata
+        raise DecodeError(
+            f"corrupt or truncated {img.format} (reading its EXIF orientation): {type(err).__name__}: {err}"
+        ) from err
     w, h = img.size
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 

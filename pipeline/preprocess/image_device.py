@@ -31,7 +31,17 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..config import ConfigurationError
-from .image import Decoded, ImagePolicy, ImagePreprocessor, _resize_plan, bucket_name, decode_image
+from .errors import DecodeError
+from .image import (
+    Decoded,
+    ImagePolicy,
+    ImagePreprocessor,
+    _refuse_data_warnings,
+    _resize_plan,
+    bucket_name,
+    decode_image,
+)
+from .integrity import check_jpeg
 
 RESIZE_IMPL = "torch interpolate bicubic antialias (float32), round half-even, uint8"
 BACKENDS = ("torchvision-nvjpeg", "torchvision-libjpeg", "pillow")
@@ -114,6 +124,9 @@ _SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}  # Huffman, 8-b
 _OTHER_SOF = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # lossless/hierarchical/arithmetic
 
 
+_TIFF_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8}
+
+
 def _exif_orientation(tiff: bytes) -> int | None:
     """Orientation (tag 0x0112, SHORT) from IFD0 of an EXIF TIFF block; None if anything is unusual."""
     order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
@@ -123,14 +136,20 @@ def _exif_orientation(tiff: bytes) -> int | None:
     if ifd + 2 > len(tiff):
         return None
     (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    if ifd + 2 + 12 * count > len(tiff):
+        return None  # an IFD larger than its block: Pillow's reader (and the CPU path) refuse it
+    orientation = 1
     for k in range(count):
         entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
-        if len(entry) < 12:
-            return None
-        tag, kind = struct.unpack(order + "HH", entry[:4])
+        tag, kind, n, value = struct.unpack(order + "HHII", entry)
+        size = n * _TIFF_TYPE_SIZE.get(kind, 0)
+        if size == 0 or (size > 4 and value + size > len(tiff)):
+            return None  # unknown type, or a value past the block: Pillow warns, the CPU path refuses
         if tag == 0x0112:
-            return struct.unpack(order + "H", entry[8:10])[0] if kind == 3 else None
-    return 1
+            if kind != 3:
+                return None
+            orientation = struct.unpack(order + "H", entry[8:10])[0]
+    return orientation
 
 
 def _fast_header(data: bytes) -> tuple[tuple[int, int], int, str] | str | None:
@@ -180,6 +199,10 @@ def probe_jpeg(data: bytes, policy: ImagePolicy) -> Probe | str:
         return "not a JPEG"
     if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         return "no JPEG end-of-image marker (truncated?)"
+    try:
+        check_jpeg(data)  # nvJPEG, like libjpeg, may decode a damaged scan without an error
+    except DecodeError as err:
+        return str(err)  # the CPU path refuses it with this reason
     if policy.channels != 3:
         return f"the device path decodes to RGB, the codec has {policy.channels} channels"
     fast = _fast_header(data)
@@ -198,15 +221,16 @@ def probe_jpeg(data: bytes, policy: ImagePolicy) -> Probe | str:
 def _pillow_probe(data: bytes, policy: ImagePolicy) -> Probe | str:
     """probe_jpeg through Pillow's header reader: the reference for what _fast_header reads."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             fmt, mode = img.format, img.mode
-            try:
-                orientation = int(img.getexif().get(0x0112, 1))
-            except Exception:  # noqa: BLE001 - broken EXIF: as the CPU path, keep the image unrotated
-                orientation = 1
+            orientation = int(img.getexif().get(0x0112, 1))  # broken EXIF: the CPU path refuses it
+            _refuse_data_warnings(caught, "JPEG (its header or metadata)")
+    except DecodeError as err:
+        return str(err)
     except Exception as err:  # noqa: BLE001
         return f"header unreadable ({type(err).__name__})"
     if fmt != "JPEG":

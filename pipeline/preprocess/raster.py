@@ -100,6 +100,9 @@ def decode_raster(
                 if page.photometric == MASK_PHOTOMETRIC or (page.subfiletype or 0) & REDUCED_OR_MASK:
                     continue
                 parts.append(s)
+            for s in parts:  # a cut strip still decodes (LZW) to a partial band: refuse it
+                for page in s.pages:
+                    _check_extents(page, len(data))
             bands_total = sum(_bands_of(s)[0] for s in parts)
             if bands_total != policy.channels:
                 raise DecodeError(
@@ -133,6 +136,15 @@ def decode_raster(
         "nodata_pixels": nodata,
     }
     return Decoded(array=np.ascontiguousarray(x, dtype=np.float32), meta=meta)
+
+
+def _check_extents(page, size: int) -> None:
+    """Every strip / tile of a tifffile page (or frame) inside the file's bytes."""
+    for i, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=False)):
+        if offset + count > size:
+            raise DecodeError(
+                f"truncated TIFF: strip/tile {i} ends at byte {offset + count}, the file has {size}"
+            )
 
 
 def _resize_band(band: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int], resample: str):

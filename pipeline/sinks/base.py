@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import fsspec
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..formats import OutputFormat
 
 
 @dataclass
@@ -92,6 +95,8 @@ class Sink:
     """Driver-side lifecycle: prepare() before any shard, open_shard() on workers, finalize() last."""
 
     registry_name: str = ""
+    # the format's entry: loaders that read it, size model, what it accepts (pipeline/formats.py)
+    output_format: ClassVar[OutputFormat | None] = None
 
     def __init__(self, spec: SinkSpec):
         self.spec = spec
@@ -143,6 +148,8 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if is_object_store(fs):
         fs.pipe_file(path, data)
         return
+    if fs.isdir(path):  # a rename would move the file into it, and report success
+        raise IsADirectoryError(f"{path} is a directory: a shard file cannot be written there")
     tmp = f"{path}.tmp-{hashlib.sha1(data).hexdigest()[:10]}"
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     try:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 
 import numpy as np
 
+from ..formats import OutputFormat
 from ..registry import register_sink
 from .base import EncodedSample, ShardStats, ShardWriter, Sink, atomic_write, sha256_bytes
 
@@ -23,6 +25,35 @@ LATENT_NPY = "latent.npy"
 LATENT_CODED = "latent.wlat"  # pipeline.codec.entropy payload (header + coded planes)
 LATENT_FLIP_NPY = "latent_flip.npy"  # --flip-pair: latent of the horizontally mirrored input
 LATENT_FLIP_CODED = "latent_flip.wlat"
+
+
+TAR_BLOCK = 512  # tar member header, and the unit data is padded to
+TAR_RECORD = 10240  # Python's tarfile pads every archive to a multiple of this (per-shard overhead)
+NPY_HEADER = 128  # .npy header of a small int8 array
+META_BYTES = 700  # per-sample JSON metadata (key, source URI, sha256s, crop box, sizes): typical size
+
+
+class TarSizeModel:
+    """Bytes of a tar shard: a header block per member, data padded to 512, the archive to 10240.
+    Entropy-coded latents (.wlat) are smaller than the npy size used here: an upper bound."""
+
+    @staticmethod
+    def _member(size: float) -> float:
+        return TAR_BLOCK + math.ceil(size / TAR_BLOCK) * TAR_BLOCK
+
+    def bytes_per_sample(
+        self, latent_bytes: float, labelled: bool, flip_pair: bool = False, meta_bytes: float | None = None
+    ) -> float:
+        latents = 2 if flip_pair else 1  # <key>.latent.npy [+ <key>.latent_flip.npy], .cls, .json
+        return (
+            latents * self._member(NPY_HEADER + latent_bytes)
+            + (self._member(4) if labelled else 0)
+            + self._member(META_BYTES if meta_bytes is None else meta_bytes)
+        )
+
+    def shard_overhead(self) -> int:
+        """End-of-archive blocks and padding to a whole record: 1024 to 11,263 bytes; ~one record."""
+        return TAR_RECORD
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -122,6 +153,12 @@ class TarShardWriter(ShardWriter):
 
 @register_sink("webdataset")
 class WebDatasetSink(Sink):
+    output_format = OutputFormat(
+        stream="pipeline.loaders.webdataset:LatentWebDataset",
+        size=TarSizeModel(),
+        coded_latents=True,
+    )
+
     def shard_name(self, shard: int) -> str:
         return f"shard-{shard:06d}.tar"
 

@@ -1,5 +1,5 @@
 """Zarr v3 store: `latents.zarr/` with arrays latents (N, C, h, w) int8, labels, keys, meta, valid,
-cache_keys (the samples' cache_key, "" for empty rows).
+cache_keys (the samples' cache_key, "" for empty rows). The names: pipeline/zarr_layout.py.
 
 Latents are chunked per sample and packed with the sharding codec so that one Zarr shard holds
 exactly one pipeline shard (--shard-size samples): each worker writes whole Zarr shards only, never
@@ -19,17 +19,41 @@ import json
 import numpy as np
 import zarr
 
+from ..formats import OutputFormat
 from ..registry import register_sink
+from ..zarr_layout import (
+    BUCKET,
+    CACHE_KEYS,
+    KEYS,
+    LABELS,
+    LATENTS,
+    LATENTS_FLIP,
+    META,
+    ROW_ARRAYS,
+    STORE,
+    VALID,
+    latent_names,
+    latent_path,
+)
 from .base import EncodedSample, ShardStats, ShardWriter, Sink
 
-STORE = "latents.zarr"
-ROW_ARRAYS = ("labels", "keys", "meta", "valid")  # one value per row, every layout
-BUCKET_GROUP = "buckets"  # buckets/<WxH>/latents[_flip]
-CACHE_KEYS = "cache_keys"  # per row: the sample's cache_key ("" where none; absent in older stores)
+__all__ = ["STORE", "ZarrShardWriter", "ZarrSink", "ZarrSizeModel"]
+
+META_BYTES = 700  # per-sample JSON metadata (key, source URI, sha256s, crop box, sizes): typical size
 
 
-def _latent_arrays(flip: bool) -> tuple[str, ...]:
-    return ("latents", "latents_flip") if flip else ("latents",)
+class ZarrSizeModel:
+    """Bytes of a Zarr store per row: the int8 latent chunk (zstd-compressed: raw is the upper
+    bound), label (8), valid (1), key (~40) and metadata strings; no per-shard overhead."""
+
+    def bytes_per_sample(
+        self, latent_bytes: float, labelled: bool, flip_pair: bool = False, meta_bytes: float | None = None
+    ) -> float:
+        meta = META_BYTES if meta_bytes is None else meta_bytes
+        return (2 if flip_pair else 1) * latent_bytes + 8 + 1 + 40 + meta
+
+    def shard_overhead(self) -> int:
+        return 0
 
 
 class ZarrShardWriter(ShardWriter):
@@ -42,9 +66,9 @@ class ZarrShardWriter(ShardWriter):
 
     def commit(self) -> ShardStats:
         group = zarr.open_group(self.sink.store_url, mode="r+", storage_options=self.sink.storage_options)
-        bucketed = "bucket" in group
+        bucketed = BUCKET in group
         n = self.sink.spec.shard_size
-        stop = min(self.offset + n, group["valid"].shape[0])
+        stop = min(self.offset + n, group[VALID].shape[0])
         rows = stop - self.offset
         labels = np.full(rows, -1, dtype=np.int64)
         keys = np.full(rows, "", dtype=object)
@@ -56,18 +80,17 @@ class ZarrShardWriter(ShardWriter):
         # (bucket or None) -> {array name: block}: only the buckets present in this shard are written
         blocks: dict[str | None, dict[str, np.ndarray]] = {}
         if not bucketed:
-            blocks[None] = {a: np.zeros((rows, *group[a].shape[1:]), np.int8) for a in _latent_arrays(flip)}
+            blocks[None] = {a: np.zeros((rows, *group[a].shape[1:]), np.int8) for a in latent_names(flip)}
         for s in self.samples:
-            where = f"{BUCKET_GROUP}/{s.bucket}/" if bucketed else ""
             if bucketed and s.bucket is None:
                 raise ValueError(f"{s.key}: a bucketed store needs the sample's bucket")
             if bucketed and s.bucket not in blocks:
-                if f"{where}latents" not in group:
+                if latent_path(s.bucket) not in group:
                     raise ValueError(f"{s.key}: bucket {s.bucket} is not one of the store's buckets")
-                shape = group[f"{where}latents"].shape[1:]
-                blocks[s.bucket] = {a: np.zeros((rows, *shape), np.int8) for a in _latent_arrays(flip)}
+                shape = group[latent_path(s.bucket)].shape[1:]
+                blocks[s.bucket] = {a: np.zeros((rows, *shape), np.int8) for a in latent_names(flip)}
             block = blocks[s.bucket if bucketed else None]
-            for name, z in (("latents", s.latent), ("latents_flip", s.latent_flip))[: len(block)]:
+            for name, z in ((LATENTS, s.latent), (LATENTS_FLIP, s.latent_flip))[: len(block)]:
                 if z is None:
                     raise ValueError(f"{s.key}: the store has {name} but the sample has no such latent")
                 if tuple(z.shape) != block[name].shape[1:]:
@@ -83,16 +106,15 @@ class ZarrShardWriter(ShardWriter):
         digest = hashlib.sha256()
         parts = []
         for bucket in sorted(blocks, key=lambda b: b or ""):
-            where = f"{BUCKET_GROUP}/{bucket}/" if bucket is not None else ""
             for name, block in blocks[bucket].items():
-                group[f"{where}{name}"][region] = block
+                group[latent_path(bucket, name)][region] = block
                 digest.update(block.tobytes())
             if bucket is not None:
                 mine = [s for s in sorted(self.samples, key=lambda s: s.slot) if s.bucket == bucket]
                 part_digest = hashlib.sha256(b"".join(b.tobytes() for b in blocks[bucket].values()))
                 parts.append(
                     {
-                        "name": f"{STORE}/{where}latents#{self.offset}:{stop}",
+                        "name": f"{STORE}/{latent_path(bucket)}#{self.offset}:{stop}",
                         "bucket": bucket,
                         "samples": len(mine),
                         "bytes": sum(int(blocks[bucket][a][0].nbytes) * len(mine) for a in blocks[bucket]),
@@ -101,12 +123,12 @@ class ZarrShardWriter(ShardWriter):
                         "keys_last": mine[-1].key,
                     }
                 )
-        group["labels"][region] = labels
-        group["keys"][region] = keys.astype(str)
-        group["meta"][region] = metas.astype(str)
-        group["valid"][region] = valid
+        group[LABELS][region] = labels
+        group[KEYS][region] = keys.astype(str)
+        group[META][region] = metas.astype(str)
+        group[VALID][region] = valid
         if bucketed:
-            group["bucket"][region] = buckets.astype(str)
+            group[BUCKET][region] = buckets.astype(str)
         if CACHE_KEYS in group:
             group[CACHE_KEYS][region] = cache_keys.astype(str)
         digest.update("\n".join(keys.astype(str)).encode())
@@ -128,6 +150,14 @@ class ZarrShardWriter(ShardWriter):
 
 @register_sink("zarr")
 class ZarrSink(Sink):
+    output_format = OutputFormat(
+        stream="pipeline.loaders.zarr:LatentZarrStream",
+        dataset="pipeline.loaders.zarr:LatentZarrDataset",
+        size=ZarrSizeModel(),
+        coded_latents=False,
+        live_description=STORE,
+    )
+
     @property
     def store_url(self) -> str:
         return f"{self.spec.output.rstrip('/')}/{STORE}"
@@ -153,23 +183,23 @@ class ZarrSink(Sink):
         # array path -> latent shape of its rows
         if isinstance(sample_shape, dict):
             latents = {
-                f"{BUCKET_GROUP}/{b}/{a}": tuple(shape)
+                latent_path(b, a): tuple(shape)
                 for b, shape in sorted(sample_shape.items())
-                for a in _latent_arrays(self.spec.flip_pair)
+                for a in latent_names(self.spec.flip_pair)
             }
         else:
-            latents = {a: tuple(sample_shape) for a in _latent_arrays(self.spec.flip_pair)}
-        rows = [*ROW_ARRAYS, "bucket"] if isinstance(sample_shape, dict) else list(ROW_ARRAYS)
+            latents = {a: tuple(sample_shape) for a in latent_names(self.spec.flip_pair)}
+        rows = [*ROW_ARRAYS, BUCKET] if isinstance(sample_shape, dict) else list(ROW_ARRAYS)
         try:
             group = zarr.open_group(self.store_url, mode="r+", storage_options=self.storage_options)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             group = None
-        if group is not None and "valid" in group:
+        if group is not None and VALID in group:
             for path, shape in latents.items():
                 if path not in group or tuple(group[path].shape[1:]) != shape:
                     have = tuple(group[path].shape[1:]) if path in group else "nothing"
                     raise ValueError(f"existing store holds {have} at {path}, not latents {shape}")
-            if total_slots > group["valid"].shape[0]:
+            if total_slots > group[VALID].shape[0]:
                 for name in [*latents, *rows, *([CACHE_KEYS] if CACHE_KEYS in group else [])]:
                     arr = group[name]
                     arr.resize((total_slots, *arr.shape[1:]))
@@ -189,24 +219,22 @@ class ZarrSink(Sink):
                 fill_value=0,
                 dimension_names=dims,
             )
-        group.create_array("labels", shape=(total_slots,), dtype="int64", chunks=(n,), fill_value=-1)
-        group.create_array("keys", shape=(total_slots,), dtype=str, chunks=(n,), fill_value="")
-        group.create_array("meta", shape=(total_slots,), dtype=str, chunks=(n,), fill_value="")
-        group.create_array("valid", shape=(total_slots,), dtype=bool, chunks=(n,), fill_value=False)
+        group.create_array(LABELS, shape=(total_slots,), dtype="int64", chunks=(n,), fill_value=-1)
+        group.create_array(KEYS, shape=(total_slots,), dtype=str, chunks=(n,), fill_value="")
+        group.create_array(META, shape=(total_slots,), dtype=str, chunks=(n,), fill_value="")
+        group.create_array(VALID, shape=(total_slots,), dtype=bool, chunks=(n,), fill_value=False)
         group.create_array(CACHE_KEYS, shape=(total_slots,), dtype=str, chunks=(n,), fill_value="")
-        if "bucket" in rows:
-            group.create_array("bucket", shape=(total_slots,), dtype=str, chunks=(n,), fill_value="")
+        if BUCKET in rows:
+            group.create_array(BUCKET, shape=(total_slots,), dtype=str, chunks=(n,), fill_value="")
 
     def open_shard(self, shard: int, slot_offset: int) -> ShardWriter:
         return ZarrShardWriter(self, shard, slot_offset)
 
     def read_latent(self, stats: dict, slot_offset: int, key: str) -> np.ndarray:
         group = zarr.open_group(self.store_url, mode="r", storage_options=self.storage_options)
-        stop = min(slot_offset + self.spec.shard_size, group["keys"].shape[0])
-        rows = [i for i, k in enumerate(group["keys"][slot_offset:stop]) if k == key]
+        stop = min(slot_offset + self.spec.shard_size, group[KEYS].shape[0])
+        rows = [i for i, k in enumerate(group[KEYS][slot_offset:stop]) if k == key]
         if not rows:
             raise KeyError(f"no row of {key!r} in shard {stats['shard']} ({stats['name']})")
         row = slot_offset + rows[0]
-        if "bucket" in group:
-            return group[f"{BUCKET_GROUP}/{group['bucket'][row]}/latents"][row]
-        return group["latents"][row]
+        return group[latent_path(str(group[BUCKET][row]) if BUCKET in group else None)][row]

@@ -349,11 +349,10 @@ def _zarr_shard(group, shard: int, chunk: list[Sample], offset: int) -> dict[str
 
 
 def keys_of(items) -> list[str]:
-    """Keys of (z, label, ..., meta) items or batches (with_meta=True)."""
+    """Keys of loader items: Batches of one sample (key a str) or of several (a list)."""
     out = []
     for item in items:
-        meta = item[-1]
-        out += [m["key"] for m in meta] if isinstance(meta, list) else [meta["key"]]
+        out += item.key if isinstance(item.key, list) else [item.key]
     return out
 
 

@@ -38,21 +38,21 @@ def test_every_batch_has_one_shape_and_every_sample_comes_once(run):
     cls, root, samples = run
     batches = list(cls(root, with_meta=True, batch_size=B, seed=1))
     by_key = {s.key: s for s in samples}
-    for z, _, metas in batches:
-        shapes = {by_key[m["key"]].latent.shape for m in metas}
-        assert len(shapes) == 1 and tuple(z.shape[1:]) == shapes.pop()
-        assert len({m["bucket"] for m in metas}) == 1
+    for b in batches:
+        shapes = {by_key[m["key"]].latent.shape for m in b.meta}
+        assert len(shapes) == 1 and tuple(b.latents.shape[1:]) == shapes.pop()
+        assert len({m["bucket"] for m in b.meta}) == 1
     assert Counter(keys_of(batches)) == Counter(s.key for s in samples)
     # each bucket: full batches, then at most one partial one
     counts = Counter(s.bucket for s in samples)
-    per_bucket = Counter(m[0]["bucket"] for _, _, m in batches)
+    per_bucket = Counter(b.meta[0]["bucket"] for b in batches)
     assert per_bucket == {b: -(-n // B) for b, n in counts.items()}
 
 
 def test_buckets_are_drawn_in_proportion_to_their_sizes(run):
     cls, root, samples = run
     counts = Counter(s.bucket for s in samples)
-    batches = [m[0]["bucket"] for _, _, m in cls(root, with_meta=True, batch_size=B, seed=2)]
+    batches = [b.meta[0]["bucket"] for b in cls(root, with_meta=True, batch_size=B, seed=2)]
     half = Counter(batches[: len(batches) // 2])  # not one bucket after another: mixed all along
     for bucket, n in counts.items():
         assert abs(half[bucket] / (len(batches) // 2) - n / N) < 0.15, (bucket, half, counts)
@@ -78,9 +78,9 @@ def test_bucketed_ranks_split_batches_and_resume(run):
     for ds in ranks:
         it = iter(ds)
         for _ in range(5):
-            z, _, metas = next(it)
-            assert len({m["bucket"] for m in metas}) == 1
-            seen += [m["key"] for m in metas]
+            batch = next(it)
+            assert len({m["bucket"] for m in batch.meta}) == 1
+            seen += batch.key
     state = merge_states([ds.state_dict() for ds in ranks])
     rest = []
     sizes = []
@@ -97,7 +97,7 @@ def test_bucketed_ranks_split_batches_and_resume(run):
 def test_drop_last_keeps_only_full_batches(run):
     cls, root, samples = run
     batches = list(cls(root, batch_size=B, drop_last=True))
-    assert all(len(b[1]) == B for b in batches)
+    assert all(len(b.labels) == B for b in batches)
     counts = Counter(s.bucket for s in samples)
     assert len(batches) == sum(n // B for n in counts.values())
 
@@ -105,6 +105,6 @@ def test_drop_last_keeps_only_full_batches(run):
 def test_int_latents_of_buckets_are_the_stored_ones(run):
     cls, root, samples = run
     by_key = {s.key: s for s in samples}
-    for z, _, metas in cls(root, output="int", with_meta=True, batch_size=B):
-        for zi, m in zip(z, metas, strict=True):
-            assert np.array_equal(zi.numpy(), by_key[m["key"]].latent)
+    for b in cls(root, output="int", batch_size=B):
+        for zi, key in zip(b.latents, b.key, strict=True):
+            assert np.array_equal(zi.numpy(), by_key[key].latent)

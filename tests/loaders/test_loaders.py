@@ -63,7 +63,7 @@ def _raw_latents(root: str) -> dict[str, np.ndarray]:
 
 def test_one_epoch_yields_every_sample_once(runs):
     ds = LatentWebDataset(runs["npy"], output="int", with_meta=True, shuffle_buffer=8)
-    keys = [meta["key"] for _, _, meta in ds]
+    keys = [b.meta["key"] for b in ds]
     assert sorted(keys) == sorted(_raw_latents(runs["npy"]))
     assert len(keys) == len(set(keys)) == N
 
@@ -71,31 +71,31 @@ def test_one_epoch_yields_every_sample_once(runs):
 def test_int_output_is_the_stored_latent_and_float_is_dequantized(runs):
     raw = _raw_latents(runs["npy"])
     compander = Compander(8)
-    for z_int, _, meta in LatentWebDataset(runs["npy"], output="int", with_meta=True, shuffle_shards=False):
-        assert z_int.dtype == torch.int8 and np.array_equal(z_int.numpy(), raw[meta["key"]])
-    for z, _, meta in LatentWebDataset(runs["npy"], output="float", with_meta=True, shuffle_shards=False):
-        assert torch.equal(z, compander.to_normal(torch.from_numpy(raw[meta["key"]]).float()))
+    for b in LatentWebDataset(runs["npy"], output="int", shuffle_shards=False):
+        assert b.latents.dtype == torch.int8 and np.array_equal(b.latents.numpy(), raw[b.key])
+    for b in LatentWebDataset(runs["npy"], output="float", shuffle_shards=False):
+        assert torch.equal(b.latents, compander.to_normal(torch.from_numpy(raw[b.key]).float()))
 
 
 def test_entropy_coded_shards_decode_to_the_same_latents(runs):
-    npy = {m["key"]: z for z, _, m in LatentWebDataset(runs["npy"], output="int", with_meta=True)}
-    coded = {m["key"]: z for z, _, m in LatentWebDataset(runs["zstd"], output="int", with_meta=True)}
+    npy = {b.key: b.latents for b in LatentWebDataset(runs["npy"], output="int")}
+    coded = {b.key: b.latents for b in LatentWebDataset(runs["zstd"], output="int")}
     assert npy.keys() == coded.keys()
     assert all(torch.equal(npy[k], coded[k]) for k in npy)
 
 
 def test_batches_have_one_shape_and_labels(runs):
     batches = list(LatentWebDataset(runs["npy"], batch_size=5, shuffle_buffer=4))
-    assert [len(b[1]) for b in batches] == [5, 5, 5, 1]
-    assert all(b[0].shape[1:] == (12, 8, 8) for b in batches)
-    labels = torch.cat([b[1] for b in batches])
+    assert [len(y) for _, y in batches] == [5, 5, 5, 1]
+    assert all(z.shape[1:] == (12, 8, 8) for z, _ in batches)
+    labels = torch.cat([y for _, y in batches])
     assert set(labels.tolist()) <= set(RunInfo.open(runs["npy"]).label_map.values())
 
 
 def test_dataloader_workers_see_disjoint_shards(runs):
     ds = LatentWebDataset(runs["npy"], with_meta=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
-    keys = [meta["key"] for _, _, meta in loader]
+    keys = [b.meta["key"] for b in loader]  # the Batch passes through the DataLoader unchanged
     assert len(keys) == len(set(keys)) == N
 
 
@@ -104,7 +104,7 @@ def test_ranks_see_disjoint_shards(runs, monkeypatch):
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        seen.append({m["key"] for _, _, m in LatentWebDataset(runs["npy"], with_meta=True)})
+        seen.append({b.key for b in LatentWebDataset(runs["npy"])})
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == N
 
 
@@ -112,7 +112,7 @@ def test_epochs_reshuffle_deterministically(runs):
     def order(epoch):
         ds = LatentWebDataset(runs["npy"], with_meta=True, seed=3)
         ds.set_epoch(epoch)
-        return [m["key"] for _, _, m in ds]
+        return [b.key for b in ds]
 
     assert order(0) == order(0)
     assert order(0) != order(1)
@@ -143,11 +143,13 @@ def test_zarr_dataset_matches_webdataset(runs):
     ds = LatentZarrDataset(runs["zarr"], output="int", with_meta=True)
     assert len(ds) == N
     for i in range(len(ds)):
-        z, label, meta = ds[i]
-        assert np.array_equal(z.numpy(), raw[meta["key"]])
-        assert label == meta["label"]
+        z, label = sample = ds[i]
+        assert np.array_equal(z.numpy(), raw[sample.meta["key"]]) and sample.key == sample.meta["key"]
+        assert label == sample.meta["label"]
     batch = ds.__getitems__([5, 1, 3])
-    assert [b[2]["key"] for b in batch] == [ds[i][2]["key"] for i in (5, 1, 3)]
+    assert [b.key for b in batch] == [ds[i].key for i in (5, 1, 3)]
+    z, y = collated = torch.utils.data.default_collate(batch)  # what DataLoader(batch_size=3) does
+    assert z.shape == (3, 12, 8, 8) and y.shape == (3,) and collated.key == [b.key for b in batch]
 
 
 def test_zarr_with_distributed_sampler(runs):
@@ -156,9 +158,9 @@ def test_zarr_with_distributed_sampler(runs):
     for rank in range(2):
         sampler = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=1)
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=3, sampler=sampler, num_workers=2, collate_fn=lambda b: [x[2]["key"] for x in b]
-        )
-        parts.append({k for batch in loader for k in batch})
+            ds, batch_size=3, sampler=sampler, num_workers=2
+        )  # no collate_fn: torch's default collates Batches into a Batch
+        parts.append({k for batch in loader for k in batch.key})
     assert not parts[0] & parts[1] and len(parts[0] | parts[1]) == N
 
 

@@ -89,18 +89,18 @@ def test_real_bucketed_flip_pair_run(runs, name):
     assert info.manifest.get("buckets") and len(stock) == N
     flipped = 0
     batches = list(cls(root, output="int", batch_size=3, flip="pair", with_meta=True, seed=1))
-    for z, _, metas in batches:
-        assert len({m["bucket"] for m in metas}) == 1
-        for zi, m in zip(z, metas, strict=True):
-            latent, flip = stock[m["key"]]
+    for b in batches:
+        assert len({m["bucket"] for m in b.meta}) == 1
+        for zi, key in zip(b.latents, b.key, strict=True):
+            latent, flip = stock[key]
             assert np.array_equal(zi.numpy(), flip if np.array_equal(zi.numpy(), flip) else latent)
             flipped += np.array_equal(zi.numpy(), flip) and not np.array_equal(flip, latent)
     assert Counter(keys_of(batches)) == Counter(list(stock)) and 0 < flipped < N
     # normalize with the run's statistics: standardized per channel over the whole run
     z = torch.cat(
         [
-            b[0].flatten(2).transpose(1, 2).reshape(-1, b[0].shape[1])
-            for b in cls(root, batch_size=4, normalize=True)
+            z.flatten(2).transpose(1, 2).reshape(-1, z.shape[1])
+            for z, _ in cls(root, batch_size=4, normalize=True)
         ]
     )
     assert z.mean(0).abs().max() < 1e-3 and (z.std(0) - 1).abs().max() < 1e-2

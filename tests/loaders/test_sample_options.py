@@ -27,8 +27,8 @@ def test_flip_pair_picks_per_sample_and_epoch_from_the_seed(fmt, tmp_path):
         ds = LOADERS[fmt](root, output="int", with_meta=True, flip="pair", seed=seed)
         ds.set_epoch(epoch)
         out = {}
-        for z, _, meta in ds:
-            s = by_key[meta["key"]]
+        for b in ds:
+            z, s = b.latents, by_key[b.key]
             flipped = np.array_equal(z.numpy(), s.latent_flip)
             assert flipped or np.array_equal(z.numpy(), s.latent)
             out[s.key] = flipped
@@ -39,8 +39,7 @@ def test_flip_pair_picks_per_sample_and_epoch_from_the_seed(fmt, tmp_path):
     assert a == {k: flip_choice(1, 0, k) for k in by_key}
     assert 10 < sum(a.values()) < 30  # about half
     assert all(
-        np.array_equal(z.numpy(), by_key[m["key"]].latent)
-        for z, _, m in LOADERS[fmt](root, output="int", with_meta=True)
+        np.array_equal(b.latents.numpy(), by_key[b.key].latent) for b in LOADERS[fmt](root, output="int")
     )
 
 
@@ -62,8 +61,9 @@ def test_normalize_uses_the_statistics_of_its_output(fmt, output, tmp_path):
     by_key = {s.key: s for s in samples}
     compander = Compander(8)
     values = []
-    for z, _, meta in LOADERS[fmt](root, output=output, normalize=True, with_meta=True):
-        raw = torch.from_numpy(by_key[meta["key"]].latent).float()
+    for batch in LOADERS[fmt](root, output=output, normalize=True):
+        z = batch.latents
+        raw = torch.from_numpy(by_key[batch.key].latent).float()
         x = raw if output == "int" else compander.to_normal(raw)
         torch.testing.assert_close(z, (x - mean[:, None, None]) / std[:, None, None])
         values.append(z.flatten(1))
@@ -101,14 +101,15 @@ def test_audio_mask_marks_the_valid_latent_steps(fmt, tmp_path):
     root = str(write_run(tmp_path / fmt, samples, fmt=fmt, kind="1d"))
     by_key = {s.key: s for s in samples}
     batches = list(LOADERS[fmt](root, output="int", batch_size=5, with_meta=True))
-    for z, labels, mask, metas in batches:
+    for b in batches:
+        z, labels, mask, metas = b.latents, b.labels, b.mask, b.meta
         assert mask.shape == (len(labels), 10) == (z.shape[0], z.shape[-1]) and mask.dtype == torch.bool
         for m, row in zip(metas, mask, strict=True):
             valid = by_key[m["key"]].meta["valid_length"]
             assert row.tolist() == [t * 8 < valid for t in range(10)]
-    assert sum(len(b[1]) for b in batches) == 12
-    z, label, mask = next(iter(LOADERS[fmt](root)))  # single samples: (T,) mask
-    assert mask.shape == (10,)
+    assert sum(len(b.labels) for b in batches) == 12
+    z, label = sample = next(iter(LOADERS[fmt](root)))  # single samples: (T,) mask
+    assert sample.mask.shape == (10,) and z.shape == (2, 10) and isinstance(label, int)
 
 
 @pytest.mark.parametrize("fmt", FMTS)

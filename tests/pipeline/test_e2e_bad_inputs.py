@@ -85,8 +85,11 @@ def _corpus(root: Path) -> dict[str, dict]:
     cases = {
         # must fail, each with its own reason
         "zero_bytes.jpg": (b"", {"error": r"^empty file \(0 bytes\)$"}),
-        "truncated.jpg": (jpeg[: len(jpeg) // 2], {"error": r"^corrupt or truncated image: .*truncated"}),
-        "truncated.png": (png[: len(png) // 2], {"error": r"^corrupt or truncated image: "}),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], {"error": r"^truncated JPEG: the file ends inside"}),
+        "truncated.png": (
+            png[: len(png) // 2],
+            {"error": r"^truncated PNG: chunk IDAT at byte \d+ runs past"},
+        ),
         "random_bytes.jpg": (
             np.random.default_rng(1).bytes(5000),
             {"error": r"^not a recognised image format$"},
@@ -155,3 +158,24 @@ def test_bad_and_unusual_images(ray_session, klt_codec, tmp_path):
         if name == "palette_transparent.png":
             # the transparent (black) top half is composited over white, not truncated to black
             assert recon[:, : SIZE // 4].mean() > 0.4
+
+
+def test_a_truncated_jpeg_is_a_decode_error_row(ray_session, klt_codec, tmp_path):
+    """Through run_encode on Ray: a JPEG cut inside its scan is an error row (stage decode), not a
+    sample padded with grey; the other inputs are written."""
+    from e2e_helpers import encode
+
+    root = tmp_path / "train"
+    photos = sorted(SAMPLE_IMAGES.glob("*/*.JPEG"))[:3]
+    for p in photos:
+        (root / p.parent.name).mkdir(parents=True, exist_ok=True)
+        (root / p.parent.name / p.name).write_bytes(p.read_bytes())
+    data = photos[0].read_bytes()
+    bad = root / photos[0].parent.name / "cut.JPEG"
+    bad.write_bytes(data[: int(len(data) * 0.6)])
+    summary = encode(root, tmp_path / "out", klt_codec)
+    assert (summary.written, summary.errors) == (3, 1)
+    (error,) = read_errors(tmp_path / "out")
+    assert error["stage"] == "decode" and uri_to_path(error["source"]) == bad
+    assert error["reason"].startswith("truncated JPEG: the file ends inside the entropy-coded data")
+    assert read_manifest(tmp_path / "out")["totals"] == {"inputs": 4, "written": 3, "errors": 1}

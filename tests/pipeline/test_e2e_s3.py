@@ -63,7 +63,7 @@ def test_webdataset_on_s3_is_the_local_run_byte_for_byte(s3, reference_run, corp
 
     reference = _reference_latents(reference_run)
     ds = LatentWebDataset(url, output="int", with_meta=True, storage_options=s3.storage_options)
-    got = {meta["key"]: z.numpy() for z, _, meta in ds}
+    got = {b.meta["key"]: b.latents.numpy() for b in ds}
     assert sorted(got) == sorted(reference)
     assert all(np.array_equal(got[k], reference[k]) for k in got)
 
@@ -156,7 +156,8 @@ def test_zarr_on_s3_from_s3_inputs(s3, reference_run, corpus, klt_codec):
     ds = LatentZarrDataset(url, output="int", with_meta=True, storage_options=so)
     assert len(ds) == 24
     for i in range(len(ds)):
-        z, label, meta = ds[i]
+        z, label = sample = ds[i]
+        meta = sample.meta
         assert meta["source"].startswith(f"{src}/"), meta["source"]
         assert label == meta["label"]
         np.testing.assert_array_equal(z.numpy(), reference[meta["key"]], err_msg=meta["key"])

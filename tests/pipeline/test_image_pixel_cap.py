@@ -18,7 +18,7 @@ def test_images_under_the_cap_are_decoded_not_refused_as_bombs():
     # 108 Mpixels: under the default cap (179 M), over Pillow's warning threshold (89 M). The header
     # has no pixel data, so decoding fails, but as a truncated file, not as a bomb
     reason = _reason(png_bomb(12_000, 9_000), ImagePolicy(size=64))
-    assert reason.startswith("corrupt or truncated image"), reason
+    assert reason.startswith("corrupt or truncated PNG"), reason
 
 
 def test_images_over_the_cap_are_refused_before_decoding():
