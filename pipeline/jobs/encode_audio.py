@@ -12,26 +12,29 @@ With no arguments it encodes the bundled music clips with the bundled stereo cod
 into ./out/audio-wds. On a cluster:
     ray job submit --working-dir . -- python jobs/encode_audio.py --input s3://bucket/musdb18hq \\
         --output s3://bucket/latents/musdb --window 131072 --shard-size 512
+Installed (pip install walloc-pipeline): the same flags as `walloc-encode-audio`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout / --working-dir
-
-from pipeline.cli import add_common_flags, config_from_args, run_encode_job  # noqa: E402
-from pipeline.config import DEFAULT_AUDIO_CODEC, DEFAULT_AUDIO_INPUT, EncodeConfig  # noqa: E402
+from ..cli import (
+    JobArgumentParser,
+    add_common_flags,
+    encode_config,
+    positive_int,
+    run_encode_job,
+    validate_encode_args,
+)
+from ..config import DEFAULT_AUDIO_CODEC, DEFAULT_AUDIO_INPUT, EncodeConfig
 
 DEFAULTS = EncodeConfig(input="", output="")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(
         parser,
         default_input=DEFAULT_AUDIO_INPUT,
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     audio = parser.add_argument_group("audio")
     audio.add_argument(
         "--window",
-        type=int,
+        type=positive_int,
         default=DEFAULTS.window,
         help="samples per window at --sample-rate, the codec's input length "
         f"(default {DEFAULTS.window} = {DEFAULTS.window / DEFAULTS.sample_rate:.2f} s at "
@@ -49,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     audio.add_argument(
         "--hop",
-        type=int,
+        type=positive_int,
         default=None,
         help="samples between window starts (default: --window, no overlap; smaller overlaps)",
     )
     audio.add_argument(
         "--sample-rate",
-        type=int,
+        type=positive_int,
         default=DEFAULTS.sample_rate,
         help="the codec's sample rate: every input is resampled to it (polyphase, Kaiser-windowed "
         f"sinc) before windowing (default {DEFAULTS.sample_rate})",
@@ -68,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         "or downmix (ITU-R BS.775 matrix to stereo, LFE dropped; 3 to 8 channels). Mono inputs "
         "are always duplicated to the codec's channels",
     )
-    args = parser.parse_args(argv)
-    cfg = config_from_args(
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_checked(argv, validate_encode_args)
+    cfg = encode_config(
+        parser,
         args,
         window=args.window,
         hop=args.hop,

@@ -5,25 +5,29 @@ With no arguments it encodes the bundled sample photos with the bundled RGB code
 into ./out/samples-wds. On a cluster:
     ray job submit --working-dir . -- python jobs/encode_imagenet.py --input s3://bucket/imagenet/train \\
         --output s3://bucket/latents/imagenet-train --format webdataset --shard-size 1000
+Installed (pip install walloc-pipeline): the same flags as `walloc-encode-images`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout / --working-dir
-
-from pipeline.cli import add_bucket_flags, add_common_flags, config_from_args, run_encode_job  # noqa: E402
-from pipeline.config import DEFAULT_IMAGE_CODEC, DEFAULT_IMAGE_INPUT  # noqa: E402
+from ..cli import (
+    JobArgumentParser,
+    add_bucket_flags,
+    add_common_flags,
+    encode_config,
+    nonnegative_int,
+    run_encode_job,
+    validate_encode_args,
+)
+from ..config import DEFAULT_IMAGE_CODEC, DEFAULT_IMAGE_INPUT
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The job's flags (the deploy manifests' entrypoints are checked against it)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(
         parser,
         default_input=DEFAULT_IMAGE_INPUT,
@@ -33,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     images = parser.add_argument_group("images")
     images.add_argument(
         "--size",
-        type=int,
+        type=nonnegative_int,
         default=256,
         help="target side (crop=center) or shorter side (crop=none); 0 keeps the original size",
     )
@@ -49,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(args, size=args.size or None, crop=args.crop)
+    parser = build_parser()
+    args = parser.parse_checked(argv, validate_encode_args)
+    cfg = encode_config(parser, args, size=args.size or None, crop=args.crop)
     return run_encode_job(cfg, dry_run=args.dry_run)
 
 

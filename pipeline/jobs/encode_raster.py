@@ -8,17 +8,23 @@ or by --range LO,HI for every file (clipped); the range used is in each sample's
 (value_range), so values can be restored: v = (x + 0.5) * (hi - lo) + lo.
 
     python jobs/encode_raster.py --input data/eurosat-ms --codec path/to/13band.json --range 0,10000
+Installed (pip install walloc-pipeline): the same flags as `walloc-encode-raster`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout / --working-dir
-
-from pipeline.cli import add_common_flags, config_from_args, run_encode_job  # noqa: E402
+from ..cli import (
+    FlagError,
+    JobArgumentParser,
+    add_common_flags,
+    encode_config,
+    nonnegative_int,
+    run_encode_job,
+    validate_encode_args,
+)
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -26,21 +32,27 @@ def parse_range(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--range takes LO,HI (two numbers), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: LO,HI (two numbers)") from None
     if not lo < hi:
-        raise argparse.ArgumentTypeError(f"--range needs LO < HI, got {text!r}")
+        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: LO,HI with LO < HI")
     return lo, hi
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def validate(args: argparse.Namespace) -> None:
+    if not args.codec:
+        raise FlagError(
+            "--codec", "required for rasters", "a 2-D codec whose channels equal the rasters' band count"
+        )
+    validate_encode_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(parser, default_input="data/rasters", default_output="out/raster-wds", default_codec="")
     raster = parser.add_argument_group("rasters")
     raster.add_argument(
         "--size",
-        type=int,
+        type=nonnegative_int,
         default=256,
         help="target side (crop=center) or shorter side (crop=none); 0 keeps the original size",
     )
@@ -58,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LO,HI",
         help="clip values to [LO, HI] and scale that to [-0.5, 0.5] (default: the per-dtype rule)",
     )
-    args = parser.parse_args(argv)
-    if not args.codec:
-        parser.error("--codec is required: a 2-D codec whose channels equal the rasters' band count")
-    cfg = config_from_args(args, size=args.size or None, crop=args.crop, value_range=args.range)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_checked(argv, validate)
+    cfg = encode_config(parser, args, size=args.size or None, crop=args.crop, value_range=args.range)
     return run_encode_job(cfg, dry_run=args.dry_run)
 
 

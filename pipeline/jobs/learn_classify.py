@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.learning.cli import add_learning_flags, net_and_train  # noqa: E402
+from ..cli import JobArgumentParser
+from ..learning.cli import add_learning_flags, net_and_train, validate_learning_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--images", default="data/imagenet-mini", help="image folder to encode (default: %(default)s)"
     )
@@ -39,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from pipeline.learning.classify import ClassifyConfig, run
+    args = build_parser().parse_checked(argv, lambda a: validate_learning_args(a, "--images"))
+    from ..learning.classify import ClassifyConfig, run
 
     net, train = net_and_train(args)
     run(

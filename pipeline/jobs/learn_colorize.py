@@ -18,27 +18,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.learning.cli import add_learning_flags, net_and_train  # noqa: E402
+from ..cli import JobArgumentParser, positive_int
+from ..learning.cli import add_learning_flags, net_and_train, validate_learning_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", default="data/imagenet-mini", help="colour photos (default: %(default)s)")
     p.add_argument(
         "--latents", help="reuse the latents of a previous run of this job (its pairs/ must exist)"
     )
-    p.add_argument("--val-samples", type=int, default=60, help="held-out images (default: %(default)s)")
+    p.add_argument(
+        "--val-samples", type=positive_int, default=60, help="held-out images (default: %(default)s)"
+    )
     add_learning_flags(p, output="out/learn-colorize", epochs=8, samples=240)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from pipeline.learning.colorize import ColorizeConfig, run
+    args = build_parser().parse_checked(argv, lambda a: validate_learning_args(a, "--images"))
+    from ..learning.colorize import ColorizeConfig, run
 
     net, train = net_and_train(args)
     cfg = ColorizeConfig(

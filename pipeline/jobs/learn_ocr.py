@@ -17,26 +17,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.learning.cli import add_learning_flags, net_and_train  # noqa: E402
+from ..cli import JobArgumentParser, positive_int
+from ..learning.cli import add_learning_flags, net_and_train, validate_learning_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--latents", help="reuse the latents of a previous run of this job (its pages/ must exist)"
     )
-    p.add_argument("--val-samples", type=int, default=64, help="held-out pages (default: %(default)s)")
+    p.add_argument(
+        "--val-samples", type=positive_int, default=64, help="held-out pages (default: %(default)s)"
+    )
     add_learning_flags(p, output="out/learn-ocr", epochs=10, samples=320)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from pipeline.learning.ocr import OcrConfig, run
+    args = build_parser().parse_checked(argv, validate_learning_args)
+    from ..learning.ocr import OcrConfig, run
 
     net, train = net_and_train(args)
     cfg = OcrConfig(

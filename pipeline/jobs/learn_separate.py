@@ -19,19 +19,16 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout
-
-from pipeline.config import DEFAULT_AUDIO_CODEC  # noqa: E402
-from pipeline.learning.cli import add_learning_flags  # noqa: E402
-from pipeline.learning.separate import SeparateConfig  # noqa: E402
+from ..cli import JobArgumentParser, positive_int
+from ..config import DEFAULT_AUDIO_CODEC
+from ..learning.cli import add_learning_flags, validate_learning_args
+from ..learning.separate import SeparateConfig
 
 DEFAULTS = SeparateConfig()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--stems",
         default=DEFAULTS.stems,
@@ -44,13 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--window",
-        type=int,
+        type=positive_int,
         default=DEFAULTS.window,
         help="samples per window, 44.1 kHz (default: %(default)s)",
     )
-    parser.add_argument("--workers", type=int, default=None, help="Ray encoder actors (default: one per CPU)")
     parser.add_argument(
-        "--eval-every", type=int, default=DEFAULTS.eval_every, help="score held-out windows every N epochs"
+        "--workers", type=positive_int, default=None, help="Ray encoder actors (default: one per CPU)"
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=DEFAULTS.eval_every,
+        help="score held-out windows every N epochs",
     )
     add_learning_flags(parser, output=DEFAULTS.output, epochs=DEFAULTS.epochs)
     parser.set_defaults(
@@ -59,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         blocks=DEFAULTS.blocks,
         batch_size=DEFAULTS.batch_size,
     )
-    args = parser.parse_args(argv)
-    from pipeline.learning.separate import run_separation
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_checked(argv, lambda a: validate_learning_args(a, "--stems"))
+    from ..learning.separate import run_separation
 
     cfg = SeparateConfig(
         stems=args.stems,
