@@ -32,8 +32,8 @@ from ..cli import (
 )
 from ..training.loop import TrainConfig
 
-# the range of each TrainConfig field's flag (--steps, --lr, ...); a field without one is refused
-# by test_job_flags, so a new field gets a check when it gets a flag
+# the range of each TrainConfig field's flag (--steps, --lr, ...; --device: `device` below); a new
+# field without an entry here fails build_parser (KeyError), so its flag cannot go unchecked
 TRAIN_FLAG_TYPES = {
     "steps": nonnegative_int,  # 0 with --decoder linear: the closed-form KLT codec
     "batch_size": positive_int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -177,6 +178,31 @@ def test_accepted_values_are_listed(tmp_path, capsys) -> None:
     assert line == "error: --shard-size: got 0; accepted: a whole number >= 1", line
     _, (line,), _ = run_case("encode_imagenet", ["--codec", "nosuch"], tmp_path, capsys)
     assert "rgb-16x-klt" in line.split("accepted: ")[1], line
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_every_job_explains_its_flags(job: str) -> None:
+    """--help still works for every job, and every option says something about itself."""
+    parser = importlib.import_module(f"pipeline.jobs.{job}").build_parser()
+    text = parser.format_help()
+    assert "options:" in text
+    for action in parser._actions:
+        assert action.help, f"{job}: {action.option_strings} has no help"
+
+
+def test_a_wrapper_runs_from_a_bare_checkout() -> None:
+    """jobs/*.py find the package next to them (no install, no PYTHONPATH), as `ray job submit
+    --working-dir .` runs them."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-I", str(ROOT / "jobs" / "evaluate_codec.py"), "--audio-length", "0"],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --audio-length: "), proc.stderr
 
 
 def test_every_job_is_in_the_table() -> None:
