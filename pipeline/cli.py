@@ -197,17 +197,54 @@ def codec_problem(ref: str) -> str | None:
     return f"no codec {ref!r}"
 
 
-def check_codec(flag: str, ref: str) -> None:
+KIND_WORDS = {"2d": "a 2-D (image/raster) codec", "1d": "a 1-D (audio) codec"}
+
+
+def codec_config(ref: str) -> dict[str, Any] | None:
+    """The config a project-format codec records in its .json (kind, J, channels ...), read without
+    loading weights; None for a reference .pth (its kind is known only once it is built)."""
+    from .codec import zoo
+
+    bundled = zoo.BUNDLED_DIR / f"{ref}.json"
+    path = _local(ref)
+    if bundled.exists():
+        description = bundled
+    elif path.suffix in (".pth", ".pt"):
+        return None
+    else:
+        description = Path(
+            f"{path.with_suffix('') if path.suffix in ('.json', '.safetensors') else path}.json"
+        )
+    try:
+        config = json.loads(description.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable: the run's load reports it (a --codec error line, exit 2)
+    return config if isinstance(config, dict) else None
+
+
+def check_codec(flag: str, ref: str, kind: str | None = None) -> dict[str, Any] | None:
+    """The codec exists (codec_problem) and, when `kind` is given and its .json says, is of that
+    kind ('2d' or '1d'); returns its recorded config (None: not known before loading)."""
+    from .codec import zoo
+
     problem = codec_problem(ref)
     if problem:
-        from .codec import zoo
-
         raise FlagError(
             flag,
             problem,
             f"a bundled name ({', '.join(zoo.available())}), a project codec (.json + .safetensors "
             "pair, or their stem) or a reference .pth",
         )
+    config = codec_config(ref)
+    if kind is not None and config is not None and config.get("kind") not in (None, kind):
+        fits = [name for name in zoo.available() if (codec_config(name) or {}).get("kind") == kind]
+        raise FlagError(
+            flag,
+            f"{ref} is {KIND_WORDS.get(config.get('kind'), repr(config.get('kind')))}, this job needs "
+            f"{KIND_WORDS[kind]}",
+            f"{KIND_WORDS[kind]}, e.g. {', '.join(fits)}" if fits else KIND_WORDS[kind],
+        )
+    return config
 
 
 RAY_ADDRESS = re.compile(r"auto|local|(ray://)?[\w.-]+:\d{1,5}")
@@ -357,10 +394,11 @@ def parse_source_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def validate_encode_args(args: argparse.Namespace) -> None:
+def validate_encode_args(args: argparse.Namespace, codec_kind: str = "2d") -> None:
     """What every encode job checks after parsing, before a config, Ray or the output exist: the
     input is there, the output can be one, flags that cannot go together, then the codec (the one
-    check that imports the codec package)."""
+    check that imports the codec package): it exists, is of `codec_kind` ('2d' images and rasters,
+    '1d' audio), and --buckets sides are multiples of its 2^J."""
     check_input("--input", args.input)
     check_output("--output", args.output)
     if (
@@ -376,23 +414,31 @@ def validate_encode_args(args: argparse.Namespace) -> None:
             "npy with --format zarr; an entropy coding with --format webdataset",
         )
     buckets = getattr(args, "buckets", None)
+    if buckets is not None and getattr(args, "crop", "center") != "center":
+        raise FlagError("--buckets", "not with --crop none (each bucket is resized and center-cropped)")
     if buckets is not None:
-        if getattr(args, "crop", "center") != "center":
-            raise FlagError("--buckets", "not with --crop none (each bucket is resized and center-cropped)")
-        from .preprocess.image import parse_buckets
-
-        try:
-            parse_buckets(buckets, 1)  # the syntax; sides vs the codec's 2^J are checked with the codec
-        except (ValueError, ZeroDivisionError) as err:
-            problem = str(err).removeprefix("--buckets").lstrip(": ")
-            raise FlagError(
-                "--buckets",
-                f"got {buckets!r} ({problem})",
-                "WxH,WxH,... or area=PIXELS:ratios=W:H,... (docs/buckets.md)",
-            ) from None
+        _check_buckets(buckets, 1)  # the syntax first, before the codec package is imported
     if args.address is not None:
         check_address("--address", args.address)
-    check_codec("--codec", args.codec)
+    config = check_codec("--codec", args.codec, codec_kind)
+    if buckets is not None and config is not None and isinstance(config.get("J"), int):
+        _check_buckets(buckets, 2 ** config["J"])
+
+
+def _check_buckets(spec: str, multiple: int) -> None:
+    from .preprocess.image import parse_buckets
+
+    try:
+        parse_buckets(spec, multiple)
+    except (ValueError, ZeroDivisionError) as err:
+        problem = str(err).removeprefix("--buckets").lstrip(": ")
+        raise FlagError(
+            "--buckets",
+            f"got {spec!r} ({problem})",
+            f"WxH,WxH,... (sides multiples of {multiple}) or area=PIXELS:ratios=W:H,... (docs/buckets.md)"
+            if multiple > 1
+            else "WxH,WxH,... or area=PIXELS:ratios=W:H,... (docs/buckets.md)",
+        ) from None
 
 
 def config_from_args(args: argparse.Namespace, **extra: Any) -> EncodeConfig:

@@ -29,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(a: argparse.Namespace) -> None:
     for name in a.image_codecs:
-        check_codec("--image-codecs", name)
+        check_codec("--image-codecs", name, "2d")
     for name in a.audio_codecs:
-        check_codec("--audio-codecs", name)
+        check_codec("--audio-codecs", name, "1d")
     check_output("--out", a.out)
 
 

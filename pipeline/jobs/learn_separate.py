@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_checked(argv, lambda a: validate_learning_args(a, "--stems"))
+    args = build_parser().parse_checked(argv, lambda a: validate_learning_args(a, "--stems", codec_kind="1d"))
     from ..learning.separate import run_separation
 
     cfg = SeparateConfig(

@@ -137,7 +137,7 @@ def validate(a: argparse.Namespace) -> None:
     if a.address is not None:
         check_address("--address", a.address)
     if a.init_codec is not None:
-        check_codec("--init-codec", a.init_codec)
+        check_codec("--init-codec", a.init_codec, a.kind)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,17 +64,19 @@ def add_learning_flags(
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def validate_learning_args(args: argparse.Namespace, data_flag: str | None = None) -> None:
+def validate_learning_args(
+    args: argparse.Namespace, data_flag: str | None = None, codec_kind: str = "2d"
+) -> None:
     """The checks every learning job makes before it encodes or trains: --latents (when given) is an
     existing run, else the job's data flag (e.g. --images; None: the job renders its own data) names
-    existing files; the output can be one; the codec exists."""
+    existing files; the output can be one; the codec exists and is of `codec_kind`."""
     latents = getattr(args, "latents", None)
     if latents is not None:
         check_input("--latents", latents, what="the output folder of an earlier run")
     elif data_flag is not None:
         check_input(data_flag, getattr(args, data_flag.lstrip("-").replace("-", "_")) or "")
     check_output("--output", args.output)
-    check_codec("--codec", args.codec)
+    check_codec("--codec", args.codec, codec_kind)
 
 
 def net_and_train(args: argparse.Namespace) -> tuple[NetConfig, TrainConfig]:

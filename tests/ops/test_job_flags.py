@@ -65,6 +65,8 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_imagenet", ["--buckets", "256x256", "--crop", "none"], "--buckets", False),
     ("encode_imagenet", ["--buckets", "256xabc"], "--buckets", False),
     ("encode_imagenet", ["--address", "not an address"], "--address", False),
+    ("encode_imagenet", ["--codec", "stereo-44k-klt"], "--codec", True),  # an audio codec for images
+    ("encode_imagenet", ["--buckets", "100x100"], "--buckets", True),  # not multiples of 2^J = 8
     ("encode_imagenet", ["--no-such-flag"], "--no-such-flag", False),
     # audio
     ("encode_audio", ["--input", AUD, "--window", "0"], "--window", False),
@@ -73,6 +75,7 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_audio", ["--input", AUD, "--channel-policy", "mix"], "--channel-policy", False),
     ("encode_audio", ["--input", MISSING], "--input", False),
     ("encode_audio", ["--input", AUD, "--codec", "nosuch"], "--codec", True),
+    ("encode_audio", ["--input", AUD, "--codec", "rgb-16x-klt"], "--codec", True),
     # rasters
     ("encode_raster", ["--input", IMG], "--codec", False),
     ("encode_raster", [*RASTER, "--range", "5,1"], "--range", False),
@@ -98,6 +101,7 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("evaluate_codec", ["--out", OUT, "--image-codecs", "nosuch"], "--image-codecs", True),
     ("evaluate_codec", ["--out", OUT, "--audio-codecs", "nosuch.json"], "--audio-codecs", True),
     ("evaluate_codec", ["--out", OUT, "--audio-length", "0"], "--audio-length", False),
+    ("evaluate_codec", ["--out", OUT, "--audio-codecs", "rgb-16x"], "--audio-codecs", True),
     ("evaluate_codec", ["--out", "{file}"], "--out", True),
     # learning jobs
     ("learn_classify", ["--images", MISSING, "--output", OUT], "--images", False),
@@ -112,6 +116,7 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("learn_ocr", ["--output", OUT, "--lr", "-1"], "--lr", False),
     ("learn_ocr", ["--output", "{file}"], "--output", True),
     ("learn_separate", ["--stems", MISSING, "--output", OUT], "--stems", True),
+    ("learn_separate", ["--stems", AUD, "--output", OUT, "--codec", "rgb-16x-klt"], "--codec", True),
     ("learn_separate", ["--stems", AUD, "--output", OUT, "--window", "0"], "--window", True),
     ("learn_separate", ["--stems", AUD, "--output", OUT, "--eval-every", "0"], "--eval-every", True),
 ]  # fmt: skip
