@@ -7,6 +7,7 @@ each job's `validate`). Anything else that goes wrong is a bug and keeps its tra
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import re
@@ -413,6 +414,7 @@ def validate_encode_args(args: argparse.Namespace, codec_kind: str = "2d") -> No
             f"{args.latent_format!r} with --format zarr (Zarr stores int8 latents, compressed by Zarr)",
             "npy with --format zarr; an entropy coding with --format webdataset",
         )
+    check_source_options(args)
     buckets = getattr(args, "buckets", None)
     if buckets is not None and getattr(args, "crop", "center") != "center":
         raise FlagError("--buckets", "not with --crop none (each bucket is resized and center-cropped)")
@@ -423,6 +425,35 @@ def validate_encode_args(args: argparse.Namespace, codec_kind: str = "2d") -> No
     config = check_codec("--codec", args.codec, codec_kind)
     if buckets is not None and config is not None and isinstance(config.get("J"), int):
         _check_buckets(buckets, 2 ** config["J"])
+
+
+def check_source_options(args: argparse.Namespace) -> None:
+    """Each --source-option KEY is an option of the source (its constructor's keywords; --source auto:
+    the source detected for a local input; a URL is not probed)."""
+    keys = [key for key, _ in args.source_option or []]
+    if not keys:
+        return
+    name, how = args.source, ""
+    if name == "auto":
+        if is_url(args.input):
+            return
+        from .sources import detect_source
+
+        try:
+            name, how = detect_source(args.input), " (detected)"
+        except FileNotFoundError:
+            return
+    params = inspect.signature(SOURCES[name].__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = list(params)[2:]  # not self, not the input path
+    unknown = [key for key in keys if key not in accepted]
+    if unknown:
+        raise FlagError(
+            "--source-option",
+            f"{unknown[0]!r} is not an option of source {name}{how}",
+            ", ".join(accepted) or "none",
+        )
 
 
 def _check_buckets(spec: str, multiple: int) -> None:

@@ -50,6 +50,8 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_imagenet", ["--decode", "tpu"], "--decode", False),
     ("encode_imagenet", ["--crop", "square"], "--crop", False),
     ("encode_imagenet", ["--source-option", "no-equals"], "--source-option", False),
+    ("encode_imagenet", ["--source-option", "bogus=1"], "--source-option", False),
+    ("encode_audio", ["--input", AUD, "--source", "musdb", "--source-option", "x=1"], "--source-option", 0),
     # numbers
     ("encode_imagenet", ["--shard-size", "ten"], "--shard-size", False),
     ("encode_imagenet", ["--limit", "0"], "--limit", False),
