@@ -26,6 +26,7 @@ MISSING = "/nonexistent/walloc-input"
 IMG, AUD = DEFAULT_IMAGE_INPUT, DEFAULT_AUDIO_INPUT
 TRAIN = ["--kind", "2d", "--data", IMG, "--out", OUT]  # train_codec's required flags
 RASTER = ["--input", IMG, "--codec", "rgb-16x-klt"]
+MUSDB = ["--input", AUD, "--source", "musdb"]
 
 # (job, argv, the flag the line must name, heavy: the case may import the codec package / torch)
 CASES: list[tuple[str, list[str], str, bool]] = [
@@ -51,7 +52,7 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_imagenet", ["--crop", "square"], "--crop", False),
     ("encode_imagenet", ["--source-option", "no-equals"], "--source-option", False),
     ("encode_imagenet", ["--source-option", "bogus=1"], "--source-option", False),
-    ("encode_audio", ["--input", AUD, "--source", "musdb", "--source-option", "x=1"], "--source-option", 0),
+    ("encode_audio", [*MUSDB, "--source-option", "x=1"], "--source-option", False),
     # numbers
     ("encode_imagenet", ["--shard-size", "ten"], "--shard-size", False),
     ("encode_imagenet", ["--limit", "0"], "--limit", False),
