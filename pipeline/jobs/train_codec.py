@@ -132,6 +132,13 @@ def validate(a: argparse.Namespace) -> None:
                         "a path stem: the job writes OUT.json and OUT.safetensors")  # fmt: skip
     if not a.lightweight and a.Ne is None:
         raise FlagError("--no-lightweight", "the conv encoder needs its width", "with --Ne N")
+    widths = [("--Nd", a.Nd)] if a.decoder != "linear" else []
+    widths += [("--Ne", a.Ne)] if a.Ne is not None else []
+    for flag, width in widths if a.kind == "1d" else []:  # Oobleck blocks widen by Nd/latent_dim
+        if width % a.latent_dim:
+            raise FlagError(
+                flag, f"{width} with --latent-dim {a.latent_dim}", "a multiple of --latent-dim (1d)"
+            )
     if a.post_filter and a.kind != "1d":
         raise FlagError("--post-filter", f"with --kind {a.kind}", "--kind 1d (audio codecs only)")
     if a.address is not None:

@@ -98,6 +98,7 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("train_codec", [*TRAIN, "--device", "tpu"], "--device", True),
     ("train_codec", [*TRAIN, "--no-lightweight"], "--no-lightweight", True),
     ("train_codec", [*TRAIN, "--post-filter"], "--post-filter", True),
+    ("train_codec", [*TRAIN, "--kind", "1d", "--latent-dim", "108", "--Nd", "128"], "--Nd", True),
     ("train_codec", [*TRAIN, "--init-codec", "nosuch"], "--init-codec", True),
     ("train_codec", [*TRAIN, "--address", "x y"], "--address", True),
     # the rate-distortion report
