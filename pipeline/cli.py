@@ -204,6 +204,13 @@ KIND_WORDS = {"2d": "a 2-D (image/raster) codec", "1d": "a 1-D (audio) codec"}
 def codec_config(ref: str) -> dict[str, Any] | None:
     """The config a project-format codec records in its .json (kind, J, channels ...), read without
     loading weights; None for a reference .pth (its kind is known only once it is built)."""
+    config = (codec_description(ref) or {}).get("config")
+    return config if isinstance(config, dict) else None
+
+
+def codec_description(ref: str) -> dict[str, Any] | None:
+    """The .json of a bundled or project-format codec (config, name, metadata), or None (a reference
+    .pth, or a file that does not parse: the run's load reports that)."""
     from .codec import zoo
 
     bundled = zoo.BUNDLED_DIR / f"{ref}.json"
@@ -217,10 +224,10 @@ def codec_config(ref: str) -> dict[str, Any] | None:
             f"{path.with_suffix('') if path.suffix in ('.json', '.safetensors') else path}.json"
         )
     try:
-        config = json.loads(description.read_text()).get("config")
-    except (OSError, ValueError, AttributeError):
+        document = json.loads(description.read_text())
+    except (OSError, ValueError):
         return None  # unreadable: the run's load reports it (a --codec error line, exit 2)
-    return config if isinstance(config, dict) else None
+    return document if isinstance(document, dict) else None
 
 
 def check_codec(flag: str, ref: str, kind: str | None = None) -> dict[str, Any] | None:

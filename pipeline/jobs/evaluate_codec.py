@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import JobArgumentParser, check_codec, check_output, positive_int
+from ..cli import FlagError, JobArgumentParser, check_codec, check_output, codec_description, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,25 @@ def validate(a: argparse.Namespace) -> None:
     for name in a.audio_codecs:
         check_codec("--audio-codecs", name, "1d")
     check_output("--out", a.out)
+    for flag, names in (("--image-codecs", a.image_codecs), ("--audio-codecs", a.audio_codecs)):
+        if names:  # the first codec's held-out files are the test set: they must be on this machine
+            check_heldout(flag, names[0])
+
+
+def check_heldout(flag: str, ref: str) -> None:
+    from ..training.evaluate import heldout_files
+
+    description = codec_description(ref)
+    if description is None:
+        return  # a reference .pth: its metadata is known once loaded
+    try:
+        heldout_files(description.get("metadata", {}), description.get("name"))
+    except (FileNotFoundError, ValueError) as err:
+        raise FlagError(
+            flag,
+            f"{ref}: {err}",
+            "a first codec whose held-out files are here (python scripts/fetch_data.py fetches them)",
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

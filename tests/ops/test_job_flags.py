@@ -297,3 +297,19 @@ print(json.dumps(results))
         assert code == 2 and len(err.splitlines()) == 1, (job, argv, code, err)
         assert not ray_loaded, (job, argv, "imported ray")
         assert heavy or not torch_loaded, (job, argv, "imported torch")
+
+
+def test_the_report_needs_its_held_out_files(tmp_path, capsys) -> None:
+    """evaluate_codec measures on the first codec's held-out files: missing ones (data/ not fetched)
+    are one line naming the flag, before anything is measured or written."""
+    from pipeline.codec import zoo
+
+    description = json.loads((zoo.BUNDLED_DIR / "rgb-16x-klt.json").read_text())
+    description["metadata"]["training"]["data"]["roots"] = [str(tmp_path / "not-fetched")]
+    (tmp_path / "moved.json").write_text(json.dumps(description))
+    (tmp_path / "moved.safetensors").write_bytes((zoo.BUNDLED_DIR / "rgb-16x-klt.safetensors").read_bytes())
+    argv = ["--image-codecs", str(tmp_path / "moved"), "--audio-codecs", "--out", str(tmp_path / "out")]
+    code, lines, _ = run_case("evaluate_codec", argv, tmp_path, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: --image-codecs: ") and "scripts/fetch_data.py" in lines[0], lines
+    assert not (tmp_path / "out").exists()
