@@ -243,6 +243,15 @@ def check_codec(flag: str, ref: str, kind: str | None = None) -> dict[str, Any] 
             f"a bundled name ({', '.join(zoo.available())}), a project codec (.json + .safetensors "
             "pair, or their stem) or a reference .pth",
         )
+    from .codec.checkpoint import FORMAT
+
+    description = codec_description(ref)
+    if description is None and _local(ref).suffix not in (".pth", ".pt"):
+        raise FlagError(flag, f"{ref}: its .json does not parse", "a codec written by pipeline.codec.save")
+    if description is not None and description.get("format") != FORMAT:
+        raise FlagError(
+            flag, f"{ref}: not a codec description (format {description.get('format')!r})", f"format {FORMAT}"
+        )
     config = codec_config(ref)
     if kind is not None and config is not None and config.get("kind") not in (None, kind):
         fits = [name for name in zoo.available() if (codec_config(name) or {}).get("kind") == kind]

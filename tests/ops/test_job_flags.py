@@ -44,6 +44,8 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_imagenet", ["--input", "{empty}", "--output", "{empty}"], "--input", False),
     ("encode_imagenet", ["--codec", "{empty}/codec.json"], "--codec", True),
     ("encode_imagenet", ["--codec", "{empty}/ref.pth"], "--codec", True),
+    ("encode_imagenet", ["--codec", "{notacodec}"], "--codec", True),  # a .json that is no codec's
+    ("encode_imagenet", ["--codec", "{notacodec}.json"], "--codec", True),
     # choices
     ("encode_imagenet", ["--format", "tar"], "--format", False),
     ("encode_imagenet", ["--mode", "merge"], "--mode", False),
@@ -128,12 +130,14 @@ JOBS = sorted({job for job, *_ in CASES})
 
 
 def _argv(job: str, argv: list[str], tmp: Path) -> tuple[list[str], Path]:
-    """The case's argv with {empty}/{file}/{out} filled in, plus --output where the job has one and
-    the case gives none; returns the path that must not exist afterwards."""
-    empty, afile, out = tmp / "empty", tmp / "a-file", tmp / "out"
+    """The case's argv with {empty}/{file}/{out}/{notacodec} filled in, plus --output where the job
+    has one and the case gives none; returns the path that must not exist afterwards."""
+    empty, afile, out, notacodec = tmp / "empty", tmp / "a-file", tmp / "out", tmp / "notacodec"
     empty.mkdir(exist_ok=True)
     afile.write_text("not a folder")
-    slots = {"{empty}": str(empty), "{file}": str(afile), "{out}": str(out)}
+    Path(f"{notacodec}.json").write_text(json.dumps({"format": "something-else/1"}))
+    Path(f"{notacodec}.safetensors").write_bytes(b"\0" * 16)
+    slots = {"{empty}": str(empty), "{file}": str(afile), "{out}": str(out), "{notacodec}": str(notacodec)}
     filled = []
     for a in argv:
         for slot, value in slots.items():
@@ -237,11 +241,16 @@ def test_a_config_refused_by_encode_config_is_a_flag_error(capsys) -> None:
 
 
 def test_a_codec_file_that_does_not_load_is_one_line(tmp_path, capsys) -> None:
-    """A codec pair that exists (so parsing accepts it) but is corrupt: the run refuses it before Ray,
-    one line naming --codec, exit 2, no manifest."""
-    stem = tmp_path / "broken"
-    (tmp_path / "broken.json").write_text(json.dumps({"format": "not-a-codec"}))
-    (tmp_path / "broken.safetensors").write_bytes(b"\0" * 16)
+    """A codec pair whose .json is fine (so the flag checks accept it) but whose weights were changed:
+    only loading finds that (the content hash), in the run; still one line naming --codec, exit 2,
+    no manifest."""
+    from pipeline.codec import zoo
+
+    stem = tmp_path / "tampered"
+    (tmp_path / "tampered.json").write_bytes((zoo.BUNDLED_DIR / "rgb-16x-klt.json").read_bytes())
+    weights = bytearray((zoo.BUNDLED_DIR / "rgb-16x-klt.safetensors").read_bytes())
+    weights[-1] ^= 0x01  # one bit of the last weight
+    (tmp_path / "tampered.safetensors").write_bytes(bytes(weights))
     out = tmp_path / "out"
     module = importlib.import_module("pipeline.jobs.encode_imagenet")
     capsys.readouterr()
