@@ -179,86 +179,78 @@ def check_output(flag: str, path: str) -> None:
         raise FlagError(flag, f"{path} is a file", "a folder (new or existing) or an fsspec URL")
 
 
-def codec_problem(ref: str) -> str | None:
-    """Why `ref` names no codec that pipeline.codec.load could open (None: it names one). The same
-    dispatch as zoo.load, on file names only: nothing is read or built here."""
+def codec_files(ref: str) -> list[Path]:
+    """The files pipeline.codec.load would open for `ref`, by zoo.load's dispatch on the name alone
+    (nothing is read): [.json, .safetensors] for a bundled name or a project codec, [.pth] for a
+    reference checkpoint, [] when `ref` names neither."""
     from .codec import zoo
 
-    if not ref:
-        return "empty"
-    if (zoo.BUNDLED_DIR / f"{ref}.json").exists():
+    if ref and (zoo.BUNDLED_DIR / f"{ref}.json").exists():
+        stem = zoo.BUNDLED_DIR / ref
+    else:
+        path = _local(ref)
+        if not ref:
+            return []
+        if path.suffix in (".pth", ".pt"):
+            return [path]
+        stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+        if path.suffix not in (".json", ".safetensors") and not Path(f"{stem}.json").exists():
+            return []
+    return [Path(f"{stem}.json"), Path(f"{stem}.safetensors")]
+
+
+def codec_description(ref: str) -> dict[str, Any] | None:
+    """The .json of a bundled or project codec (format, config, name, metadata) without its weights;
+    None for a reference .pth, a missing file or one that does not parse (check_codec says which)."""
+    files = codec_files(ref)
+    if not files or files[0].suffix != ".json":
         return None
-    path = _local(ref)
-    if path.suffix in (".pth", ".pt"):
-        return None if path.is_file() else f"no file {ref}"
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-    if path.suffix in (".json", ".safetensors") or Path(f"{stem}.json").exists():
-        missing = [p.name for p in (Path(f"{stem}.json"), Path(f"{stem}.safetensors")) if not p.is_file()]
-        return f"{stem}: missing {' and '.join(missing)}" if missing else None
-    return f"no codec {ref!r}"
+    try:
+        document = json.loads(files[0].read_text())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 KIND_WORDS = {"2d": "a 2-D (image/raster) codec", "1d": "a 1-D (audio) codec"}
 
 
-def codec_config(ref: str) -> dict[str, Any] | None:
-    """The config a project-format codec records in its .json (kind, J, channels ...), read without
-    loading weights; None for a reference .pth (its kind is known only once it is built)."""
-    config = (codec_description(ref) or {}).get("config")
-    return config if isinstance(config, dict) else None
-
-
-def codec_description(ref: str) -> dict[str, Any] | None:
-    """The .json of a bundled or project-format codec (config, name, metadata), or None (a reference
-    .pth, or a file that does not parse: the run's load reports that)."""
-    from .codec import zoo
-
-    bundled = zoo.BUNDLED_DIR / f"{ref}.json"
-    path = _local(ref)
-    if bundled.exists():
-        description = bundled
-    elif path.suffix in (".pth", ".pt"):
-        return None
-    else:
-        description = Path(
-            f"{path.with_suffix('') if path.suffix in ('.json', '.safetensors') else path}.json"
-        )
-    try:
-        document = json.loads(description.read_text())
-    except (OSError, ValueError):
-        return None  # unreadable: the run's load reports it (a --codec error line, exit 2)
-    return document if isinstance(document, dict) else None
-
-
 def check_codec(flag: str, ref: str, kind: str | None = None) -> dict[str, Any] | None:
-    """The codec exists (codec_problem) and, when `kind` is given and its .json says, is of that
-    kind ('2d' or '1d'); returns its recorded config (None: not known before loading)."""
+    """`ref` names a codec whose files are there, whose .json is a codec description and, when `kind`
+    ('2d' or '1d') is given, of that kind; returns its recorded config (None for a reference .pth:
+    known once built). The weights are checked (content hash) when the run loads them."""
     from .codec import zoo
-
-    problem = codec_problem(ref)
-    if problem:
-        raise FlagError(
-            flag,
-            problem,
-            f"a bundled name ({', '.join(zoo.available())}), a project codec (.json + .safetensors "
-            "pair, or their stem) or a reference .pth",
-        )
     from .codec.checkpoint import FORMAT
 
+    accepted = (
+        f"a bundled name ({', '.join(zoo.available())}), a project codec (.json + .safetensors pair, "
+        "or their stem) or a reference .pth"
+    )
+    files = codec_files(ref)
+    if not files:
+        raise FlagError(flag, f"no codec {ref!r}" if ref else "empty", accepted)
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise FlagError(flag, f"{ref}: missing {' and '.join(missing)}", accepted)
+    if files[0].suffix != ".json":
+        return None
     description = codec_description(ref)
-    if description is None and _local(ref).suffix not in (".pth", ".pt"):
-        raise FlagError(flag, f"{ref}: its .json does not parse", "a codec written by pipeline.codec.save")
-    if description is not None and description.get("format") != FORMAT:
-        raise FlagError(
-            flag, f"{ref}: not a codec description (format {description.get('format')!r})", f"format {FORMAT}"
-        )
-    config = codec_config(ref)
-    if kind is not None and config is not None and config.get("kind") not in (None, kind):
-        fits = [name for name in zoo.available() if (codec_config(name) or {}).get("kind") == kind]
+    if description is None:
+        raise FlagError(flag, f"{files[0]} does not parse as JSON", "a codec written by pipeline.codec.save")
+    if description.get("format") != FORMAT:
+        problem = f"{files[0]} is not a codec description (format {description.get('format')!r})"
+        raise FlagError(flag, problem, f"format {FORMAT}")
+    config = description.get("config") if isinstance(description.get("config"), dict) else {}
+    if kind is not None and config.get("kind") not in (None, kind):
+        fits = [
+            n
+            for n in zoo.available()
+            if ((codec_description(n) or {}).get("config") or {}).get("kind") == kind
+        ]
         raise FlagError(
             flag,
-            f"{ref} is {KIND_WORDS.get(config.get('kind'), repr(config.get('kind')))}, this job needs "
-            f"{KIND_WORDS[kind]}",
+            f"{ref} is {KIND_WORDS.get(config['kind'], repr(config['kind']))}, "
+            f"this job needs {KIND_WORDS[kind]}",
             f"{KIND_WORDS[kind]}, e.g. {', '.join(fits)}" if fits else KIND_WORDS[kind],
         )
     return config
