@@ -403,11 +403,14 @@ def parse_source_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def validate_encode_args(args: argparse.Namespace, codec_kind: str = "2d") -> None:
+CODEC_KIND = {"image": "2d", "raster": "2d", "audio": "1d"}  # the codec each job's inputs need
+
+
+def validate_encode_args(args: argparse.Namespace, modality: str = "image") -> None:
     """What every encode job checks after parsing, before a config, Ray or the output exist: the
     input is there, the output can be one, flags that cannot go together, then the codec (the one
-    check that imports the codec package): it exists, is of `codec_kind` ('2d' images and rasters,
-    '1d' audio), and --buckets sides are multiples of its 2^J."""
+    check that imports the codec package): it exists, is of the job's kind (2-D for images and
+    rasters, 1-D for audio), --buckets sides are multiples of its 2^J, --decode gpu has RGB to make."""
     check_input("--input", args.input)
     check_output("--output", args.output)
     if (
@@ -430,9 +433,16 @@ def validate_encode_args(args: argparse.Namespace, codec_kind: str = "2d") -> No
         _check_buckets(buckets, 1)  # the syntax first, before the codec package is imported
     if args.address is not None:
         check_address("--address", args.address)
-    config = check_codec("--codec", args.codec, codec_kind)
+    gpu_decode = getattr(args, "decode", "cpu") == "gpu"
+    if gpu_decode and modality != "image":  # the rule of preprocess/factory.py, before the run
+        raise FlagError("--decode", f"gpu decodes JPEG images, not {modality} inputs", "cpu for this job")
+    config = check_codec("--codec", args.codec, CODEC_KIND[modality])
     if buckets is not None and config is not None and isinstance(config.get("J"), int):
         _check_buckets(buckets, 2 ** config["J"])
+    if gpu_decode and config is not None and config.get("channels") not in (None, 3):
+        raise FlagError(
+            "--decode", f"gpu decodes to RGB, {args.codec} has {config['channels']} channels", "cpu"
+        )
 
 
 def check_source_options(args: argparse.Namespace) -> None:

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_checked(argv, lambda a: validate_encode_args(a, codec_kind="1d"))
+    args = parser.parse_checked(argv, lambda a: validate_encode_args(a, "audio"))
     cfg = encode_config(
         parser,
         args,

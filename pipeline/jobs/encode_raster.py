@@ -43,7 +43,7 @@ def validate(args: argparse.Namespace) -> None:
         raise FlagError(
             "--codec", "required for rasters", "a 2-D codec whose channels equal the rasters' band count"
         )
-    validate_encode_args(args)
+    validate_encode_args(args, "raster")
 
 
 def build_parser() -> argparse.ArgumentParser:

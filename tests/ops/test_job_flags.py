@@ -81,11 +81,13 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_audio", ["--input", MISSING], "--input", False),
     ("encode_audio", ["--input", AUD, "--codec", "nosuch"], "--codec", True),
     ("encode_audio", ["--input", AUD, "--codec", "rgb-16x-klt"], "--codec", True),
+    ("encode_audio", ["--input", AUD, "--decode", "gpu"], "--decode", False),
     # rasters
     ("encode_raster", ["--input", IMG], "--codec", False),
     ("encode_raster", [*RASTER, "--range", "5,1"], "--range", False),
     ("encode_raster", [*RASTER, "--range", "a,b"], "--range", False),
     ("encode_raster", [*RASTER, "--size", "-1"], "--size", False),
+    ("encode_raster", [*RASTER, "--decode", "gpu"], "--decode", False),
     ("encode_raster", ["--input", MISSING, "--codec", "rgb-16x-klt"], "--input", False),
     # codec training
     ("train_codec", ["--data", IMG, "--out", OUT], "--kind", True),
