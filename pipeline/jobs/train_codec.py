@@ -147,6 +147,12 @@ def validate(a: argparse.Namespace) -> None:
         check_codec("--init-codec", a.init_codec, a.kind)
 
 
+def _invocation() -> list[str]:
+    """How this run was started, for the codec's metadata: the console script, else the checkout's job."""
+    script = Path(sys.argv[0]).name
+    return [script] if script.startswith("walloc-") else ["python", "jobs/train_codec.py"]
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_checked(argv, validate)
     from ..training.job import CodecJob, run_job
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         klt_gain=a.klt_gain, freeze_encoder=a.freeze_encoder, init_codec=a.init_codec, crop=a.crop,
         window=a.window, valid_fraction=a.valid_fraction, kinds=tuple(a.kinds), work_dir=a.work_dir,
         workers=a.workers, address=a.address, note=a.note, train=cfg,
-        command=shlex.join(["python", "jobs/train_codec.py", *(argv if argv is not None else sys.argv[1:])]),
+        command=shlex.join([*_invocation(), *(argv if argv is not None else sys.argv[1:])]),
     )  # fmt: skip
     print(f"wrote {run_job(job)}")
 
