@@ -10,6 +10,7 @@ import argparse
 import inspect
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -172,11 +173,18 @@ def check_input(flag: str, path: str, *, what: str = "a file or a folder holding
 
 
 def check_output(flag: str, path: str) -> None:
-    """An output root: not empty, and locally not an existing file (URLs: left to the run)."""
+    """An output root: not empty; locally not an existing file, and in (or creatable in) a folder
+    this user may write (URLs: left to the run)."""
     if not path:
         raise FlagError(flag, "empty", "a folder path or an fsspec URL (s3://bucket/prefix)")
-    if not is_url(path) and _local(path).exists() and not _local(path).is_dir():
+    if is_url(path):
+        return
+    local = _local(path).absolute()
+    if local.exists() and not local.is_dir():
         raise FlagError(flag, f"{path} is a file", "a folder (new or existing) or an fsspec URL")
+    existing = next(p for p in (local, *local.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise FlagError(flag, f"{existing} is not writable by this user", "a folder you can write")
 
 
 def codec_files(ref: str) -> list[Path]:

@@ -324,3 +324,17 @@ def test_the_report_needs_its_held_out_files(tmp_path, capsys) -> None:
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("error: --image-codecs: ") and "scripts/fetch_data.py" in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: nothing to refuse")
+def test_an_output_in_a_read_only_folder_is_refused(tmp_path, capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        argv = ["--output", str(locked / "out")]
+        code, lines, _ = run_case("encode_imagenet", argv, tmp_path, capsys)
+    finally:
+        locked.chmod(0o700)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --output: "), lines
+    assert not (locked / "out").exists()
