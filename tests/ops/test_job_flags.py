@@ -242,10 +242,11 @@ def test_a_config_refused_by_encode_config_is_a_flag_error(capsys) -> None:
     assert line.startswith("error: --shard-size"), line
 
 
-def test_a_codec_file_that_does_not_load_is_one_line(tmp_path, capsys) -> None:
+def test_a_codec_file_that_does_not_load_is_one_line(ray_session, tmp_path, capsys) -> None:
     """A codec pair whose .json is fine (so the flag checks accept it) but whose weights were changed:
-    only loading finds that (the content hash), in the run; still one line naming --codec, exit 2,
-    no manifest."""
+    only loading finds that (the content hash), in the run (which may have started Ray by then: the
+    session's, so that no other Ray is left running); still one line naming --codec, exit 2, no
+    manifest."""
     from pipeline.codec import zoo
 
     stem = tmp_path / "tampered"
