@@ -1,57 +1,17 @@
 #!/usr/bin/env python
 """Character recognition on document-like pages, latents vs pixels at the same budget, with a report.
 
-Renders synthetic pages (random characters A-Z, 0-9 on an 8x8 grid, in the fonts installed on
-this machine per fc-list, on paper-like backgrounds) as 256x256 PNGs into <output>/pages, encodes
-them with the pipeline (local Ray) into <output>/latents, and trains two arms of the same network
-family to read every cell: latents 12x32x32 vs the page at 3x64x64. Reports character accuracy,
-line accuracy, training samples/s and peak memory; writes report.md, report.json, curves.png,
-samples.png. The text is synthetic: say so wherever the figures are quoted.
-
-Examples:
-    python jobs/learn_ocr.py                                          # CPU, a few minutes
-    python jobs/learn_ocr.py --device cuda --samples 4000 --epochs 30 --width 64
+Thin entry point: flags and main() in pipeline/jobs/learn_ocr.py (installed: `walloc-learn-ocr`).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout / --working-dir
 
-from pipeline.learning.cli import add_learning_flags, net_and_train  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--latents", help="reuse the latents of a previous run of this job (its pages/ must exist)"
-    )
-    p.add_argument("--val-samples", type=int, default=64, help="held-out pages (default: %(default)s)")
-    add_learning_flags(p, output="out/learn-ocr", epochs=10, samples=320)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from pipeline.learning.ocr import OcrConfig, run
-
-    net, train = net_and_train(args)
-    cfg = OcrConfig(
-        output=args.output,
-        pages=args.samples,
-        val_pages=args.val_samples,
-        latents=args.latents,
-        codec=args.codec,
-        device=args.device,
-        net=net,
-        train=train,
-    )
-    run(cfg)
-    return 0
-
+from pipeline.jobs.learn_ocr import build_parser, main  # noqa: E402, F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,16 +1,276 @@
-"""Flags shared by the encode jobs (one definition, so every job explains them the same way)."""
+"""Flags shared by the jobs (one definition, so every job explains and checks them the same way).
+
+A user's mistake in a flag is one line on stderr, `error: --flag: what is wrong; accepted: ...`, and
+exit code 2, before Ray starts or anything is written (JobArgumentParser, the `type=` checks below and
+each job's `validate`). Anything else that goes wrong is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
+import os
+import re
 import sys
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 from .config import ConfigurationError, EncodeConfig
 from .registry import SINKS, SOURCES
 from .sinks import base as _sinks  # noqa: F401  (registers sinks)
 from .sources import detect_source as _detect  # noqa: F401  (registers sources)
+
+LATENT_NPY = "npy"  # int8 .npy per sample; every other --latent-format is an entropy coding method
+
+
+class FlagError(ValueError):
+    """A flag's value the job cannot run with: which flag, what is wrong, what it accepts."""
+
+    def __init__(self, flag: str, problem: str, accepted: str | None = None):
+        self.flag, self.problem, self.accepted = flag, problem, accepted
+        super().__init__(f"{flag}: {problem}" + (f"; accepted: {accepted}" if accepted else ""))
+
+
+class JobArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (`error: --flag: ...`) and exit 2,
+    not the usage block: the line is what a log or a CI summary shows."""
+
+    def error(self, message: str) -> NoReturn:
+        text = _one_line(message)
+        hint = "" if "; accepted: " in text else f" (see {self.prog} --help)"
+        self.exit(2, f"error: {text}{hint}\n")
+
+    def parse_checked(self, argv: list[str] | None, validate: Callable[[argparse.Namespace], None] | None):
+        """parse_args, then the job's cross-flag and file checks; a FlagError exits as above."""
+        args = self.parse_args(argv)
+        if validate is not None:
+            try:
+                validate(args)
+            except FlagError as err:
+                self.error(str(err))
+        return args
+
+
+def _one_line(message: str) -> str:
+    """argparse's wording, in ours: 'argument --x: invalid choice: 'a' (choose from 'b', 'c')' ->
+    '--x: got 'a'; accepted: b, c'."""
+    text = " ".join(message.split())
+    text = re.sub(r"^argument ([^:]*/)?(--?[\w-]+): ", r"\2: ", text)
+    choice = re.match(r"^(--?[\w-]+): invalid choice: (.+?) \(choose from (.+)\)$", text)
+    if choice:
+        accepted = ", ".join(c.strip().strip("'") for c in choice.group(3).split(","))
+        text = f"{choice.group(1)}: got {choice.group(2)}; accepted: {accepted}"
+    return text
+
+
+def _number(kind: Callable[[str], Any], text: str, accepted: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: {accepted}") from None
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type=`: a whole number >= low (and <= high)."""
+    accepted = f"a whole number >= {low}" if high is None else f"a whole number from {low} to {high}"
+
+    def check(text: str) -> int:
+        value = _number(int, text, accepted)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"got {value}; accepted: {accepted}")
+        return value
+
+    check.__name__ = "whole_number"
+    return check
+
+
+def float_range(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False):
+    """An argparse `type=`: a finite number in [low, high] (open ends where asked)."""
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    accepted = f"a number > {low:g}" if low_open else f"a number >= {low:g}"
+    if high is not None:
+        accepted = f"a number in {lo}{low:g}, {high:g}{hi}"
+
+    def check(text: str) -> float:
+        value = _number(float, text, accepted)
+        bad = not math.isfinite(value)
+        bad = bad or value < low or (low_open and value == low)
+        if high is not None:
+            bad = bad or value > high or (high_open and value == high)
+        if bad:
+            raise argparse.ArgumentTypeError(f"got {text}; accepted: {accepted}")
+        return value
+
+    check.__name__ = "number"
+    return check
+
+
+positive_int = int_range(1)
+nonnegative_int = int_range(0)
+positive_float = float_range(0.0, low_open=True)
+nonnegative_float = float_range(0.0)
+
+
+def latent_formats() -> list[str]:
+    """npy + the entropy coding methods registered in pipeline/codec/entropy.py (their one home)."""
+    from .codec.entropy import METHODS
+
+    return [LATENT_NPY, *sorted(METHODS)]
+
+
+def latent_format(text: str) -> str:
+    """--latent-format: npy, or a registered entropy method (the codec package is imported only
+    for a value other than npy)."""
+    if text == LATENT_NPY:
+        return text
+    accepted = latent_formats()
+    if text not in accepted:
+        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: {', '.join(accepted)}")
+    return text
+
+
+def is_url(path: str) -> bool:
+    """An fsspec URL (s3://, gs://, hf://...): not checked here, the run reports what it finds."""
+    return "://" in path and not path.startswith("file://")
+
+
+def _local(path: str) -> Path:
+    return Path(path[len("file://") :] if path.startswith("file://") else path).expanduser()
+
+
+def _has_a_file(folder: Path) -> bool:
+    """At least one non-hidden file anywhere below (stops at the first: cheap on a big corpus)."""
+    for p in folder.rglob("*"):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
+            return True
+    return False
+
+
+def check_input(flag: str, path: str, *, what: str = "a file or a folder holding files") -> None:
+    """A local input exists and holds something; a brace pattern (shards-{000..009}.tar): every
+    path exists. URLs are left to the run (no network at parse time)."""
+    if not path:
+        raise FlagError(flag, "empty", what)
+    if is_url(path):
+        return
+    if "{" in path:
+        from braceexpand import braceexpand
+
+        paths = list(braceexpand(path))
+        missing = [p for p in paths if not _local(p).exists()]
+        if missing:
+            raise FlagError(
+                flag, f"{len(missing)} of {len(paths)} paths of {path} do not exist, e.g. {missing[0]}", what
+            )
+        return
+    local = _local(path)
+    if not local.exists():
+        raise FlagError(flag, f"{path} does not exist", what)
+    if local.is_dir() and not _has_a_file(local):
+        raise FlagError(flag, f"{path} is an empty folder (no files in it or below)", what)
+
+
+def check_output(flag: str, path: str) -> None:
+    """An output root: not empty; locally not an existing file, and in (or creatable in) a folder
+    this user may write (URLs: left to the run)."""
+    if not path:
+        raise FlagError(flag, "empty", "a folder path or an fsspec URL (s3://bucket/prefix)")
+    if is_url(path):
+        return
+    local = _local(path).absolute()
+    if local.exists() and not local.is_dir():
+        raise FlagError(flag, f"{path} is a file", "a folder (new or existing) or an fsspec URL")
+    existing = next(p for p in (local, *local.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise FlagError(flag, f"{existing} is not writable by this user", "a folder you can write")
+
+
+def codec_files(ref: str) -> list[Path]:
+    """The files pipeline.codec.load would open for `ref`, by zoo.load's dispatch on the name alone
+    (nothing is read): [.json, .safetensors] for a bundled name or a project codec, [.pth] for a
+    reference checkpoint, [] when `ref` names neither."""
+    from .codec import zoo
+
+    if ref and (zoo.BUNDLED_DIR / f"{ref}.json").exists():
+        stem = zoo.BUNDLED_DIR / ref
+    else:
+        path = _local(ref)
+        if not ref:
+            return []
+        if path.suffix in (".pth", ".pt"):
+            return [path]
+        stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+        if path.suffix not in (".json", ".safetensors") and not Path(f"{stem}.json").exists():
+            return []
+    return [Path(f"{stem}.json"), Path(f"{stem}.safetensors")]
+
+
+def codec_description(ref: str) -> dict[str, Any] | None:
+    """The .json of a bundled or project codec (format, config, name, metadata) without its weights;
+    None for a reference .pth, a missing file or one that does not parse (check_codec says which)."""
+    files = codec_files(ref)
+    if not files or files[0].suffix != ".json":
+        return None
+    try:
+        document = json.loads(files[0].read_text())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+KIND_WORDS = {"2d": "a 2-D (image/raster) codec", "1d": "a 1-D (audio) codec"}
+
+
+def check_codec(flag: str, ref: str, kind: str | None = None) -> dict[str, Any] | None:
+    """`ref` names a codec whose files are there, whose .json is a codec description and, when `kind`
+    ('2d' or '1d') is given, of that kind; returns its recorded config (None for a reference .pth:
+    known once built). The weights are checked (content hash) when the run loads them."""
+    from .codec import zoo
+    from .codec.checkpoint import FORMAT
+
+    accepted = (
+        f"a bundled name ({', '.join(zoo.available())}), a project codec (.json + .safetensors pair, "
+        "or their stem) or a reference .pth"
+    )
+    files = codec_files(ref)
+    if not files:
+        raise FlagError(flag, f"no codec {ref!r}" if ref else "empty", accepted)
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise FlagError(flag, f"{ref}: missing {' and '.join(missing)}", accepted)
+    if files[0].suffix != ".json":
+        return None
+    description = codec_description(ref)
+    if description is None:
+        raise FlagError(flag, f"{files[0]} does not parse as JSON", "a codec written by pipeline.codec.save")
+    if description.get("format") != FORMAT:
+        problem = f"{files[0]} is not a codec description (format {description.get('format')!r})"
+        raise FlagError(flag, problem, f"format {FORMAT}")
+    config = description.get("config") if isinstance(description.get("config"), dict) else {}
+    if kind is not None and config.get("kind") not in (None, kind):
+        fits = [
+            n
+            for n in zoo.available()
+            if ((codec_description(n) or {}).get("config") or {}).get("kind") == kind
+        ]
+        raise FlagError(
+            flag,
+            f"{ref} is {KIND_WORDS.get(config['kind'], repr(config['kind']))}, "
+            f"this job needs {KIND_WORDS[kind]}",
+            f"{KIND_WORDS[kind]}, e.g. {', '.join(fits)}" if fits else KIND_WORDS[kind],
+        )
+    return config
+
+
+RAY_ADDRESS = re.compile(r"auto|local|(ray://)?[\w.-]+:\d{1,5}")
+
+
+def check_address(flag: str, address: str) -> None:
+    """A Ray address ray.init accepts (its form only: whether a cluster answers is the run's check)."""
+    if not RAY_ADDRESS.fullmatch(address):
+        raise FlagError(flag, f"got {address!r}", "auto, local, HOST:PORT or ray://HOST:PORT")
 
 
 def add_common_flags(
@@ -50,11 +310,12 @@ def add_common_flags(
     )
     io.add_argument(
         "--latent-format",
-        default="npy",
+        default=LATENT_NPY,
+        type=latent_format,
         help="npy: int8 .npy per sample; zstd/png/webp: entropy-coded latents (.latent.wlat)",
     )
     io.add_argument(
-        "--shard-size", type=int, default=256, help="samples per shard (unit of work and of resume)"
+        "--shard-size", type=positive_int, default=256, help="samples per shard (unit of work and of resume)"
     )
     io.add_argument(
         "--mode",
@@ -64,15 +325,19 @@ def add_common_flags(
         "append: encode only inputs not yet in the output, and again those whose source changed (size, "
         "mtime or ETag; the old entry is listed as superseded in the manifest); overwrite: start again",
     )
-    io.add_argument("--limit", type=int, default=None, help="encode only the first N inputs of the listing")
+    io.add_argument(
+        "--limit", type=positive_int, default=None, help="encode only the first N inputs of the listing"
+    )
     codec = parser.add_argument_group("codec")
     codec.add_argument(
         "--codec", default=default_codec, help="bundled codec name or path (.json/.safetensors/.pth)"
     )
-    codec.add_argument("--batch-size", type=int, default=64, help="at most this many samples per codec call")
+    codec.add_argument(
+        "--batch-size", type=positive_int, default=64, help="at most this many samples per codec call"
+    )
     codec.add_argument(
         "--batch-pixels",
-        type=int,
+        type=positive_int,
         default=EncodeConfig.batch_pixels,
         help="at most this many input values (channels x pixels, or x audio samples) per codec call, so "
         "large images go in smaller batches (default: 64 RGB images of 256x256); a batch that runs out "
@@ -81,11 +346,11 @@ def add_common_flags(
     ray = parser.add_argument_group("ray")
     ray.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     ray.add_argument(
-        "--workers", type=int, default=None, help="encoder actors (default: one per CPU, or per GPU)"
+        "--workers", type=positive_int, default=None, help="encoder actors (default: one per CPU, or per GPU)"
     )
     ray.add_argument(
         "--num-gpus-per-worker",
-        type=float,
+        type=nonnegative_float,
         default=0.0,
         help="GPUs per encoder actor; decoding stays on CPUs unless --decode gpu (0: encode on CPUs)",
     )
@@ -100,7 +365,7 @@ def add_common_flags(
     )
     ray.add_argument(
         "--sample-timeout",
-        type=float,
+        type=positive_float,
         default=60.0,
         help="seconds one input may take to read and decode before it becomes an error row",
     )
@@ -139,11 +404,98 @@ def parse_source_option(text: str) -> tuple[str, Any]:
     """'key=value' -> (key, value): JSON values (numbers, lists, "") when they parse, else the string."""
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"--source-option takes KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: KEY=VALUE, KEY a Python identifier")
     try:
         return key, json.loads(value)
     except ValueError:
         return key, value
+
+
+CODEC_KIND = {"image": "2d", "raster": "2d", "audio": "1d"}  # the codec each job's inputs need
+
+
+def validate_encode_args(args: argparse.Namespace, modality: str = "image") -> None:
+    """What every encode job checks after parsing, before a config, Ray or the output exist: the
+    input is there, the output can be one, flags that cannot go together, then the codec (the one
+    check that imports the codec package): it exists, is of the job's kind (2-D for images and
+    rasters, 1-D for audio), --buckets sides are multiples of its 2^J, --decode gpu has RGB to make."""
+    check_input("--input", args.input)
+    check_output("--output", args.output)
+    if (
+        not is_url(args.input)
+        and not is_url(args.output)
+        and _local(args.input).resolve() == _local(args.output).resolve()
+    ):
+        raise FlagError("--output", "the same path as --input", "a folder other than the input")
+    if args.format == "zarr" and args.latent_format != LATENT_NPY:
+        raise FlagError(
+            "--latent-format",
+            f"{args.latent_format!r} with --format zarr (Zarr stores int8 latents, compressed by Zarr)",
+            "npy with --format zarr; an entropy coding with --format webdataset",
+        )
+    check_source_options(args)
+    buckets = getattr(args, "buckets", None)
+    if buckets is not None and getattr(args, "crop", "center") != "center":
+        raise FlagError("--buckets", "not with --crop none (each bucket is resized and center-cropped)")
+    if buckets is not None:
+        _check_buckets(buckets, 1)  # the syntax first, before the codec package is imported
+    if args.address is not None:
+        check_address("--address", args.address)
+    gpu_decode = getattr(args, "decode", "cpu") == "gpu"
+    if gpu_decode and modality != "image":  # the rule of preprocess/factory.py, before the run
+        raise FlagError("--decode", f"gpu decodes JPEG images, not {modality} inputs", "cpu for this job")
+    config = check_codec("--codec", args.codec, CODEC_KIND[modality])
+    if buckets is not None and config is not None and isinstance(config.get("J"), int):
+        _check_buckets(buckets, 2 ** config["J"])
+    if gpu_decode and config is not None and config.get("channels") not in (None, 3):
+        raise FlagError(
+            "--decode", f"gpu decodes to RGB, {args.codec} has {config['channels']} channels", "cpu"
+        )
+
+
+def check_source_options(args: argparse.Namespace) -> None:
+    """Each --source-option KEY is an option of the source (its constructor's keywords; --source auto:
+    the source detected for a local input; a URL is not probed)."""
+    keys = [key for key, _ in args.source_option or []]
+    if not keys:
+        return
+    name, how = args.source, ""
+    if name == "auto":
+        if is_url(args.input):
+            return
+        from .sources import detect_source
+
+        try:
+            name, how = detect_source(args.input), " (detected)"
+        except FileNotFoundError:
+            return
+    params = inspect.signature(SOURCES[name].__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = list(params)[2:]  # not self, not the input path
+    unknown = [key for key in keys if key not in accepted]
+    if unknown:
+        raise FlagError(
+            "--source-option",
+            f"{unknown[0]!r} is not an option of source {name}{how}",
+            ", ".join(accepted) or "none",
+        )
+
+
+def _check_buckets(spec: str, multiple: int) -> None:
+    from .preprocess.image import parse_buckets
+
+    try:
+        parse_buckets(spec, multiple)
+    except (ValueError, ZeroDivisionError) as err:
+        problem = str(err).removeprefix("--buckets").lstrip(": ")
+        raise FlagError(
+            "--buckets",
+            f"got {spec!r} ({problem})",
+            f"WxH,WxH,... (sides multiples of {multiple}) or area=PIXELS:ratios=W:H,... (docs/buckets.md)"
+            if multiple > 1
+            else "WxH,WxH,... or area=PIXELS:ratios=W:H,... (docs/buckets.md)",
+        ) from None
 
 
 def config_from_args(args: argparse.Namespace, **extra: Any) -> EncodeConfig:
@@ -181,6 +533,14 @@ def _bucket_settings(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def encode_config(parser: argparse.ArgumentParser, args: argparse.Namespace, **extra: Any) -> EncodeConfig:
+    """config_from_args; a setting EncodeConfig refuses is a flag error (one line, exit 2)."""
+    try:
+        return config_from_args(args, **extra)
+    except ValueError as err:
+        parser.error(str(err))
+
+
 def run_encode_job(cfg: EncodeConfig, *, dry_run: bool = False) -> int:
     """What every encode job does after parsing: run (or --dry-run: print the plan, write nothing),
     print the summary, exit code (1: failed shards).
@@ -188,6 +548,7 @@ def run_encode_job(cfg: EncodeConfig, *, dry_run: bool = False) -> int:
     Errors the user fixes with a flag or another output (no GPU for --decode gpu, an output holding
     another run, an output another run is writing) are one line on stderr and exit code 2, not a
     traceback; nothing was written. Anything else is a bug and keeps its traceback."""
+    from .codec.checkpoint import CheckpointError
     from .runtime import OutputConflictError, run_encode
     from .runtime.lease import LeaseHeldError
 
@@ -198,7 +559,10 @@ def run_encode_job(cfg: EncodeConfig, *, dry_run: bool = False) -> int:
     try:
         summary = run_encode(cfg)
     except (ConfigurationError, OutputConflictError, LeaseHeldError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except CheckpointError as err:  # a codec file that exists but does not load (corrupt, tampered)
+        print(f"error: --codec: {_one_line(str(err))}", file=sys.stderr)
         return 2
     print(summary.format())
     return 1 if summary.failed_shards else 0

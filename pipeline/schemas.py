@@ -1,4 +1,7 @@
-"""Load the on-disk format schemas from `schemas/` (their single home) and validate against them."""
+"""Load the on-disk format schemas from `schemas/` (their single home) and validate against them.
+
+The package reads them as `pipeline/_schemas/`: in a checkout a symlink to `../schemas`, in a wheel
+(and so in `pip install .`) the files themselves, copied by the build as package data."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 import jsonschema
 import pyarrow as pa
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "_schemas"
 
 
 class SchemaError(ValueError):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import torch
-
+from ..cli import check_codec, check_input, check_output, nonnegative_int, positive_float, positive_int
 from ..config import DEFAULT_IMAGE_CODEC
-from .loop import TrainConfig
-from .models import NetConfig
+
+if TYPE_CHECKING:  # torch-heavy: imported when the configs are built, after the flags are checked
+    from .loop import TrainConfig
+    from .models import NetConfig
 
 
 def add_learning_flags(
@@ -20,23 +22,31 @@ def add_learning_flags(
     )
     g.add_argument("--codec", default=DEFAULT_IMAGE_CODEC, help="codec to encode with (default: %(default)s)")
     g.add_argument(
-        "--epochs", type=int, default=epochs, help="training epochs per arm (default: %(default)s)"
+        "--epochs", type=positive_int, default=epochs, help="training epochs per arm (default: %(default)s)"
     )
     g.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=samples,
         help="training samples (default: %(default)s; None = all available)",
     )
-    g.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
     g.add_argument(
-        "--lr", type=float, default=2e-3, help="AdamW learning rate, cosine decay (default: %(default)s)"
+        "--lr",
+        type=positive_float,
+        default=2e-3,
+        help="AdamW learning rate, cosine decay (default: %(default)s)",
     )
-    g.add_argument("--width", type=int, default=32, help="trunk width after the stem (default: %(default)s)")
     g.add_argument(
-        "--blocks", type=int, default=1, help="residual blocks per trunk stage (default: %(default)s)"
+        "--width", type=positive_int, default=32, help="trunk width after the stem (default: %(default)s)"
     )
-    g.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    g.add_argument(
+        "--blocks",
+        type=positive_int,
+        default=1,
+        help="residual blocks per trunk stage (default: %(default)s)",
+    )
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="(default: %(default)s)")
     g.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
@@ -45,17 +55,37 @@ def add_learning_flags(
     )
     g.add_argument(
         "--threads",
-        type=int,
+        type=nonnegative_int,
         default=1,
         help="torch CPU threads (default: %(default)s: on a CPU shared with other jobs, OpenMP "
         "spin-waiting made 2 threads 10x slower than 1 on the 2-core machine these figures come "
-        "from; raise it on a quiet machine)",
+        "from; raise it on a quiet machine; 0: torch's own default)",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def validate_learning_args(
+    args: argparse.Namespace, data_flag: str | None = None, codec_kind: str = "2d"
+) -> None:
+    """The checks every learning job makes before it encodes or trains: --latents (when given) is an
+    existing run, else the job's data flag (e.g. --images; None: the job renders its own data) names
+    existing files; the output can be one; the codec exists and is of `codec_kind`."""
+    latents = getattr(args, "latents", None)
+    if latents is not None:
+        check_input("--latents", latents, what="the output folder of an earlier run")
+    elif data_flag is not None:
+        check_input(data_flag, getattr(args, data_flag.lstrip("-").replace("-", "_")) or "")
+    check_output("--output", args.output)
+    check_codec("--codec", args.codec, codec_kind)
+
+
 def net_and_train(args: argparse.Namespace) -> tuple[NetConfig, TrainConfig]:
     """The configs from the flags; also applies --threads to this process."""
+    import torch
+
+    from .loop import TrainConfig
+    from .models import NetConfig
+
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     net = NetConfig(width=args.width, blocks=args.blocks)

@@ -45,9 +45,15 @@ class Point:
 # --- held-out data ------------------------------------------------------------------------------
 def heldout_paths(codec: WaLLoC) -> list[Path]:
     """The validation files recorded in the codec's metadata, checked against their sha256."""
-    split = codec.metadata.get("training", {}).get("data")
+    return heldout_files(codec.metadata, codec.name)
+
+
+def heldout_files(metadata: dict, name: str | None) -> list[Path]:
+    """heldout_paths from a codec's metadata alone (its .json: no weights needed), so that a job can
+    check the files are there before it starts."""
+    split = metadata.get("training", {}).get("data")
     if not split:
-        raise ValueError(f"codec {codec.name} records no training split; cannot pick held-out files")
+        raise ValueError(f"codec {name} records no training split; cannot pick held-out files")
     roots = [Path(r) for r in split["roots"]]
     out = []
     for entry in split["valid"]["files"]:

@@ -92,14 +92,23 @@ def test_copy_sources_exist_and_are_in_the_build_context() -> None:
             assert (ROOT / src).exists(), f"line {ins.line}: COPY source {src} does not exist"
             assert not is_ignored(src, rules), f"line {ins.line}: {src} is excluded by .dockerignore"
             copied.add(src.rstrip("/"))
-    # what the job needs at run time: the package, its schemas (read from ../schemas), the jobs
+    # what the job needs at run time: the package and its schemas (built into the wheel), the jobs
     assert {"pipeline", "schemas", "jobs", "pyproject.toml", "docker/requirements.lock"} <= copied
 
 
-def test_the_package_is_installed_editable_from_app() -> None:
-    """pipeline/schemas.py reads schemas/ next to the package: a non-editable install loses them."""
+def test_the_package_is_installed_as_a_wheel_not_editable() -> None:
+    """The image installs the package like a user would (`pip install <dir>`): its schemas must come
+    from the wheel (tests/ops/test_wheel_install.py proves they do)."""
     runs = " ".join(i.args for i in _instructions() if i.cmd == "RUN")
-    assert re.search(r"pip install --no-deps -e \.(\s|$)", runs)
+    assert re.search(r"pip install --no-deps /tmp/src(\s|$)", runs)
+    assert " -e " not in f" {runs} " and "--editable" not in runs
+    copies = {
+        src.rstrip("/"): i.args.split()[-1]
+        for i in _instructions()
+        if i.cmd == "COPY"
+        for src in copy_sources(i)
+    }
+    assert copies["schemas"] == "/tmp/src/schemas" and copies["pipeline"] == "/tmp/src/pipeline"
 
 
 def test_base_image_ray_version_equals_the_pins() -> None:

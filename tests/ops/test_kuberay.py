@@ -226,3 +226,10 @@ def test_pods_use_the_shipped_service_account() -> None:
             g["template"] for g in cluster["workerGroupSpecs"]
         ]
         assert {t["spec"]["serviceAccountName"] for t in templates} == {account["metadata"]["name"]}
+
+
+def test_every_cluster_turns_token_authentication_on() -> None:
+    """Ray 2.60 checks a token on every call (docs/cluster.md): each RayJob asks the operator for one,
+    which it puts on the head, the workers and the submitter (KubeRay >= 1.5.1)."""
+    for name, spec in _job_specs().items():
+        assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}, name
