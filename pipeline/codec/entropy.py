@@ -11,7 +11,7 @@ Byte layout (little-endian; the spec of record is schemas/latent_bytes.md):
     offset  size        field
     0       4           magic b"WLAT"
     4       1           format version: 2 (1: written before encoder hashes, still read)
-    5       1           method id: 0 raw, 1 zstd, 2 png, 3 webp
+    5       1           method id: 0 raw, 1 zstd, 2 png, 3 webp, 4 context
     6       1           latent bits (2..8)
     7       1           ndim n (1..255)
     8       1           size ndim m (0: no size recorded)
@@ -35,6 +35,8 @@ channel) first, so each (h, w) or (C, L) plane is contiguous. An empty tensor ha
           unused tiles hold latent 0. The layout is a pure function of (shape, format limit), so
           the decoder recomputes it. WebP is lossless, quality 100, method 4
           (method 6 is ~1-2% smaller and ~100x slower).
+    context a context-adaptive model (neighbour prediction, activity classes, adaptive
+          histograms) driving constriction's range coder: the smallest; context_coding.py.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ import torch
 import zstandard
 from PIL import Image
 from torch import Tensor
+
+from . import context_coding
 
 MAGIC = b"WLAT"
 VERSION = 2  # written when the encoder hash is given (codec.to_bytes always gives it)
@@ -296,6 +300,21 @@ class WebpMethod(ImageMethod):
     fmt = "WEBP"
     max_side = WEBP_MAX_SIDE
     save_options = {"lossless": True, "quality": 100, "method": 4, "exact": True}
+
+
+@register_method("context", 4)
+class ContextMethod(LatentMethod):
+    """Interpolation-order prediction + activity contexts + adaptive histograms, range coded
+    (context_coding.py): the smallest method on real latents; a numpy pass per lattice step."""
+
+    def encode(self, u: np.ndarray, bits: int) -> bytes:
+        return context_coding.encode_planes(u, bits)
+
+    def decode(self, payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarray:
+        try:
+            return context_coding.decode_planes(payload, shape, bits)
+        except context_coding.ContextCodingError as e:
+            raise LatentFormatError(str(e)) from e
 
 
 # --- header --------------------------------------------------------------------------------------

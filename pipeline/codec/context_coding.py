@@ -1,0 +1,279 @@
+"""A context-adaptive entropy coder for integer latents: the `context` latent method (entropy.py).
+
+Why: WaLLoC latents are far from i.i.d. The first KLT channels are low-pass images (neighbours
+predict them), and every channel's local magnitude follows its neighbours' (texture). Generic coders
+see little of that: zstd none, PNG/WebP a fixed set of raster predictors over a mosaic of planes.
+
+Model (forward-adaptive parameters, backward-adaptive statistics; no training, deterministic):
+
+    planes      the last two dims (h, w); leading dims are flattened into P planes; a 2-D shape
+                (C, L) is C planes of 1 x L, a 1-D shape (L,) one plane of 1 x L
+    order       an interpolation lattice over each plane: (0, 0) first; then, for strides
+                s = S, S/2, .., 2 (S the power of two >= max(h, w)), the centres of the s-grid
+                (4 diagonal neighbours at distance s/2 known), then the edge midpoints (4 axial
+                neighbours known). One pass = one (stride, phase): all planes together.
+    prediction  pred = round(W/32 * mean of the known neighbours), W per plane (int8), clipped
+    context     activity a = mean |neighbour - their mean|; per plane the encoder fits
+                E|r| ~ C0/4 + C2/32 * a by least squares (exact rationals) and sends C0, C2 (int8);
+                the estimate picks one of 16 classes (thresholds 1/4 .. 48), class 15 where no
+                neighbour is known
+    statistics  one adaptive histogram of residuals r = z - pred per class, shared by all planes:
+                a geometric prior, then counts of everything coded in earlier passes
+    coding      range coding (constriction's RangeEncoder, Categorical(perfect=False) over the
+                2^(b+1) - 3 possible residuals; every residual keeps a nonzero probability)
+
+Every model quantity is an integer or an exact IEEE operation on integers (no exp/log, no
+summation order), so encoder and decoder agree on any machine. The payload is: 1 byte model version,
+3 bytes per plane (W, C0, C2; int8), then the range coder's 32-bit words, little-endian.
+
+Costs: one numpy pass per lattice step (2 log2(max(h, w)) + 1 of them) and one coder call per
+(pass, class) present; see README "Entropy coding of latents" for measured figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+MODEL_VERSION = 1
+TH4 = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192], dtype=np.int64)  # E|r| * 4
+CLASSES = len(TH4) + 1
+NO_NEIGHBOUR_CLASS = CLASSES - 1
+UNIT = 256  # count added per coded residual
+PRIOR_SYMBOLS = 128  # the prior weighs as much as this many residuals (chosen on training latents)
+W_ONE = 32  # W / 32 scales the neighbour mean
+PARAMS = 3  # bytes per plane: W, C0, C2
+
+
+class ContextCodingError(ValueError):
+    """A payload that does not decode under the model."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One lattice step: flat positions of a plane and, per neighbour offset, flat index + validity."""
+
+    pos: np.ndarray  # (N,) int64 flat indices into h*w
+    nb_index: np.ndarray  # (4, N) int64 flat indices (clipped where invalid)
+    nb_valid: np.ndarray  # (4, N) bool
+    count: np.ndarray  # (N,) int32 known neighbours, 0..4
+    act_scale: np.ndarray  # (N,) int64: 144 / count^2 (0 where count = 0)
+
+
+def _plane_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    if len(shape) == 2:
+        return shape[0], 1, shape[1]
+    return math.prod(shape[:-2]), shape[-2], shape[-1]
+
+
+@functools.lru_cache(maxsize=64)
+def lattice(h: int, w: int) -> tuple[Pass, ...]:
+    """The coding order of an h x w plane (cached: loaders decode many latents of one shape)."""
+    ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    s = 1
+    while s < max(h, w):
+        s *= 2
+    steps = [((ii == 0) & (jj == 0), [])]
+    while s > 1:
+        hs = s // 2
+        centres = (ii % s == hs) & (jj % s == hs)
+        steps.append((centres, [(-hs, -hs), (-hs, hs), (hs, -hs), (hs, hs)]))
+        edges = ((ii % s == 0) & (jj % s == hs)) | ((ii % s == hs) & (jj % s == 0))
+        steps.append((edges, [(-hs, 0), (hs, 0), (0, -hs), (0, hs)]))
+        s = hs
+    passes = []
+    for mask, offsets in steps:
+        i, j = np.nonzero(mask)
+        if not len(i):
+            continue
+        index = np.zeros((4, len(i)), dtype=np.int64)
+        valid = np.zeros((4, len(i)), dtype=bool)
+        for k, (di, dj) in enumerate(offsets):
+            a, b = i + di, j + dj
+            valid[k] = (a >= 0) & (a < h) & (b >= 0) & (b < w)
+            index[k] = np.clip(a, 0, h - 1) * w + np.clip(b, 0, w - 1)
+        count = valid.sum(0).astype(np.int32)
+        act_scale = np.where(count > 0, 144 // np.maximum(count, 1) ** 2, 0)
+        passes.append(Pass((i * w + j).astype(np.int64), index, valid, count, act_scale))
+    return tuple(passes)
+
+
+@functools.lru_cache(maxsize=8)
+def prior_counts(bits: int) -> np.ndarray:
+    """(CLASSES, alphabet) int64: a two-sided geometric prior per class, at least 1 everywhere.
+
+    theta = c / (c + 1) for the class's typical |r| c (a rational), powers by repeated
+    multiplication: exact IEEE operations, so the table is the same on every machine."""
+    max_int = 2 ** (bits - 1) - 1
+    size = 4 * max_int + 1
+    bounds = np.concatenate([[0], TH4, [256]]) / 4
+    out = np.zeros((CLASSES, size), dtype=np.int64)
+    for k in range(CLASSES):
+        c = float(bounds[k] + bounds[k + 1]) / 2
+        theta = c / (c + 1)
+        peak = UNIT * PRIOR_SYMBOLS * (1 - theta) / (1 + theta)
+        half = [peak]
+        for _ in range(2 * max_int):
+            half.append(half[-1] * theta)
+        half = np.floor(np.array(half) + 0.5).astype(np.int64)
+        out[k] = np.maximum(1, np.concatenate([half[:0:-1], half]))
+    return out
+
+
+# class of floor(4 * estimate), clipped to [0, TH4[-1]]: the number of thresholds <= it
+_CLASS_OF = np.searchsorted(TH4, np.arange(TH4[-1] + 1), side="right").astype(np.uint8)
+
+
+def _neighbours(Z: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of the known neighbours and sum |count * v - sum| (count^2 x mean absolute deviation)."""
+    values = Z[:, p.nb_index] * p.nb_valid  # (P, 4, N)
+    S = values.sum(1, dtype=np.int32)
+    A = (np.abs(p.count[None, None] * values - S[:, None]) * p.nb_valid).sum(1, dtype=np.int32)
+    return S, A
+
+
+def _predict(S: np.ndarray, p: Pass, W: np.ndarray, max_int: int) -> np.ndarray:
+    """round(W/32 * S/count) (ties up), clipped to the latent range; 0 without neighbours."""
+    n = np.maximum(p.count, 1)[None]
+    pred = (2 * W[:, None] * S + W_ONE * n) // (2 * W_ONE * n)
+    return np.clip(pred * (p.count[None] > 0), -max_int, max_int)
+
+
+def _classes(A: np.ndarray, p: Pass, C0: np.ndarray, C2: np.ndarray) -> np.ndarray:
+    """Class = number of thresholds (in quarters) <= floor(4 * (C0/4 + C2/32 * A/count^2))."""
+    n2 = np.maximum(p.count, 1)[None] ** 2
+    quarters = (C2[:, None] * A + 8 * C0[:, None] * n2) // (8 * n2)  # exact integer floor
+    cls = _CLASS_OF[np.clip(quarters, 0, TH4[-1])]
+    return np.where(p.count[None] > 0, cls, np.uint8(NO_NEIGHBOUR_CLASS))
+
+
+def _constriction(coder: str):
+    """(Categorical, the range coder class); imported on first use (a compiled extension whose
+    submodules are attributes, not importable paths)."""
+    import constriction
+
+    return constriction.stream.model.Categorical, getattr(constriction.stream.queue, coder)
+
+
+def _round_int8(x: Fraction) -> int:
+    return max(-128, min(127, round(x)))
+
+
+def _fit_params(Z: np.ndarray, passes: tuple[Pass, ...], max_int: int) -> tuple[np.ndarray, ...]:
+    """Encoder only: W, C0, C2 per plane by least squares, in exact rational arithmetic."""
+    P = len(Z)
+    xm = np.zeros(P, dtype=object)
+    mm = np.zeros(P, dtype=object)
+    stats = []
+    for p in passes:
+        S, A = _neighbours(Z, p)
+        m12 = S * (12 // np.maximum(p.count, 1))[None] * (p.count[None] > 0)  # 12 x neighbour mean
+        xm += (Z[:, p.pos] * m12).sum(1).astype(object)
+        mm += (m12 * m12).sum(1).astype(object)
+        stats.append((S, A))
+    W = np.array(
+        [_round_int8(Fraction(W_ONE * 12 * int(a), int(b))) if b else 0 for a, b in zip(xm, mm, strict=True)],
+        dtype=np.int64,
+    )
+    W = np.clip(W, -2 * W_ONE, 2 * W_ONE)
+    sums = np.zeros((P, 5), dtype=object)  # N, sum a, sum a^2, sum t, sum a t (a = 144 x activity)
+    for p, (S, A) in zip(passes, stats, strict=True):
+        keep = p.count > 0
+        if not keep.any():
+            continue
+        t = np.abs(Z[:, p.pos] - _predict(S, p, W, max_int))[:, keep]
+        a = (A * p.act_scale[None])[:, keep]
+        for col, v in enumerate((np.ones_like(a), a, a * a, t, a * t)):
+            sums[:, col] += v.sum(1).astype(object)
+    C0 = np.zeros(P, dtype=np.int64)
+    C2 = np.zeros(P, dtype=np.int64)
+    for k in range(P):
+        n, sa, saa, st, sat = (Fraction(int(v)) for v in sums[k])
+        if n == 0:
+            continue
+        det = n * saa - sa * sa  # a in units of 1/144
+        if det:
+            beta1 = (n * sat - sa * st) / det * 144
+            beta0 = (st - beta1 * sa / 144) / n
+        else:
+            beta1, beta0 = Fraction(0), st / n
+        C0[k], C2[k] = _round_int8(4 * beta0), _round_int8(32 * beta1)
+    return W, C0, C2
+
+
+def encode_planes(u: np.ndarray, bits: int) -> bytes:
+    """uint8 values u = z + 2^(bits-1) of any shape -> payload."""
+    Categorical, RangeEncoder = _constriction("RangeEncoder")
+
+    max_int = 2 ** (bits - 1) - 1
+    P, h, w = _plane_shape(u.shape)
+    Z = u.reshape(P, h * w).astype(np.int32) - (max_int + 1)
+    passes = lattice(h, w)
+    W, C0, C2 = _fit_params(Z, passes, max_int)
+    counts = prior_counts(bits).copy()
+    size = counts.shape[1]
+    encoder = RangeEncoder()
+    for p in passes:
+        S, A = _neighbours(Z, p)
+        r = (Z[:, p.pos] - _predict(S, p, W, max_int) + 2 * max_int).reshape(-1)
+        cls = _classes(A, p, C0, C2).reshape(-1)
+        order = np.argsort(cls, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=CLASSES))])
+        for k in np.flatnonzero(np.diff(bounds)):
+            model = Categorical(counts[k].astype(np.float64), perfect=False)
+            encoder.encode(r[order[bounds[k] : bounds[k + 1]]].astype(np.int32), model)
+        counts += UNIT * np.bincount(cls.astype(np.int64) * size + r, minlength=CLASSES * size).reshape(CLASSES, size)
+    params = np.stack([W, C0, C2], 1).astype(np.int8).tobytes()
+    words = encoder.get_compressed().astype("<u4").tobytes()
+    return bytes([MODEL_VERSION]) + params + words
+
+
+def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarray:
+    """Inverse of encode_planes: uint8 array of `shape`."""
+    Categorical, RangeDecoder = _constriction("RangeDecoder")
+
+    max_int = 2 ** (bits - 1) - 1
+    P, h, w = _plane_shape(shape)
+    head = 1 + PARAMS * P
+    if len(payload) < head or payload[0] != MODEL_VERSION:
+        version = payload[0] if payload else None
+        raise ContextCodingError(
+            f"context payload: need model version {MODEL_VERSION} and {PARAMS * P} parameter bytes, "
+            f"got version {version} and {len(payload)} bytes"
+        )
+    if (len(payload) - head) % 4:
+        raise ContextCodingError(f"context payload: {len(payload) - head} coder bytes, not whole 32-bit words")
+    params = np.frombuffer(payload, dtype=np.int8, count=PARAMS * P, offset=1).reshape(P, PARAMS)
+    W, C0, C2 = (params[:, i].astype(np.int32) for i in range(PARAMS))
+    words = np.frombuffer(payload, dtype="<u4", offset=head).astype(np.uint32)
+    decoder = RangeDecoder(words)
+    passes = lattice(h, w)
+    counts = prior_counts(bits).copy()
+    size = counts.shape[1]
+    Z = np.zeros((P, h * w), dtype=np.int32)
+    for p in passes:
+        S, A = _neighbours(Z, p)
+        cls = _classes(A, p, C0, C2).reshape(-1)
+        order = np.argsort(cls, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=CLASSES))])
+        r = np.empty(len(cls), dtype=np.int32)
+        try:
+            for k in np.flatnonzero(np.diff(bounds)):
+                model = Categorical(counts[k].astype(np.float64), perfect=False)
+                r[order[bounds[k] : bounds[k + 1]]] = decoder.decode(model, int(bounds[k + 1] - bounds[k]))
+        except (ValueError, RuntimeError, AssertionError) as e:
+            raise ContextCodingError(f"context payload does not decode: {e}") from e
+        z = _predict(S, p, W, max_int) + r.reshape(P, -1) - 2 * max_int
+        if z.size and (z.min() < -max_int or z.max() > max_int):
+            raise ContextCodingError(f"context payload decodes to values outside +-{max_int}")
+        Z[:, p.pos] = z
+        counts += UNIT * np.bincount(cls.astype(np.int64) * size + r, minlength=CLASSES * size).reshape(CLASSES, size)
+    if decoder.maybe_exhausted() is False:
+        raise ContextCodingError("context payload has data beyond its latents")
+    return (Z + max_int + 1).astype(np.uint8).reshape(shape)
