@@ -153,6 +153,12 @@ def _classes(A: np.ndarray, p: Pass, C0: np.ndarray, C2: np.ndarray) -> np.ndarr
     return np.where(p.count[None] > 0, cls, np.uint8(NO_NEIGHBOUR_CLASS))
 
 
+def _histograms(cls: np.ndarray, r: np.ndarray, size: int) -> np.ndarray:
+    """(CLASSES, size) counts of what a pass coded, UNIT per residual."""
+    flat = np.bincount(cls.astype(np.int64) * size + r, minlength=CLASSES * size)
+    return UNIT * flat.reshape(CLASSES, size)
+
+
 def _constriction(coder: str):
     """(Categorical, the range coder class); imported on first use (a compiled extension whose
     submodules are attributes, not importable paths)."""
@@ -228,7 +234,7 @@ def encode_planes(u: np.ndarray, bits: int) -> bytes:
         for k in np.flatnonzero(np.diff(bounds)):
             model = Categorical(counts[k].astype(np.float64), perfect=False)
             encoder.encode(r[order[bounds[k] : bounds[k + 1]]].astype(np.int32), model)
-        counts += UNIT * np.bincount(cls.astype(np.int64) * size + r, minlength=CLASSES * size).reshape(CLASSES, size)
+        counts += _histograms(cls, r, size)
     params = np.stack([W, C0, C2], 1).astype(np.int8).tobytes()
     words = encoder.get_compressed().astype("<u4").tobytes()
     return bytes([MODEL_VERSION]) + params + words
@@ -248,7 +254,9 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
             f"got version {version} and {len(payload)} bytes"
         )
     if (len(payload) - head) % 4:
-        raise ContextCodingError(f"context payload: {len(payload) - head} coder bytes, not whole 32-bit words")
+        raise ContextCodingError(
+            f"context payload: {len(payload) - head} coder bytes, not whole 32-bit words"
+        )
     params = np.frombuffer(payload, dtype=np.int8, count=PARAMS * P, offset=1).reshape(P, PARAMS)
     W, C0, C2 = (params[:, i].astype(np.int32) for i in range(PARAMS))
     words = np.frombuffer(payload, dtype="<u4", offset=head).astype(np.uint32)
@@ -273,7 +281,7 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
         if z.size and (z.min() < -max_int or z.max() > max_int):
             raise ContextCodingError(f"context payload decodes to values outside +-{max_int}")
         Z[:, p.pos] = z
-        counts += UNIT * np.bincount(cls.astype(np.int64) * size + r, minlength=CLASSES * size).reshape(CLASSES, size)
+        counts += _histograms(cls, r, size)
     if decoder.maybe_exhausted() is False:
         raise ContextCodingError("context payload has data beyond its latents")
     return (Z + max_int + 1).astype(np.uint8).reshape(shape)

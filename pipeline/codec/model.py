@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders import autoencoder_oobleck, vae
 from torch import Tensor, nn
 
-from . import wavelets
+from . import hashing, wavelets
 from .bottleneck import Compander
 from .config import CodecConfig
-from . import hashing
 from .hashing import codec_hash
 
 LATENT_DTYPE = torch.int8  # holds every latent_bits in [2, 8]

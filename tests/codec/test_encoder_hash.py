@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +23,6 @@ METHODS = sorted(entropy.METHODS)
 @pytest.fixture(scope="module")
 def photo() -> torch.Tensor:
     """A bundled sample photo, 64 x 72 (odd multiple of 8 on one side), in [-0.5, 0.5]."""
-    from pathlib import Path
-
     path = sorted(Path(DEFAULT_IMAGE_INPUT).rglob("*.JPEG"))[0]
     with Image.open(path) as image:
         rgb = np.asarray(ImageOps.fit(image.convert("RGB"), (72, 64)), dtype=np.float32)
@@ -36,7 +35,7 @@ def test_bundled_image_codecs_share_their_encoder():
     assert klt.encoder_hash == deep.encoder_hash
     assert audio.encoder_hash not in (klt.encoder_hash, klt.hash)
     for codec in (klt, deep, audio):  # recorded in the JSON, verified on load, and as computed
-        recorded = json.loads(open(codec.source).read())["encoder_hash"]
+        recorded = json.loads(Path(codec.source).read_text())["encoder_hash"]
         codec.frozen_encoder_hash = None
         assert codec.encoder_hash == recorded
         assert codec.identity() == {
