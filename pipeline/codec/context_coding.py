@@ -13,18 +13,19 @@ Model (forward-adaptive parameters, backward-adaptive statistics; no training, d
                 (4 diagonal neighbours at distance s/2 known), then the edge midpoints (4 axial
                 neighbours known). One pass = one (stride, phase): all planes together.
     prediction  pred = round(W/32 * mean of the known neighbours), W per plane (int8), clipped
-    context     activity a = mean |neighbour - their mean|; per plane the encoder fits
-                E|r| ~ C0/4 + C2/32 * a by least squares (exact rationals) and sends C0, C2 (int8);
-                the estimate picks one of 16 classes (thresholds 1/4 .. 48), class 15 where no
-                neighbour is known
+    context     activity a = mean |neighbour - their mean| in the plane, x = the mean of a over
+                all planes at that position (texture shows in every channel); per plane the
+                encoder fits E|r| ~ C0/4 + C2/32 * a + C3/32 * x by least squares (exact
+                rationals) and sends W, C0, C2, C3 (int8); the estimate picks one of 16 classes
+                (thresholds 1/4 .. 48), class 15 where no neighbour is known
     statistics  one adaptive histogram of residuals r = z - pred per class, shared by all planes:
                 a geometric prior, then counts of everything coded in earlier passes
-    coding      range coding (constriction's RangeEncoder, Categorical(perfect=False) over the
-                2^(b+1) - 3 possible residuals; every residual keeps a nonzero probability)
+    coding      rANS (constriction's AnsCoder, Categorical(perfect=False) over the 2^(b+1) - 3
+                possible residuals; every residual keeps a nonzero probability)
 
 Every model quantity is an integer or an exact IEEE operation on integers (no exp/log, no
 summation order), so encoder and decoder agree on any machine. The payload is: 1 byte model version,
-3 bytes per plane (W, C0, C2; int8), then the range coder's 32-bit words, little-endian.
+4 bytes per plane (W, C0, C2, C3; int8), then the ANS coder's 32-bit words, little-endian.
 
 Costs: one numpy pass per lattice step (2 log2(max(h, w)) + 1 of them) and one coder call per
 (pass, class) present; see README "Entropy coding of latents" for measured figures.
@@ -46,7 +47,7 @@ NO_NEIGHBOUR_CLASS = CLASSES - 1
 UNIT = 256  # count added per coded residual
 PRIOR_SYMBOLS = 128  # the prior weighs as much as this many residuals (chosen on training latents)
 W_ONE = 32  # W / 32 scales the neighbour mean
-PARAMS = 3  # bytes per plane: W, C0, C2
+PARAMS = 4  # bytes per plane: W, C0, C2, C3
 
 
 class ContextCodingError(ValueError):
@@ -130,12 +131,14 @@ def prior_counts(bits: int) -> np.ndarray:
 _CLASS_OF = np.searchsorted(TH4, np.arange(TH4[-1] + 1), side="right").astype(np.uint8)
 
 
-def _neighbours(Z: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of the known neighbours and sum |count * v - sum| (count^2 x mean absolute deviation)."""
+def _neighbours(Z: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per plane: sum of the known neighbours S and A = sum |count * v - S| (count^2 x their mean
+    absolute deviation); per position: X = floor(mean of A over the planes) (texture, all channels)."""
     values = Z[:, p.nb_index] * p.nb_valid  # (P, 4, N)
     S = values.sum(1, dtype=np.int32)
     A = (np.abs(p.count[None, None] * values - S[:, None]) * p.nb_valid).sum(1, dtype=np.int32)
-    return S, A
+    X = A.sum(0, dtype=np.int64) // len(Z)
+    return S, A, X
 
 
 def _predict(S: np.ndarray, p: Pass, W: np.ndarray, max_int: int) -> np.ndarray:
@@ -145,10 +148,12 @@ def _predict(S: np.ndarray, p: Pass, W: np.ndarray, max_int: int) -> np.ndarray:
     return np.clip(pred * (p.count[None] > 0), -max_int, max_int)
 
 
-def _classes(A: np.ndarray, p: Pass, C0: np.ndarray, C2: np.ndarray) -> np.ndarray:
-    """Class = number of thresholds (in quarters) <= floor(4 * (C0/4 + C2/32 * A/count^2))."""
-    n2 = np.maximum(p.count, 1)[None] ** 2
-    quarters = (C2[:, None] * A + 8 * C0[:, None] * n2) // (8 * n2)  # exact integer floor
+def _classes(A: np.ndarray, X: np.ndarray, p: Pass, C: np.ndarray) -> np.ndarray:
+    """Class = number of thresholds (in quarters) <= floor(4 * estimate of |r|), where
+    estimate = C0/4 + C2/32 * A/count^2 + C3/32 * X/count^2 (exact integer floor)."""
+    n2 = np.maximum(p.count, 1)[None].astype(np.int64) ** 2
+    lhs = C[:, 2:3] * A + C[:, 3:4] * X[None] + 8 * C[:, 1:2] * n2
+    quarters = lhs // (8 * n2)
     cls = _CLASS_OF[np.clip(quarters, 0, TH4[-1])]
     return np.where(p.count[None] > 0, cls, np.uint8(NO_NEIGHBOUR_CLASS))
 
@@ -159,90 +164,111 @@ def _histograms(cls: np.ndarray, r: np.ndarray, size: int) -> np.ndarray:
     return UNIT * flat.reshape(CLASSES, size)
 
 
-def _constriction(coder: str):
-    """(Categorical, the range coder class); imported on first use (a compiled extension whose
-    submodules are attributes, not importable paths)."""
+def _constriction():
+    """(Categorical, AnsCoder), imported on first use (a compiled extension whose submodules are
+    attributes, not importable paths)."""
     import constriction
 
-    return constriction.stream.model.Categorical, getattr(constriction.stream.queue, coder)
+    return constriction.stream.model.Categorical, constriction.stream.stack.AnsCoder
 
 
 def _round_int8(x: Fraction) -> int:
     return max(-128, min(127, round(x)))
 
 
-def _fit_params(Z: np.ndarray, passes: tuple[Pass, ...], max_int: int) -> tuple[np.ndarray, ...]:
-    """Encoder only: W, C0, C2 per plane by least squares, in exact rational arithmetic."""
+def _solve(matrix: list[list[Fraction]], rhs: list[Fraction]) -> list[Fraction] | None:
+    """Exact Gaussian elimination; None when singular."""
+    n = len(rhs)
+    m = [row[:] + [b] for row, b in zip(matrix, rhs, strict=True)]
+    for col in range(n):
+        pivot = next((r for r in range(col, n) if m[r][col] != 0), None)
+        if pivot is None:
+            return None
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(n):
+            if r != col and m[r][col] != 0:
+                f = m[r][col] / m[col][col]
+                m[r] = [a - f * b for a, b in zip(m[r], m[col], strict=True)]
+    return [m[i][n] / m[i][i] for i in range(n)]
+
+
+def _fit_params(Z: np.ndarray, passes: tuple[Pass, ...], max_int: int) -> np.ndarray:
+    """Encoder only: (P, 4) int8 parameters W, C0, C2, C3 per plane by least squares, in exact
+    rational arithmetic (the decoder only reads them; the encoder gives the same bytes anywhere)."""
     P = len(Z)
     xm = np.zeros(P, dtype=object)
     mm = np.zeros(P, dtype=object)
     stats = []
     for p in passes:
-        S, A = _neighbours(Z, p)
+        S, A, X = _neighbours(Z, p)
         m12 = S * (12 // np.maximum(p.count, 1))[None] * (p.count[None] > 0)  # 12 x neighbour mean
-        xm += (Z[:, p.pos] * m12).sum(1).astype(object)
-        mm += (m12 * m12).sum(1).astype(object)
-        stats.append((S, A))
+        xm += (Z[:, p.pos] * m12).sum(1, dtype=np.int64).astype(object)
+        mm += (m12.astype(np.int64) ** 2).sum(1).astype(object)
+        stats.append((S, A, X))
     W = np.array(
         [_round_int8(Fraction(W_ONE * 12 * int(a), int(b))) if b else 0 for a, b in zip(xm, mm, strict=True)],
         dtype=np.int64,
     )
     W = np.clip(W, -2 * W_ONE, 2 * W_ONE)
-    sums = np.zeros((P, 5), dtype=object)  # N, sum a, sum a^2, sum t, sum a t (a = 144 x activity)
-    for p, (S, A) in zip(passes, stats, strict=True):
+    # |r| ~ b0 + b1 a + b2 x, with a = 144 A / count^2 and x = 144 X / count^2 (integers)
+    sums = np.zeros((P, 9), dtype=object)  # N, a, x, aa, ax, xx, t, at, xt
+    for p, (S, A, X) in zip(passes, stats, strict=True):
         keep = p.count > 0
         if not keep.any():
             continue
-        t = np.abs(Z[:, p.pos] - _predict(S, p, W, max_int))[:, keep]
-        a = (A * p.act_scale[None])[:, keep]
-        for col, v in enumerate((np.ones_like(a), a, a * a, t, a * t)):
+        t = np.abs(Z[:, p.pos] - _predict(S, p, W, max_int))[:, keep].astype(np.int64)
+        a = (A * p.act_scale[None])[:, keep].astype(np.int64)
+        x = np.broadcast_to((X * p.act_scale)[keep][None], a.shape)
+        for col, v in enumerate((np.ones_like(a), a, x, a * a, a * x, x * x, t, a * t, x * t)):
             sums[:, col] += v.sum(1).astype(object)
-    C0 = np.zeros(P, dtype=np.int64)
-    C2 = np.zeros(P, dtype=np.int64)
+    C = np.zeros((P, PARAMS), dtype=np.int64)
+    C[:, 0] = W
     for k in range(P):
-        n, sa, saa, st, sat = (Fraction(int(v)) for v in sums[k])
+        n, sa, sx, saa, sax, sxx, st, sat, sxt = (Fraction(int(v)) for v in sums[k])
         if n == 0:
             continue
-        det = n * saa - sa * sa  # a in units of 1/144
-        if det:
-            beta1 = (n * sat - sa * st) / det * 144
-            beta0 = (st - beta1 * sa / 144) / n
-        else:
-            beta1, beta0 = Fraction(0), st / n
-        C0[k], C2[k] = _round_int8(4 * beta0), _round_int8(32 * beta1)
-    return W, C0, C2
+        beta = _solve([[n, sa, sx], [sa, saa, sax], [sx, sax, sxx]], [st, sat, sxt])
+        if beta is None:
+            two = _solve([[n, sa], [sa, saa]], [st, sat])
+            beta = [two[0], two[1], Fraction(0)] if two else [st / n, Fraction(0), Fraction(0)]
+        C[k, 1] = _round_int8(4 * beta[0])
+        C[k, 2] = _round_int8(32 * 144 * beta[1])
+        C[k, 3] = _round_int8(32 * 144 * beta[2])
+    return C
 
 
 def encode_planes(u: np.ndarray, bits: int) -> bytes:
     """uint8 values u = z + 2^(bits-1) of any shape -> payload."""
-    Categorical, RangeEncoder = _constriction("RangeEncoder")
-
+    Categorical, AnsCoder = _constriction()
     max_int = 2 ** (bits - 1) - 1
     P, h, w = _plane_shape(u.shape)
     Z = u.reshape(P, h * w).astype(np.int32) - (max_int + 1)
     passes = lattice(h, w)
-    W, C0, C2 = _fit_params(Z, passes, max_int)
+    C = _fit_params(Z, passes, max_int)
     counts = prior_counts(bits).copy()
     size = counts.shape[1]
-    encoder = RangeEncoder()
+    groups = []  # (residuals, class histogram) in decoding order
     for p in passes:
-        S, A = _neighbours(Z, p)
-        r = (Z[:, p.pos] - _predict(S, p, W, max_int) + 2 * max_int).reshape(-1)
-        cls = _classes(A, p, C0, C2).reshape(-1)
+        S, A, X = _neighbours(Z, p)
+        r = (Z[:, p.pos] - _predict(S, p, C[:, 0], max_int) + 2 * max_int).reshape(-1)
+        cls = _classes(A, X, p, C).reshape(-1)
         order = np.argsort(cls, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=CLASSES))])
         for k in np.flatnonzero(np.diff(bounds)):
-            model = Categorical(counts[k].astype(np.float64), perfect=False)
-            encoder.encode(r[order[bounds[k] : bounds[k + 1]]].astype(np.int32), model)
+            symbols = r[order[bounds[k] : bounds[k + 1]]].astype(np.int32)
+            groups.append((symbols, counts[k].astype(np.float64)))
         counts += _histograms(cls, r, size)
-    params = np.stack([W, C0, C2], 1).astype(np.int8).tobytes()
-    words = encoder.get_compressed().astype("<u4").tobytes()
+    coder = AnsCoder()  # a stack: encode the last group first, each reversed, so decoding runs forward
+    for symbols, table in reversed(groups):
+        coder.encode_reverse(symbols, Categorical(table, perfect=False))
+    params = C.astype(np.int8).tobytes()
+    words = coder.get_compressed().astype("<u4").tobytes()
     return bytes([MODEL_VERSION]) + params + words
 
 
 def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarray:
     """Inverse of encode_planes: uint8 array of `shape`."""
-    Categorical, RangeDecoder = _constriction("RangeDecoder")
+    Categorical, AnsCoder = _constriction()
 
     max_int = 2 ** (bits - 1) - 1
     P, h, w = _plane_shape(shape)
@@ -258,16 +284,16 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
             f"context payload: {len(payload) - head} coder bytes, not whole 32-bit words"
         )
     params = np.frombuffer(payload, dtype=np.int8, count=PARAMS * P, offset=1).reshape(P, PARAMS)
-    W, C0, C2 = (params[:, i].astype(np.int32) for i in range(PARAMS))
+    C = params.astype(np.int64)
     words = np.frombuffer(payload, dtype="<u4", offset=head).astype(np.uint32)
-    decoder = RangeDecoder(words)
+    decoder = AnsCoder(words)
     passes = lattice(h, w)
     counts = prior_counts(bits).copy()
     size = counts.shape[1]
     Z = np.zeros((P, h * w), dtype=np.int32)
     for p in passes:
-        S, A = _neighbours(Z, p)
-        cls = _classes(A, p, C0, C2).reshape(-1)
+        S, A, X = _neighbours(Z, p)
+        cls = _classes(A, X, p, C).reshape(-1)
         order = np.argsort(cls, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=CLASSES))])
         r = np.empty(len(cls), dtype=np.int32)
@@ -277,11 +303,11 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
                 r[order[bounds[k] : bounds[k + 1]]] = decoder.decode(model, int(bounds[k + 1] - bounds[k]))
         except (ValueError, RuntimeError, AssertionError) as e:
             raise ContextCodingError(f"context payload does not decode: {e}") from e
-        z = _predict(S, p, W, max_int) + r.reshape(P, -1) - 2 * max_int
+        z = _predict(S, p, C[:, 0], max_int) + r.reshape(P, -1) - 2 * max_int
         if z.size and (z.min() < -max_int or z.max() > max_int):
             raise ContextCodingError(f"context payload decodes to values outside +-{max_int}")
         Z[:, p.pos] = z
         counts += _histograms(cls, r, size)
-    if decoder.maybe_exhausted() is False:
+    if not decoder.is_empty():
         raise ContextCodingError("context payload has data beyond its latents")
     return (Z + max_int + 1).astype(np.uint8).reshape(shape)
