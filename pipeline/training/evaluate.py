@@ -43,8 +43,9 @@ class Point:
 
 
 # --- held-out data ------------------------------------------------------------------------------
-def heldout_paths(codec: WaLLoC) -> list[Path]:
-    """The validation files recorded in the codec's metadata, checked against their sha256."""
+def heldout_paths(codec: WaLLoC, missing_ok: bool = False) -> list[Path]:
+    """The validation files recorded in the codec's metadata, checked against their sha256;
+    `missing_ok`: skip the files that are not there (a partial data/), instead of raising."""
     split = codec.metadata.get("training", {}).get("data")
     if not split:
         raise ValueError(f"codec {codec.name} records no training split; cannot pick held-out files")
@@ -52,6 +53,8 @@ def heldout_paths(codec: WaLLoC) -> list[Path]:
     out = []
     for entry in split["valid"]["files"]:
         path = next((r / entry["name"] for r in roots if (r / entry["name"]).exists()), None)
+        if (path is None or path.is_dir()) and missing_ok:
+            continue
         if path is None or path.is_dir():
             raise FileNotFoundError(f"held-out file {entry['name']} not found under {split['roots']}")
         if D.file_sha256(path) != entry["sha256"][0]:
@@ -100,7 +103,10 @@ def latent_bytes(codec: WaLLoC, z: Tensor, method: str, size: tuple[int, ...]) -
 
 @torch.no_grad()
 def codec_on_images(
-    codec: WaLLoC, images: Sequence[np.ndarray], label: str, methods: Sequence[str] = ("zstd", "webp")
+    codec: WaLLoC,
+    images: Sequence[np.ndarray],
+    label: str,
+    methods: Sequence[str] = ("zstd", "webp", "context"),
 ) -> tuple[list[Point], list[np.ndarray]]:
     """One point per latent coder, and the reconstructions (uint8)."""
     bits = {m: [] for m in methods}
