@@ -63,6 +63,9 @@ class Pass:
     nb_valid: np.ndarray  # (4, N) bool
     count: np.ndarray  # (N,) int32 known neighbours, 0..4
     act_scale: np.ndarray  # (N,) int64: 144 / count^2 (0 where count = 0)
+    has: np.ndarray  # (N,) bool: count > 0
+    n1: np.ndarray  # (N,) int32: max(count, 1)
+    n2: np.ndarray  # (N,) int64: max(count, 1)^2
 
 
 def _plane_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -101,7 +104,9 @@ def lattice(h: int, w: int) -> tuple[Pass, ...]:
             index[k] = np.clip(a, 0, h - 1) * w + np.clip(b, 0, w - 1)
         count = valid.sum(0).astype(np.int32)
         act_scale = np.where(count > 0, 144 // np.maximum(count, 1) ** 2, 0)
-        passes.append(Pass((i * w + j).astype(np.int64), index, valid, count, act_scale))
+        n1 = np.maximum(count, 1)
+        flat = (i * w + j).astype(np.int64)
+        passes.append(Pass(flat, index, valid, count, act_scale, count > 0, n1, n1.astype(np.int64) ** 2))
     return tuple(passes)
 
 
@@ -143,25 +148,24 @@ def _neighbours(Z: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def _predict(S: np.ndarray, p: Pass, W: np.ndarray, max_int: int) -> np.ndarray:
     """round(W/32 * S/count) (ties up), clipped to the latent range; 0 without neighbours."""
-    n = np.maximum(p.count, 1)[None]
+    n = p.n1[None]
     pred = (2 * W[:, None] * S + W_ONE * n) // (2 * W_ONE * n)
-    return np.clip(pred * (p.count[None] > 0), -max_int, max_int)
+    return np.clip(pred * p.has[None], -max_int, max_int)
 
 
 def _classes(A: np.ndarray, X: np.ndarray, p: Pass, C: np.ndarray) -> np.ndarray:
     """Class = number of thresholds (in quarters) <= floor(4 * estimate of |r|), where
     estimate = C0/4 + C2/32 * A/count^2 + C3/32 * X/count^2 (exact integer floor)."""
-    n2 = np.maximum(p.count, 1)[None].astype(np.int64) ** 2
+    n2 = p.n2[None]
     lhs = C[:, 2:3] * A + C[:, 3:4] * X[None] + 8 * C[:, 1:2] * n2
-    quarters = lhs // (8 * n2)
-    cls = _CLASS_OF[np.clip(quarters, 0, TH4[-1])]
-    return np.where(p.count[None] > 0, cls, np.uint8(NO_NEIGHBOUR_CLASS))
+    cls = _CLASS_OF[np.clip(lhs // (8 * n2), 0, TH4[-1])]
+    return np.where(p.has[None], cls, np.uint8(NO_NEIGHBOUR_CLASS))
 
 
 def _histograms(cls: np.ndarray, r: np.ndarray, size: int) -> np.ndarray:
     """(CLASSES, size) counts of what a pass coded, UNIT per residual."""
     flat = np.bincount(cls.astype(np.int64) * size + r, minlength=CLASSES * size)
-    return UNIT * flat.reshape(CLASSES, size)
+    return (UNIT * flat).reshape(CLASSES, size).astype(np.float64)  # exact: counts stay << 2^53
 
 
 def _constriction():
@@ -172,69 +176,82 @@ def _constriction():
     return constriction.stream.model.Categorical, constriction.stream.stack.AnsCoder
 
 
-def _round_int8(x: Fraction) -> int:
-    return max(-128, min(127, round(x)))
+def _round_int8(numerator: int, denominator: int) -> int:
+    """round(numerator / denominator) (exact; ties to even), clipped to int8."""
+    return max(-128, min(127, round(Fraction(numerator, denominator))))
 
 
-def _solve(matrix: list[list[Fraction]], rhs: list[Fraction]) -> list[Fraction] | None:
-    """Exact Gaussian elimination; None when singular."""
-    n = len(rhs)
-    m = [row[:] + [b] for row, b in zip(matrix, rhs, strict=True)]
-    for col in range(n):
-        pivot = next((r for r in range(col, n) if m[r][col] != 0), None)
-        if pivot is None:
-            return None
-        m[col], m[pivot] = m[pivot], m[col]
-        for r in range(n):
-            if r != col and m[r][col] != 0:
-                f = m[r][col] / m[col][col]
-                m[r] = [a - f * b for a, b in zip(m[r], m[col], strict=True)]
-    return [m[i][n] / m[i][i] for i in range(n)]
+def _det(m: list[list[int]]) -> int:
+    if len(m) == 1:
+        return m[0][0]
+    if len(m) == 2:
+        return m[0][0] * m[1][1] - m[0][1] * m[1][0]
+    return sum((-1) ** c * m[0][c] * _det([row[:c] + row[c + 1 :] for row in m[1:]]) for c in range(len(m)))
 
 
-def _fit_params(Z: np.ndarray, passes: tuple[Pass, ...], max_int: int) -> np.ndarray:
+def _solve(m: list[list[int]], b: list[int]) -> tuple[list[int], int] | None:
+    """Cramer's rule in Python integers: (numerators, denominator) of m^-1 b; None when singular."""
+    det = _det(m)
+    if det == 0:
+        return None
+    cols = range(len(b))
+    return [_det([[b[i] if j == c else m[i][j] for j in cols] for i in cols]) for c in cols], det
+
+
+def _fit_params(Z: np.ndarray, passes: tuple[Pass, ...], max_int: int) -> tuple[np.ndarray, list]:
     """Encoder only: (P, 4) int8 parameters W, C0, C2, C3 per plane by least squares, in exact
-    rational arithmetic (the decoder only reads them; the encoder gives the same bytes anywhere)."""
+    integer arithmetic (so the encoder gives the same bytes on any machine), and each pass's
+    neighbour statistics (S, A, X) for the encoder to reuse."""
     P = len(Z)
     xm = np.zeros(P, dtype=object)
     mm = np.zeros(P, dtype=object)
     stats = []
     for p in passes:
         S, A, X = _neighbours(Z, p)
-        m12 = S * (12 // np.maximum(p.count, 1))[None] * (p.count[None] > 0)  # 12 x neighbour mean
+        m12 = S * ((12 // p.n1) * p.has)[None]  # 12 x the neighbour mean (0 without neighbours)
         xm += (Z[:, p.pos] * m12).sum(1, dtype=np.int64).astype(object)
         mm += (m12.astype(np.int64) ** 2).sum(1).astype(object)
         stats.append((S, A, X))
     W = np.array(
-        [_round_int8(Fraction(W_ONE * 12 * int(a), int(b))) if b else 0 for a, b in zip(xm, mm, strict=True)],
+        [_round_int8(W_ONE * 12 * int(a), int(b)) if b else 0 for a, b in zip(xm, mm, strict=True)],
         dtype=np.int64,
     )
     W = np.clip(W, -2 * W_ONE, 2 * W_ONE)
     # |r| ~ b0 + b1 a + b2 x, with a = 144 A / count^2 and x = 144 X / count^2 (integers)
     sums = np.zeros((P, 9), dtype=object)  # N, a, x, aa, ax, xx, t, at, xt
     for p, (S, A, X) in zip(passes, stats, strict=True):
-        keep = p.count > 0
+        keep = p.has
         if not keep.any():
             continue
         t = np.abs(Z[:, p.pos] - _predict(S, p, W, max_int))[:, keep].astype(np.int64)
         a = (A * p.act_scale[None])[:, keep].astype(np.int64)
-        x = np.broadcast_to((X * p.act_scale)[keep][None], a.shape)
-        for col, v in enumerate((np.ones_like(a), a, x, a * a, a * x, x * x, t, a * t, x * t)):
-            sums[:, col] += v.sum(1).astype(object)
+        x = (X * p.act_scale)[keep][None]
+        cols = (
+            np.full(P, keep.sum()),
+            a.sum(1),
+            np.full(P, x.sum()),
+            (a * a).sum(1),
+            (a * x).sum(1),
+            np.full(P, (x * x).sum()),
+            t.sum(1),
+            (a * t).sum(1),
+            (x * t).sum(1),
+        )
+        for col, v in enumerate(cols):
+            sums[:, col] += v.astype(object)
     C = np.zeros((P, PARAMS), dtype=np.int64)
     C[:, 0] = W
     for k in range(P):
-        n, sa, sx, saa, sax, sxx, st, sat, sxt = (Fraction(int(v)) for v in sums[k])
+        n, sa, sx, saa, sax, sxx, st, sat, sxt = (int(v) for v in sums[k])
         if n == 0:
             continue
-        beta = _solve([[n, sa, sx], [sa, saa, sax], [sx, sax, sxx]], [st, sat, sxt])
-        if beta is None:
+        fit = _solve([[n, sa, sx], [sa, saa, sax], [sx, sax, sxx]], [st, sat, sxt])
+        if fit is None:  # x constant (one plane) or a constant: fewer terms
             two = _solve([[n, sa], [sa, saa]], [st, sat])
-            beta = [two[0], two[1], Fraction(0)] if two else [st / n, Fraction(0), Fraction(0)]
-        C[k, 1] = _round_int8(4 * beta[0])
-        C[k, 2] = _round_int8(32 * 144 * beta[1])
-        C[k, 3] = _round_int8(32 * 144 * beta[2])
-    return C
+            fit = ([*two[0], 0], two[1]) if two else ([st, 0, 0], n)
+        (b0, b1, b2), det = fit
+        C[k, 1:] = _round_int8(4 * b0, det), _round_int8(32 * 144 * b1, det), _round_int8(32 * 144 * b2, det)
+    return C, stats
 
 
 def encode_planes(u: np.ndarray, bits: int) -> bytes:
@@ -244,19 +261,18 @@ def encode_planes(u: np.ndarray, bits: int) -> bytes:
     P, h, w = _plane_shape(u.shape)
     Z = u.reshape(P, h * w).astype(np.int32) - (max_int + 1)
     passes = lattice(h, w)
-    C = _fit_params(Z, passes, max_int)
-    counts = prior_counts(bits).copy()
+    C, stats = _fit_params(Z, passes, max_int)
+    counts = prior_counts(bits).astype(np.float64)
     size = counts.shape[1]
     groups = []  # (residuals, class histogram) in decoding order
-    for p in passes:
-        S, A, X = _neighbours(Z, p)
+    for p, (S, A, X) in zip(passes, stats, strict=True):
         r = (Z[:, p.pos] - _predict(S, p, C[:, 0], max_int) + 2 * max_int).reshape(-1)
         cls = _classes(A, X, p, C).reshape(-1)
         order = np.argsort(cls, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=CLASSES))])
         for k in np.flatnonzero(np.diff(bounds)):
             symbols = r[order[bounds[k] : bounds[k + 1]]].astype(np.int32)
-            groups.append((symbols, counts[k].astype(np.float64)))
+            groups.append((symbols, counts[k].copy()))
         counts += _histograms(cls, r, size)
     coder = AnsCoder()  # a stack: encode the last group first, each reversed, so decoding runs forward
     for symbols, table in reversed(groups):
@@ -288,7 +304,7 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
     words = np.frombuffer(payload, dtype="<u4", offset=head).astype(np.uint32)
     decoder = AnsCoder(words)
     passes = lattice(h, w)
-    counts = prior_counts(bits).copy()
+    counts = prior_counts(bits).astype(np.float64)
     size = counts.shape[1]
     Z = np.zeros((P, h * w), dtype=np.int32)
     for p in passes:
@@ -299,7 +315,7 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
         r = np.empty(len(cls), dtype=np.int32)
         try:
             for k in np.flatnonzero(np.diff(bounds)):
-                model = Categorical(counts[k].astype(np.float64), perfect=False)
+                model = Categorical(counts[k], perfect=False)
                 r[order[bounds[k] : bounds[k + 1]]] = decoder.decode(model, int(bounds[k + 1] - bounds[k]))
         except (ValueError, RuntimeError, AssertionError) as e:
             raise ContextCodingError(f"context payload does not decode: {e}") from e
