@@ -65,7 +65,7 @@ class Pass:
     act_scale: np.ndarray  # (N,) int64: 144 / count^2 (0 where count = 0)
     has: np.ndarray  # (N,) bool: count > 0
     n1: np.ndarray  # (N,) int32: max(count, 1)
-    n2: np.ndarray  # (N,) int64: max(count, 1)^2
+    n2: np.ndarray  # (N,) int32: max(count, 1)^2
 
 
 def _plane_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -106,7 +106,7 @@ def lattice(h: int, w: int) -> tuple[Pass, ...]:
         act_scale = np.where(count > 0, 144 // np.maximum(count, 1) ** 2, 0)
         n1 = np.maximum(count, 1)
         flat = (i * w + j).astype(np.int64)
-        passes.append(Pass(flat, index, valid, count, act_scale, count > 0, n1, n1.astype(np.int64) ** 2))
+        passes.append(Pass(flat, index, valid, count, act_scale, count > 0, n1, n1 * n1))
     return tuple(passes)
 
 
@@ -142,7 +142,7 @@ def _neighbours(Z: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray, np.ndar
     values = Z[:, p.nb_index] * p.nb_valid  # (P, 4, N)
     S = values.sum(1, dtype=np.int32)
     A = (np.abs(p.count[None, None] * values - S[:, None]) * p.nb_valid).sum(1, dtype=np.int32)
-    X = A.sum(0, dtype=np.int64) // len(Z)
+    X = (A.sum(0, dtype=np.int64) // len(Z)).astype(np.int32)
     return S, A, X
 
 
@@ -262,6 +262,7 @@ def encode_planes(u: np.ndarray, bits: int) -> bytes:
     Z = u.reshape(P, h * w).astype(np.int32) - (max_int + 1)
     passes = lattice(h, w)
     C, stats = _fit_params(Z, passes, max_int)
+    C = C.astype(np.int32)
     counts = prior_counts(bits).astype(np.float64)
     size = counts.shape[1]
     groups = []  # (residuals, class histogram) in decoding order
@@ -300,7 +301,7 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
             f"context payload: {len(payload) - head} coder bytes, not whole 32-bit words"
         )
     params = np.frombuffer(payload, dtype=np.int8, count=PARAMS * P, offset=1).reshape(P, PARAMS)
-    C = params.astype(np.int64)
+    C = params.astype(np.int32)  # every product below fits int32: |C| < 128, A, X < 2^13
     words = np.frombuffer(payload, dtype="<u4", offset=head).astype(np.uint32)
     decoder = AnsCoder(words)
     passes = lattice(h, w)
