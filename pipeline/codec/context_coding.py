@@ -300,6 +300,15 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
         raise ContextCodingError(
             f"context payload: {len(payload) - head} coder bytes, not whole 32-bit words"
         )
+    # checked before allocating, so a forged shape cannot make us allocate without bound: the coder
+    # gives every residual a probability of at least 2^-24, so a value costs at least
+    # (alphabet - 1) / 2^24 / ln 2 bits (all-zero latents use ~10x more than that bound, halved here)
+    alphabet = 4 * max_int + 1
+    coded_bits = 32 * ((len(payload) - head) // 4) + 64
+    if P * h * w > 2 * coded_bits * (2**24 * math.log(2) / (alphabet - 1)):
+        raise ContextCodingError(
+            f"context payload of {len(payload)} bytes cannot hold {P * h * w} values: the shape is forged"
+        )
     params = np.frombuffer(payload, dtype=np.int8, count=PARAMS * P, offset=1).reshape(P, PARAMS)
     C = params.astype(np.int32)  # every product below fits int32: |C| < 128, A, X < 2^13
     words = np.frombuffer(payload, dtype="<u4", offset=head).astype(np.uint32)

@@ -125,6 +125,8 @@ def test_damaged_payloads_are_clear_errors():
         context_coding.decode_planes(payload[:-1], u.shape, 8)
     with pytest.raises(context_coding.ContextCodingError, match="beyond|outside"):
         context_coding.decode_planes(payload + payload[-8:], u.shape, 8)
+    with pytest.raises(context_coding.ContextCodingError, match="cannot hold"):
+        context_coding.decode_planes(payload[:1] + payload[1:5] * 4 + payload[17:], (4, 50000, 50000), 8)
     # garbage words either fail as a format error or decode to some in-range array; never crash
     rng = np.random.default_rng(0)
     for _ in range(20):
