@@ -59,13 +59,16 @@ class Pass:
     """One lattice step: flat positions of a plane and, per neighbour offset, flat index + validity."""
 
     pos: np.ndarray  # (N,) int64 flat indices into h*w
-    nb_index: np.ndarray  # (4, N) int64 flat indices (clipped where invalid)
-    nb_valid: np.ndarray  # (4, N) bool
+    nb_index: np.ndarray  # (4, N) int64 flat indices; h*w (a column that holds 0) where invalid
     count: np.ndarray  # (N,) int32 known neighbours, 0..4
     act_scale: np.ndarray  # (N,) int64: 144 / count^2 (0 where count = 0)
     has: np.ndarray  # (N,) bool: count > 0
-    n1: np.ndarray  # (N,) int32: max(count, 1)
+    all_have: bool  # every position has a known neighbour (all passes but the first)
+    missing: np.ndarray  # (N,) int32: 4 - count
+    n32: np.ndarray  # (N,) int32: 32 * max(count, 1)     (rounding of the prediction)
+    n64: np.ndarray  # (N,) int32: 64 * max(count, 1)
     n2: np.ndarray  # (N,) int32: max(count, 1)^2
+    n2x8: np.ndarray  # (N,) int32: 8 * max(count, 1)^2
 
 
 def _plane_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -97,17 +100,31 @@ def lattice(h: int, w: int) -> tuple[Pass, ...]:
         i, j = np.nonzero(mask)
         if not len(i):
             continue
-        index = np.zeros((4, len(i)), dtype=np.int64)
-        valid = np.zeros((4, len(i)), dtype=bool)
+        index = np.full((4, len(i)), h * w, dtype=np.int64)
         for k, (di, dj) in enumerate(offsets):
             a, b = i + di, j + dj
-            valid[k] = (a >= 0) & (a < h) & (b >= 0) & (b < w)
-            index[k] = np.clip(a, 0, h - 1) * w + np.clip(b, 0, w - 1)
-        count = valid.sum(0).astype(np.int32)
+            inside = (a >= 0) & (a < h) & (b >= 0) & (b < w)
+            index[k, inside] = a[inside] * w + b[inside]
+        count = (index < h * w).sum(0).astype(np.int32)
         act_scale = np.where(count > 0, 144 // np.maximum(count, 1) ** 2, 0)
         n1 = np.maximum(count, 1)
         flat = (i * w + j).astype(np.int64)
-        passes.append(Pass(flat, index, valid, count, act_scale, count > 0, n1, n1 * n1))
+        has = count > 0
+        passes.append(
+            Pass(
+                flat,
+                index,
+                count,
+                act_scale,
+                has,
+                bool(has.all()),
+                4 - count,
+                32 * n1,
+                64 * n1,
+                n1 * n1,
+                8 * n1 * n1,
+            )
+        )
     return tuple(passes)
 
 
@@ -139,28 +156,28 @@ _CLASS_OF = np.searchsorted(TH4, np.arange(TH4[-1] + 1), side="right").astype(np
 
 def _neighbours(Z: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per plane: sum of the known neighbours S and A = sum |count * v - S| (count^2 x their mean
-    absolute deviation); per position: X = floor(mean of A over the planes) (texture, all channels)."""
-    values = Z[:, p.nb_index] * p.nb_valid  # (P, 4, N)
+    absolute deviation); per position: X = floor(mean of A over the planes) (texture, all channels).
+    Z is (P, h*w + 1) with a last column of zeros, which invalid neighbours index: each adds |S|
+    to the sum of |count * v - S|, taken off again."""
+    values = Z[:, p.nb_index]  # (P, 4, N)
     S = values.sum(1, dtype=np.int32)
-    A = (np.abs(p.count[None, None] * values - S[:, None]) * p.nb_valid).sum(1, dtype=np.int32)
+    A = np.abs(p.count[None, None] * values - S[:, None]).sum(1, dtype=np.int32) - p.missing * np.abs(S)
     X = (A.sum(0, dtype=np.int64) // len(Z)).astype(np.int32)
     return S, A, X
 
 
 def _predict(S: np.ndarray, p: Pass, W: np.ndarray, max_int: int) -> np.ndarray:
     """round(W/32 * S/count) (ties up), clipped to the latent range; 0 without neighbours."""
-    n = p.n1[None]
-    pred = (2 * W[:, None] * S + W_ONE * n) // (2 * W_ONE * n)
-    return np.clip(pred * p.has[None], -max_int, max_int)
+    pred = (2 * W[:, None] * S + p.n32) // p.n64
+    return np.clip(pred if p.all_have else pred * p.has, -max_int, max_int)
 
 
 def _classes(A: np.ndarray, X: np.ndarray, p: Pass, C: np.ndarray) -> np.ndarray:
     """Class = number of thresholds (in quarters) <= floor(4 * estimate of |r|), where
     estimate = C0/4 + C2/32 * A/count^2 + C3/32 * X/count^2 (exact integer floor)."""
-    n2 = p.n2[None]
-    lhs = C[:, 2:3] * A + C[:, 3:4] * X[None] + 8 * C[:, 1:2] * n2
-    cls = _CLASS_OF[np.clip(lhs // (8 * n2), 0, TH4[-1])]
-    return np.where(p.has[None], cls, np.uint8(NO_NEIGHBOUR_CLASS))
+    lhs = C[:, 2:3] * A + C[:, 3:4] * X + 8 * C[:, 1:2] * p.n2
+    cls = _CLASS_OF[np.clip(lhs // p.n2x8, 0, TH4[-1])]
+    return cls if p.all_have else np.where(p.has, cls, np.uint8(NO_NEIGHBOUR_CLASS))
 
 
 def _histograms(cls: np.ndarray, r: np.ndarray, size: int) -> np.ndarray:
@@ -209,7 +226,7 @@ def _fit_params(Z: np.ndarray, passes: tuple[Pass, ...], max_int: int) -> tuple[
     stats = []
     for p in passes:
         S, A, X = _neighbours(Z, p)
-        m12 = S * ((12 // p.n1) * p.has)[None]  # 12 x the neighbour mean (0 without neighbours)
+        m12 = S * ((12 // np.maximum(p.count, 1)) * p.has)[None]  # 12 x the neighbour mean (or 0)
         xm += (Z[:, p.pos] * m12).sum(1, dtype=np.int64).astype(object)
         mm += (m12.astype(np.int64) ** 2).sum(1).astype(object)
         stats.append((S, A, X))
@@ -260,7 +277,8 @@ def encode_planes(u: np.ndarray, bits: int) -> bytes:
     Categorical, AnsCoder = _constriction()
     max_int = 2 ** (bits - 1) - 1
     P, h, w = _plane_shape(u.shape)
-    Z = u.reshape(P, h * w).astype(np.int32) - (max_int + 1)
+    Z = np.zeros((P, h * w + 1), dtype=np.int32)  # + the zero column of invalid neighbours
+    Z[:, : h * w] = u.reshape(P, h * w).astype(np.int32) - (max_int + 1)
     passes = lattice(h, w)
     C, stats = _fit_params(Z, passes, max_int)
     C = C.astype(np.int32)
@@ -317,19 +335,22 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
     passes = lattice(h, w)
     counts = prior_counts(bits).astype(np.float64)
     size = counts.shape[1]
-    Z = np.zeros((P, h * w), dtype=np.int32)
+    Z = np.zeros((P, h * w + 1), dtype=np.int32)  # + the zero column of invalid neighbours
     for p in passes:
         S, A, X = _neighbours(Z, p)
         cls = _classes(A, X, p, C).reshape(-1)
         order = np.argsort(cls, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=CLASSES))])
-        r = np.empty(len(cls), dtype=np.int32)
+        sizes = np.diff(bounds)
         try:
-            for k in np.flatnonzero(np.diff(bounds)):
-                model = Categorical(counts[k], perfect=False)
-                r[order[bounds[k] : bounds[k + 1]]] = decoder.decode(model, int(bounds[k + 1] - bounds[k]))
+            groups = [
+                decoder.decode(Categorical(counts[k], perfect=False), int(sizes[k]))
+                for k in np.flatnonzero(sizes)
+            ]
         except (ValueError, RuntimeError, AssertionError) as e:
             raise ContextCodingError(f"context payload does not decode: {e}") from e
+        r = np.empty(len(cls), dtype=np.int32)
+        r[order] = np.concatenate(groups)
         z = _predict(S, p, C[:, 0], max_int) + r.reshape(P, -1) - 2 * max_int
         if z.size and (z.min() < -max_int or z.max() > max_int):
             raise ContextCodingError(f"context payload decodes to values outside +-{max_int}")
@@ -337,4 +358,4 @@ def decode_planes(payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarr
         counts += _histograms(cls, r, size)
     if not decoder.is_empty():
         raise ContextCodingError("context payload has data beyond its latents")
-    return (Z + max_int + 1).astype(np.uint8).reshape(shape)
+    return (Z[:, : h * w] + max_int + 1).astype(np.uint8).reshape(shape)
