@@ -36,7 +36,7 @@ channel) first, so each (h, w) or (C, L) plane is contiguous. An empty tensor ha
           the decoder recomputes it. WebP is lossless, quality 100, method 4
           (method 6 is ~1-2% smaller and ~100x slower).
     context a context-adaptive model (neighbour prediction, activity classes, adaptive
-          histograms) driving constriction's range coder: the smallest; context_coding.py.
+          histograms) driving constriction's rANS coder: the smallest; context_coding.py.
 """
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ class WebpMethod(ImageMethod):
 
 @register_method("context", 4)
 class ContextMethod(LatentMethod):
-    """Interpolation-order prediction + activity contexts + adaptive histograms, range coded
+    """Interpolation-order prediction + activity contexts + adaptive histograms, rANS coded
     (context_coding.py): the smallest method on real latents; a numpy pass per lattice step."""
 
     def encode(self, u: np.ndarray, bits: int) -> bytes:

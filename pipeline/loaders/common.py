@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..codec import WaLLoC, entropy
+from ..codec import CheckpointError, WaLLoC, entropy
 from ..codec import load as load_codec
 from ..codec.bottleneck import Compander
 from ..manifest import MANIFEST, OutputRoot
@@ -150,8 +150,11 @@ class RunInfo:
         if encoder is None and not codec.decodes(self.codec_hash) and self.manifest["codec"].get("name"):
             # an older manifest: the codec it names, if it is still the one that wrote the run, says
             # which encoder that was
-            writer = load_codec(self.manifest["codec"]["name"])
-            encoder = writer.encoder_hash if writer.hash == self.codec_hash else None
+            try:
+                writer = load_codec(self.manifest["codec"]["name"])
+            except CheckpointError:  # not here any more: only the full hash can be checked
+                writer = None
+            encoder = writer.encoder_hash if writer is not None and writer.hash == self.codec_hash else None
         check_codec(codec, self.codec_hash, encoder)
         return codec
 

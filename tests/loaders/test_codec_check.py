@@ -54,6 +54,9 @@ def test_older_manifests_resolve_the_encoder_through_the_named_codec(tmp_path):
     assert info.codec("rgb-16x").name == "rgb-16x"
     with pytest.raises(CodecMismatchError):
         info.codec(_other_encoder(tmp_path))
+    gone = _run(tmp_path / "gone", old | {"name": str(tmp_path / "no-such-codec.json")})
+    with pytest.raises(CodecMismatchError):  # the named codec is not there: the full hash only
+        gone.codec("rgb-16x")
     nameless = _run(tmp_path / "nameless", old | {"name": None})
     with pytest.raises(CodecMismatchError):  # nothing says which encoder wrote it: the full hash only
         nameless.codec("rgb-16x")
