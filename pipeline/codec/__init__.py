@@ -6,7 +6,12 @@ Public API (stable):
     save(codec, path, name=..., metadata=...)       safetensors + JSON with content hash
     codec.analysis(x) / codec.synthesis(X)          J-level wavelet packet transform and inverse
     codec.encode(x) -> int8 latents, codec.decode(z) -> reconstruction in [-0.5, 0.5]
-    codec.to_bytes(z) / codec.from_bytes(b)         lossless entropy coding with a header
+    codec.to_bytes(z) / codec.from_bytes(b)         lossless entropy coding with a header (methods:
+                                                    entropy.METHODS; `context` is the smallest)
+    codec.hash / codec.encoder_hash                 whole codec / what determines the latents:
+                                                    from_bytes accepts latents of the same encoder
+    codec.identity()                                {name, hash, encoder_hash, config}: the manifest's
+                                                    "codec" section
 """
 
 from .checkpoint import (

@@ -2,9 +2,11 @@
 
 Project format: `<stem>.safetensors` (weights, no pickle) + `<stem>.json`:
     {"format": "walloc-pipeline-codec/1", "name": ..., "config": {...}, "hash": "<sha256>",
-     "metadata": {...}}
+     "encoder_hash": "<sha256>", "metadata": {...}}
 The hash covers the config and every tensor (name, dtype, shape, bytes); it identifies the codec
-in latent headers and manifests, and it is verified on load.
+in latent headers and manifests, and it is verified on load. The encoder hash covers only what
+determines the latents (hashing.encoder_hash); it is verified on load where recorded, and computed
+for files written before it existed (it is not part of `hash`, so adding it changes no content hash).
 
 Reference checkpoints are loaded with `torch.load(weights_only=True)`; a file that needs pickled
 objects is refused unless the caller passes `trust_pickle=True`.
@@ -23,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import REFERENCE_KEYS, CodecConfig
-from .hashing import codec_hash
+from .hashing import codec_hash, encoder_hash
 from .model import WaLLoC, build
 
 FORMAT = "walloc-pipeline-codec/1"
@@ -150,6 +152,7 @@ def save(codec: WaLLoC, path: str | Path, *, name: str | None = None, metadata: 
         "name": name or stem.name,
         "config": codec.config.to_dict(),
         "hash": digest,
+        "encoder_hash": encoder_hash(codec.config, state_dict),
         "metadata": metadata or {},
     }
     json_path = Path(str(stem) + ".json")
@@ -175,10 +178,18 @@ def load_project(path: str | Path) -> WaLLoC:
             f"{weights_path}: content hash {digest[:12]} does not match the recorded "
             f"{description['hash'][:12]}; the weights were modified or corrupted"
         )
+    encoder_digest = encoder_hash(config, state_dict)
+    recorded = description.get("encoder_hash")
+    if recorded is not None and recorded != encoder_digest:
+        raise CheckpointError(
+            f"{json_path}: encoder hash {encoder_digest[:12]} does not match the recorded "
+            f"{recorded[:12]}; the description was edited or written by an incompatible version"
+        )
     codec = build(config)
     codec.load_state_dict(state_dict, strict=True)
     codec.eval()
     codec.frozen_hash = digest
+    codec.frozen_encoder_hash = encoder_digest
     codec.name = description.get("name")
     codec.metadata = description.get("metadata", {})
     codec.source = str(json_path)

@@ -10,14 +10,15 @@ Byte layout (little-endian; the spec of record is schemas/latent_bytes.md):
 
     offset  size        field
     0       4           magic b"WLAT"
-    4       1           format version (1)
-    5       1           method id: 0 raw, 1 zstd, 2 png, 3 webp
+    4       1           format version: 2 (1: written before encoder hashes, still read)
+    5       1           method id: 0 raw, 1 zstd, 2 png, 3 webp, 4 context
     6       1           latent bits (2..8)
     7       1           ndim n (1..255)
     8       1           size ndim m (0: no size recorded)
     9       4n          shape, uint32 each
     9+4n    4m          original signal size before padding, uint32 each
     ..      32          codec hash (sha256, raw bytes)
+    ..      32          version 2 only: encoder hash (sha256, raw bytes; hashing.encoder_hash)
     ..      8           payload length in bytes, uint64
     ..      4           CRC32 of the payload
     ..      4           CRC32 of every header byte before this field
@@ -34,6 +35,8 @@ channel) first, so each (h, w) or (C, L) plane is contiguous. An empty tensor ha
           unused tiles hold latent 0. The layout is a pure function of (shape, format limit), so
           the decoder recomputes it. WebP is lossless, quality 100, method 4
           (method 6 is ~1-2% smaller and ~100x slower).
+    context a context-adaptive model (neighbour prediction, activity classes, adaptive
+          histograms) driving constriction's rANS coder: the smallest; context_coding.py.
 """
 
 from __future__ import annotations
@@ -52,15 +55,21 @@ import zstandard
 from PIL import Image
 from torch import Tensor
 
+from . import context_coding
+
 MAGIC = b"WLAT"
-VERSION = 1
+VERSION = 2  # written when the encoder hash is given (codec.to_bytes always gives it)
+VERSION_CODEC_HASH_ONLY = 1  # no encoder hash: written when none is given, read as ever
 MIN_BITS, MAX_BITS = 2, 8
 ZSTD_LEVEL = 9
 WEBP_MAX_SIDE = 16383  # libwebp's limit on either side
 PNG_MAX_SIDE = 65535  # not a PNG limit; keeps mosaics to a size every decoder handles
 
 _FIXED = struct.Struct("<4sBBBBB")  # magic, version, method id, bits, ndim, size ndim
-_TRAILER = struct.Struct("<32sQII")  # codec hash, payload length, payload crc, header crc
+_TRAILERS = {  # per version: codec hash[, encoder hash], payload length, payload crc, header crc
+    VERSION_CODEC_HASH_ONLY: struct.Struct("<32sQII"),
+    VERSION: struct.Struct("<32s32sQII"),
+}
 _HASH_RE = re.compile(r"[0-9a-fA-F]{64}")
 _UINT32_MAX = 2**32 - 1
 
@@ -78,6 +87,8 @@ class LatentHeader:
     shape: tuple[int, ...]
     codec_hash: str  # 64 lowercase hex chars (sha256)
     size: tuple[int, ...] | None = None  # signal size before padding, e.g. (H, W) or (L,)
+    # sha256 of the writer's encoder side (hashing.encoder_hash); None in version-1 headers
+    encoder_hash: str | None = None
 
 
 # --- methods -------------------------------------------------------------------------------------
@@ -291,6 +302,21 @@ class WebpMethod(ImageMethod):
     save_options = {"lossless": True, "quality": 100, "method": 4, "exact": True}
 
 
+@register_method("context", 4)
+class ContextMethod(LatentMethod):
+    """Interpolation-order prediction + activity contexts + adaptive histograms, rANS coded
+    (context_coding.py): the smallest method on real latents; a numpy pass per lattice step."""
+
+    def encode(self, u: np.ndarray, bits: int) -> bytes:
+        return context_coding.encode_planes(u, bits)
+
+    def decode(self, payload: bytes, shape: tuple[int, ...], bits: int) -> np.ndarray:
+        try:
+            return context_coding.decode_planes(payload, shape, bits)
+        except context_coding.ContextCodingError as e:
+            raise LatentFormatError(str(e)) from e
+
+
 # --- header --------------------------------------------------------------------------------------
 
 
@@ -316,9 +342,13 @@ def _method(name: str) -> LatentMethod:
 
 def _pack_header(header: LatentHeader, payload: bytes) -> bytes:
     size = header.size or ()
-    head = _FIXED.pack(MAGIC, VERSION, METHODS[header.method].id, header.bits, len(header.shape), len(size))
+    version = VERSION_CODEC_HASH_ONLY if header.encoder_hash is None else VERSION
+    head = _FIXED.pack(MAGIC, version, METHODS[header.method].id, header.bits, len(header.shape), len(size))
     head += struct.pack(f"<{len(header.shape)}I{len(size)}I", *header.shape, *size)
-    head += bytes.fromhex(header.codec_hash) + struct.pack("<QI", len(payload), zlib.crc32(payload))
+    head += bytes.fromhex(header.codec_hash)
+    if header.encoder_hash is not None:
+        head += bytes.fromhex(header.encoder_hash)
+    head += struct.pack("<QI", len(payload), zlib.crc32(payload))
     return head + struct.pack("<I", zlib.crc32(head))
 
 
@@ -330,9 +360,12 @@ def _parse_header(data: bytes) -> tuple[LatentHeader, int, int, int]:
     magic, version, method_id, bits, ndim, size_ndim = _FIXED.unpack_from(data)
     if magic != MAGIC:
         raise LatentFormatError(f"bad magic {bytes(magic)!r}: not WaLLoC latents (expected {MAGIC!r})")
-    if version != VERSION:
-        raise LatentFormatError(f"unsupported format version {version} (this reader knows {VERSION})")
-    header_len = _FIXED.size + 4 * (ndim + size_ndim) + _TRAILER.size
+    if version not in _TRAILERS:
+        raise LatentFormatError(
+            f"unsupported format version {version} (this reader knows {', '.join(map(str, _TRAILERS))})"
+        )
+    trailer = _TRAILERS[version]
+    header_len = _FIXED.size + 4 * (ndim + size_ndim) + trailer.size
     if len(data) < header_len:
         raise LatentFormatError(f"truncated header: expected {header_len} bytes, got {len(data)}")
     header_crc = struct.unpack_from("<I", data, header_len - 4)[0]
@@ -344,13 +377,15 @@ def _parse_header(data: bytes) -> tuple[LatentHeader, int, int, int]:
     if ndim == 0:
         raise LatentFormatError("header records a 0-dim shape")
     dims = struct.unpack_from(f"<{ndim + size_ndim}I", data, _FIXED.size)
-    digest, payload_len, payload_crc, _ = _TRAILER.unpack_from(data, header_len - _TRAILER.size)
+    fields = trailer.unpack_from(data, header_len - trailer.size)
+    digest, payload_len, payload_crc = fields[0], fields[-3], fields[-2]
     header = LatentHeader(
         method=_METHODS_BY_ID[method_id].name,
         bits=bits,
         shape=tuple(dims[:ndim]),
         codec_hash=digest.hex(),
         size=tuple(dims[ndim:]) if size_ndim else None,
+        encoder_hash=fields[1].hex() if version == VERSION else None,
     )
     return header, header_len, payload_len, payload_crc
 
@@ -370,12 +405,17 @@ def encode_latents(
     codec_hash: str,
     method: str = "zstd",
     size: tuple[int, ...] | None = None,
+    encoder_hash: str | None = None,
 ) -> bytes:
-    """Integer latents -> header + payload. Deterministic: the same input gives the same bytes."""
+    """Integer latents -> header + payload. Deterministic: the same input gives the same bytes.
+    With an encoder hash the header is version 2, without one version 1 (as written before)."""
     coder = _method(method)
     _check_bits(bits)
-    if not isinstance(codec_hash, str) or not _HASH_RE.fullmatch(codec_hash):
-        raise LatentFormatError(f"codec_hash must be 64 hex chars (sha256), got {codec_hash!r}")
+    for what, digest in (("codec_hash", codec_hash), ("encoder_hash", encoder_hash)):
+        if digest is None and what == "encoder_hash":
+            continue
+        if not isinstance(digest, str) or not _HASH_RE.fullmatch(digest):
+            raise LatentFormatError(f"{what} must be 64 hex chars (sha256), got {digest!r}")
     if not isinstance(z, Tensor):
         raise LatentFormatError(f"latents must be a torch.Tensor, got {type(z).__name__}")
     if z.dtype.is_floating_point or z.dtype.is_complex or z.dtype == torch.bool:
@@ -393,7 +433,14 @@ def encode_latents(
             )
         u = np.ascontiguousarray(values.astype(np.int16) + (max_int + 1), dtype=np.uint8)
         payload = coder.encode(u, bits)
-    header = LatentHeader(method=method, bits=bits, shape=shape, codec_hash=codec_hash.lower(), size=size)
+    header = LatentHeader(
+        method=method,
+        bits=bits,
+        shape=shape,
+        codec_hash=codec_hash.lower(),
+        size=size,
+        encoder_hash=None if encoder_hash is None else encoder_hash.lower(),
+    )
     return _pack_header(header, payload) + payload
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders import autoencoder_oobleck, vae
 from torch import Tensor, nn
 
-from . import wavelets
+from . import hashing, wavelets
 from .bottleneck import Compander
 from .config import CodecConfig
 from .hashing import codec_hash
@@ -106,6 +106,7 @@ class WaLLoC(nn.Module):
         self.metadata: dict = {}  # free-form: training data, sample rate, figures
         self.source: str | None = None  # where it was loaded from
         self.frozen_hash: str | None = None  # the verified hash of a loaded codec
+        self.frozen_encoder_hash: str | None = None  # and its encoder hash
 
     @property
     def hash(self) -> str:
@@ -114,12 +115,34 @@ class WaLLoC(nn.Module):
             return self.frozen_hash
         return codec_hash(self.config, self.state_dict())
 
+    @property
+    def encoder_hash(self) -> str:
+        """Hash (sha256 hex) of what determines the latents: transform, encoder, quantizer (hashing.py).
+        Codecs with equal encoder hashes write identical latents and may decode each other's."""
+        if self.frozen_encoder_hash is not None:
+            return self.frozen_encoder_hash
+        return hashing.encoder_hash(self.config, self.state_dict())
+
     def freeze(self) -> WaLLoC:
-        """Eval mode, no grads, and the hash computed once (call after training, before encoding)."""
+        """Eval mode, no grads, and the hashes computed once (call after training, before encoding)."""
         self.eval().requires_grad_(False)
-        self.frozen_hash = None
-        self.frozen_hash = self.hash
+        self.frozen_hash = self.frozen_encoder_hash = None
+        self.frozen_hash, self.frozen_encoder_hash = self.hash, self.encoder_hash
         return self
+
+    def identity(self) -> dict:
+        """What a manifest records of the codec: {"name", "hash", "encoder_hash", "config"}."""
+        return {
+            "name": self.name,
+            "hash": self.hash,
+            "encoder_hash": self.encoder_hash,
+            "config": self.config.to_dict(),
+        }
+
+    def decodes(self, codec_hash: str, encoder_hash: str | None = None) -> bool:
+        """Whether latents written by the codec with these hashes may be decoded by this one: the
+        same codec, or one with the same encoder (None: the writer's encoder hash is unknown)."""
+        return codec_hash == self.hash or (encoder_hash is not None and encoder_hash == self.encoder_hash)
 
     # --- transform (subclasses) ------------------------------------------------------------
     def analysis(self, x: Tensor) -> Tensor:
@@ -221,21 +244,32 @@ class WaLLoC(nn.Module):
         return {"x_hat": self.synthesize(X_hat), "X": X, "X_hat": X_hat, "latent": latent}
 
     def to_bytes(self, z: Tensor, *, method: str = "zstd", size: tuple[int, ...] | None = None) -> bytes:
-        """Lossless entropy coding of latents, with a header (shape, bits, codec hash, size)."""
+        """Lossless entropy coding of latents, with a header (shape, bits, codec and encoder hash, size)."""
         from . import entropy
 
         return entropy.encode_latents(
-            z, bits=self.config.latent_bits, codec_hash=self.hash, method=method, size=size
+            z,
+            bits=self.config.latent_bits,
+            codec_hash=self.hash,
+            encoder_hash=self.encoder_hash,
+            method=method,
+            size=size,
         )
 
     def from_bytes(self, data: bytes) -> Tensor:
-        """Exact inverse of to_bytes; refuses payloads written by another codec."""
+        """Exact inverse of to_bytes. Accepts latents written by this codec or by one with the same
+        encoder hash (identical latents, another decoder); refuses any other encoder's. A version-1
+        header records the full hash only, so there only this very codec is accepted."""
         from . import entropy
 
         z, header = entropy.decode_latents(data)
-        if header.codec_hash != self.hash:
+        if not self.decodes(header.codec_hash, header.encoder_hash):
+            written = f"codec {header.codec_hash[:12]}"
+            if header.encoder_hash is not None:
+                written += f" (encoder {header.encoder_hash[:12]})"
             raise entropy.LatentFormatError(
-                f"latents were written by codec {header.codec_hash[:12]}, this codec is {self.hash[:12]}"
+                f"latents were written by {written}, this codec is {self.hash[:12]} (encoder "
+                f"{self.encoder_hash[:12]}): another encoder's latents would decode to wrong signals"
             )
         return z
 

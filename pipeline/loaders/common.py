@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..codec import WaLLoC, entropy
+from ..codec import CheckpointError, WaLLoC, entropy
 from ..codec import load as load_codec
 from ..codec.bottleneck import Compander
 from ..formats import output_format
@@ -90,6 +90,11 @@ class RunInfo:
         return self.manifest["codec"]["hash"]
 
     @property
+    def encoder_hash(self) -> str | None:
+        """The writer's encoder hash (codec.encoder_hash); None in manifests written before it."""
+        return self.manifest["codec"].get("encoder_hash")
+
+    @property
     def bits(self) -> int:
         return int(self.manifest["latent"]["bits"])
 
@@ -141,7 +146,16 @@ class RunInfo:
         if not ref:
             raise CodecMismatchError("the manifest names no codec; pass the codec's path")
         codec = load_codec(ref)
-        check_codec(codec, self.codec_hash)
+        encoder = self.encoder_hash
+        if encoder is None and not codec.decodes(self.codec_hash) and self.manifest["codec"].get("name"):
+            # an older manifest: the codec it names, if it is still the one that wrote the run, says
+            # which encoder that was
+            try:
+                writer = load_codec(self.manifest["codec"]["name"])
+            except CheckpointError:  # not here any more: only the full hash can be checked
+                writer = None
+            encoder = writer.encoder_hash if writer is not None and writer.hash == self.codec_hash else None
+        check_codec(codec, self.codec_hash, encoder)
         return codec
 
 
@@ -165,7 +179,7 @@ def check_compatible(infos: list[RunInfo], allow_mixed: bool = False) -> None:
     first = infos[0]
     for other in infos[1:]:
         diffs = []
-        if other.codec_hash != first.codec_hash:
+        if not _same_latents(first, other):
             diffs.append(f"codec hash ({first.codec_hash[:12]} vs {other.codec_hash[:12]})")
         pa, pb = first.manifest["preprocessing"], other.manifest["preprocessing"]
         keys = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
@@ -225,11 +239,22 @@ def valid_mask(valid_length: int | None, steps: int, J: int, input_length: int |
     return (frame >= 0) & (frame < frames) & (frame * block - before < int(valid_length))
 
 
-def check_codec(codec: WaLLoC, expected_hash: str) -> None:
-    if codec.hash != expected_hash:
+def _same_latents(a: RunInfo, b: RunInfo) -> bool:
+    """Runs whose latents come from the same encoder (the same codec, or the same encoder hash)."""
+    if a.codec_hash == b.codec_hash:
+        return True
+    return a.encoder_hash is not None and a.encoder_hash == b.encoder_hash
+
+
+def check_codec(codec: WaLLoC, expected_hash: str, expected_encoder_hash: str | None = None) -> None:
+    """Refuse a codec that cannot decode latents written by the codec `expected_hash`: one with
+    another encoder. A codec with the writer's encoder hash (another decoder) is accepted."""
+    if not codec.decodes(expected_hash, expected_encoder_hash):
+        encoder = f" (encoder {expected_encoder_hash[:12]})" if expected_encoder_hash else ""
         raise CodecMismatchError(
-            f"latents were written by codec {expected_hash[:12]}, the codec given is {codec.hash[:12]} "
-            f"({codec.name or codec.source}); decoding them with it would give wrong pixels"
+            f"latents were written by codec {expected_hash[:12]}{encoder}, the codec given is "
+            f"{codec.hash[:12]} (encoder {codec.encoder_hash[:12]}; {codec.name or codec.source}); "
+            "decoding them with it would give wrong pixels"
         )
 
 

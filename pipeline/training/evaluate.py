@@ -43,12 +43,13 @@ class Point:
 
 
 # --- held-out data ------------------------------------------------------------------------------
-def heldout_paths(codec: WaLLoC) -> list[Path]:
-    """The validation files recorded in the codec's metadata, checked against their sha256."""
-    return heldout_files(codec.metadata, codec.name)
+def heldout_paths(codec: WaLLoC, missing_ok: bool = False) -> list[Path]:
+    """The validation files recorded in the codec's metadata, checked against their sha256;
+    `missing_ok`: skip the files that are not there (a partial data/), instead of raising."""
+    return heldout_files(codec.metadata, codec.name, missing_ok)
 
 
-def heldout_files(metadata: dict, name: str | None) -> list[Path]:
+def heldout_files(metadata: dict, name: str | None, missing_ok: bool = False) -> list[Path]:
     """heldout_paths from a codec's metadata alone (its .json: no weights needed), so that a job can
     check the files are there before it starts."""
     split = metadata.get("training", {}).get("data")
@@ -58,6 +59,8 @@ def heldout_files(metadata: dict, name: str | None) -> list[Path]:
     out = []
     for entry in split["valid"]["files"]:
         path = next((r / entry["name"] for r in roots if (r / entry["name"]).exists()), None)
+        if (path is None or path.is_dir()) and missing_ok:
+            continue
         if path is None or path.is_dir():
             raise FileNotFoundError(f"held-out file {entry['name']} not found under {split['roots']}")
         if D.file_sha256(path) != entry["sha256"][0]:
@@ -106,7 +109,10 @@ def latent_bytes(codec: WaLLoC, z: Tensor, method: str, size: tuple[int, ...]) -
 
 @torch.no_grad()
 def codec_on_images(
-    codec: WaLLoC, images: Sequence[np.ndarray], label: str, methods: Sequence[str] = ("zstd", "webp")
+    codec: WaLLoC,
+    images: Sequence[np.ndarray],
+    label: str,
+    methods: Sequence[str] = ("zstd", "webp", "context"),
 ) -> tuple[list[Point], list[np.ndarray]]:
     """One point per latent coder, and the reconstructions (uint8)."""
     bits = {m: [] for m in methods}
