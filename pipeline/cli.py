@@ -551,6 +551,7 @@ def run_encode_job(cfg: EncodeConfig, *, dry_run: bool = False) -> int:
     from .codec.checkpoint import CheckpointError
     from .runtime import OutputConflictError, run_encode
     from .runtime.lease import LeaseHeldError
+    from .sources.base import NoInputsError
 
     if dry_run:
         from .runtime.dry_run import dry_run_main
@@ -560,6 +561,9 @@ def run_encode_job(cfg: EncodeConfig, *, dry_run: bool = False) -> int:
         summary = run_encode(cfg)
     except (ConfigurationError, OutputConflictError, LeaseHeldError) as err:
         print(f"error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except NoInputsError as err:  # the input exists and holds nothing the source takes
+        print(f"error: --input: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except CheckpointError as err:  # a codec file that exists but does not load (corrupt, tampered)
         print(f"error: --codec: {_one_line(str(err))}", file=sys.stderr)

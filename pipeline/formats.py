@@ -12,7 +12,7 @@ list of formats, and everything else asks the entry:
     fmt.coded_latents             # False: stores int8 only (--latent-format npy)
     fmt.live_description          # "latents.zarr": a store describing a run before its manifest exists
 
-tests/sinks/test_contract.py runs over every registered sink and fails for one without an entry.
+tests/sinks/test_sink_contract.py runs over every registered sink and fails for one without an entry.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ Per-sample failures never raise: they are error rows in their shard's marker. Th
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -98,9 +99,13 @@ class Prepared:
     listing_reused: bool = False  # resume: the output's own listing, not listed again
 
 
-def prepare_run(cfg: EncodeConfig) -> Prepared:
-    """List the inputs, load the codec, fix the run's identity. Reads only."""
+def prepare_run(cfg: EncodeConfig, opened: threading.Event | None = None) -> Prepared:
+    """List the inputs, load the codec, fix the run's identity. Reads only.
+
+    `opened` is set once the source is open (the input exists and holds inputs of its kind)."""
     source = open_source(cfg.input, cfg.source, config=cfg, **cfg.source_options)
+    if opened is not None:
+        opened.set()
     root = OutputRoot(cfg.output, cfg.storage_options)
     made_from = {"input": cfg.input, "source": source.registry_name, "limit": cfg.limit}
     stored = root.stored_listing() if cfg.mode == "resume" else None
@@ -180,9 +185,9 @@ class PreparedOutput:
     bucket_latents: dict[str, list[int]] | None
 
 
-def prepare_output(cfg: EncodeConfig) -> PreparedOutput:
+def prepare_output(cfg: EncodeConfig, opened: threading.Event | None = None) -> PreparedOutput:
     """List, plan (--mode), and prepare the sink (e.g. size a Zarr store): everything before encoding."""
-    prep = prepare_run(cfg)
+    prep = prepare_run(cfg, opened)
     codec, preprocessor = prep.codec, prep.preprocessor
     plan = plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, cfg.mode)
     if not prep.listing_reused:
@@ -198,7 +203,7 @@ def prepare_output(cfg: EncodeConfig) -> PreparedOutput:
     )
     if cfg.flip_pair:
         log_flip_pair(codec)
-    codec_info = {"name": codec.name, "hash": codec.hash, "config": codec.config.to_dict()}
+    codec_info = codec.identity()  # name, hash, encoder hash, config
     latent_info = {
         "dtype": "int8",
         "bits": codec.config.latent_bits,
@@ -241,11 +246,17 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
     started = time.perf_counter()
     # Listing, planning and preparing the output (a thread) overlap starting Ray and the workers'
     # codec loads (Ray's init must stay on the main thread): on a small run they are most of its time.
+    # Ray starts once the source has opened (a missing or empty input is one line, no Ray start-up);
     # GPU runs check the device on the driver first (a clear error before any Ray start-up).
     pool: ray_exec.WorkerPool | None = None
+    opened = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
-        preparing = background.submit(prepare_output, cfg)
+        preparing = background.submit(prepare_output, cfg, opened)
         try:
+            while not opened.wait(0.02):
+                if preparing.done():
+                    preparing.result()  # the source's error
+                    break
             if not _output_is_complete(cfg) and cfg.gpus_per_worker == 0:
                 try:
                     pool, encode_started = _start_workers(cfg)

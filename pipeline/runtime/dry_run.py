@@ -15,16 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import EncodeConfig
+from ..formats import output_format
 from . import ray_exec
 from .driver import Prepared, prepare_run, worker_plan
 from .lease import read_lease
 from .plan import OutputConflictError, plan_run
 
 MODES = ("resume", "append", "overwrite")
-TAR_BLOCK = 512  # tar member header, and the unit data is padded to
-TAR_RECORD = 10240  # Python's tarfile pads every archive to a multiple of this (per-shard overhead)
-NPY_HEADER = 128  # .npy header of a small int8 array
-META_BYTES = 700  # per-sample JSON metadata (key, source URI, sha256s, crop box, sizes): typical size
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,8 @@ class PlanReport:
         """New bytes this run would write (the selected mode)."""
         sel = self.selected
         return int(
-            sel.encode_inputs * self.bytes_per_sample + sel.encode_shards * _shard_overhead(self.format)
+            sel.encode_inputs * self.bytes_per_sample
+            + sel.encode_shards * output_format(self.format).size.shard_overhead()
         )
 
     @property
@@ -135,28 +133,6 @@ def _human(n: float) -> str:
             return f"{n:,.1f} {unit}" if unit != "B" else f"{n:,.0f} B"
         n /= 1000
     return f"{n:.1f} TB"
-
-
-def _tar_member(size: float) -> float:
-    return TAR_BLOCK + math.ceil(size / TAR_BLOCK) * TAR_BLOCK
-
-
-def _shard_overhead(fmt: str) -> int:
-    return TAR_RECORD if fmt == "webdataset" else 0
-
-
-def bytes_per_sample(fmt: str, latent_bytes: float, labelled: bool, flip_pair: bool = False) -> float:
-    """Latent bytes plus what the container adds per sample (a model, see the constants above).
-    --flip-pair stores a second latent (the mirrored input's) of the same size."""
-    latents = 2 if flip_pair else 1
-    if fmt == "webdataset":  # <key>.latent.npy, [<key>.latent_flip.npy], <key>.cls, <key>.json members
-        return (
-            latents * _tar_member(NPY_HEADER + latent_bytes)
-            + (_tar_member(4) if labelled else 0)
-            + _tar_member(META_BYTES)
-        )
-    # zarr: one int8 chunk per sample (zstd: raw is the upper bound) + label, key, valid, meta rows
-    return latents * latent_bytes + 8 + 1 + 40 + META_BYTES
 
 
 def _latent_shape(prep: Prepared, sample: int = 8) -> tuple[tuple[int, ...] | None, float, list[str]]:
@@ -237,7 +213,9 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
         codec=f"{prep.codec.name} ({prep.codec.hash[:12]})",
         latent_shape=shape,
         latent_bytes_per_sample=latent_bytes,
-        bytes_per_sample=bytes_per_sample(cfg.format, latent_bytes, labelled, cfg.flip_pair),
+        bytes_per_sample=output_format(cfg.format).size.bytes_per_sample(
+            latent_bytes, labelled, cfg.flip_pair
+        ),
         shard_size=cfg.shard_size,
         format=cfg.format,
         latent_format=cfg.latent_format,

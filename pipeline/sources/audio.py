@@ -37,7 +37,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import Source, SourceItem, find_relpaths, unique_keys
+from .base import NoInputsError, Source, SourceItem, find_relpaths, unique_keys
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3"}
 MUSDB_STEMS = ("mixture", "drums", "bass", "other", "vocals")
@@ -202,9 +202,7 @@ class AudioFolderSource(_WindowedSource):
         self._listing: list[str] | None = None
         relpaths = self._relpaths()
         if not relpaths:
-            raise FileNotFoundError(
-                f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {self.root}"
-            )
+            raise NoInputsError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {self.root}")
         nested = all("/" in r for r in relpaths)
         self.labelled = labels == "folders" or (labels == "auto" and nested)
         self.classes = sorted({r.split("/", 1)[0] for r in relpaths}) if self.labelled else []
@@ -287,7 +285,7 @@ class MusdbSource(_WindowedSource):
         self.split = split
         self._listing: list[tuple[str, str, str, str]] | None = None
         if not self._tracks():
-            raise FileNotFoundError(f"no MUSDB tracks (<split>/<track>/mixture.wav) under {self.root}")
+            raise NoInputsError(f"no MUSDB tracks (<split>/<track>/mixture.wav) under {self.root}")
 
     @staticmethod
     def detect(path: str) -> bool:

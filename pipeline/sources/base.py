@@ -20,6 +20,11 @@ SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # schemas/sample.schema.json's key pattern
 
 
+class NoInputsError(FileNotFoundError):
+    """The input exists but holds nothing this source takes (e.g. a folder of .txt files): the user's
+    mistake, told in one line (exit 2), not a bug."""
+
+
 class UnsafeKeyError(ValueError):
     """A listing whose keys could name files outside a shard (or collide): the run is refused."""
 

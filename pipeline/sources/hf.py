@@ -29,7 +29,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import Source, SourceItem
+from .base import NoInputsError, Source, SourceItem
 
 IMAGE_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
 LABEL_NAMES = ("label", "labels", "cls", "class")
@@ -67,7 +67,7 @@ def _layout(path: str) -> str:
             return "parquet"
         if any(f.endswith(".arrow") for f in files):
             return "arrow"
-        raise FileNotFoundError(f"{path} is neither a save_to_disk folder nor holds .parquet/.arrow files")
+        raise NoInputsError(f"{path} is neither a save_to_disk folder nor holds .parquet/.arrow files")
     if p.endswith(".parquet"):
         return "parquet"
     if p.endswith(".arrow"):

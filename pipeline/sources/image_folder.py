@@ -9,7 +9,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import Source, SourceItem, fingerprint_from_info, unique_keys
+from .base import NoInputsError, Source, SourceItem, fingerprint_from_info, unique_keys
 
 # torchvision's ImageFolder (IMG_EXTENSIONS: .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp) and GIF
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -50,7 +50,7 @@ class ImageFolderSource(Source):
                 self.skipped[reason] = self.skipped.get(reason, 0) + 1
         self._fingerprints = [fingerprint_from_info(found[p]) for p in files]
         if not files:
-            raise FileNotFoundError(f"no images ({', '.join(sorted(self.extensions))}) under {self.root}")
+            raise NoInputsError(f"no images ({', '.join(sorted(self.extensions))}) under {self.root}")
         self._relpaths = [p[len(self.path.rstrip("/")) + 1 :] for p in files]
         self._files = files
         nested = all("/" in r for r in self._relpaths)

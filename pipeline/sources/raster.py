@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import Source, SourceItem, find_relpaths, unique_keys
+from .base import NoInputsError, Source, SourceItem, find_relpaths, unique_keys
 
 RASTER_EXTENSIONS = {".tif", ".tiff"}
 DETECT_FILES = 64  # files looked at by detect(), at most
@@ -59,7 +59,7 @@ class RasterSource(Source):
         self._listing: list[str] | None = None
         relpaths = self._relpaths()
         if not relpaths:
-            raise FileNotFoundError(f"no rasters ({', '.join(sorted(RASTER_EXTENSIONS))}) under {self.root}")
+            raise NoInputsError(f"no rasters ({', '.join(sorted(RASTER_EXTENSIONS))}) under {self.root}")
         nested = all("/" in r for r in relpaths)
         self.labelled = labels == "folders" or (labels == "auto" and nested)
         self.classes = sorted({r.split("/", 1)[0] for r in relpaths}) if self.labelled else []

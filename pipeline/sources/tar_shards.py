@@ -28,7 +28,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import Source, SourceItem, unique_keys
+from .base import NoInputsError, Source, SourceItem, unique_keys
 from .image_folder import IMAGE_EXTENSIONS
 
 LABEL_MEMBER_MAX_BYTES = 1 << 16  # .cls / .json siblings larger than this are not read for labels
@@ -155,7 +155,7 @@ class TarShardSource(Source):
         missing = [] if listed else [s for s in shards if not _exists(s)]
         if not shards or missing:
             what = f"{len(missing)} of {len(shards)} shards missing, e.g. {missing[0]}" if missing else "none"
-            raise FileNotFoundError(f"no tar shards for {self.root} ({what})")
+            raise NoInputsError(f"no tar shards for {self.root} ({what})")
 
     @staticmethod
     def detect(path: str) -> bool:
