@@ -5,7 +5,9 @@
         decode (pipeline.preprocess.image.decode_image: same policy) and the same codec; decode +
         encode + the run's latent format (npy / entropy-coded bytes), in memory, nothing written;
     (b) the pipeline (run_encode, as `jobs/encode_imagenet.py` runs it) to WebDataset on local disk;
-    (c) the same to Zarr.
+    (c) the same to Zarr;
+    (d) `webdataset@cluster`: (b) joining a Ray started beforehand (`ray start --head`), as a job
+        submitted to a running cluster does: Ray's own start-up is then not part of the run.
 
 Each arm runs in a fresh subprocess, so (b) and (c) include starting a local Ray, listing, loading
 the codec in every worker and committing the run, as a user's run does. Arms alternate over
@@ -29,6 +31,7 @@ The machine is shared: other processes' load shows in CPU-s and idle; compare th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import multiprocessing
@@ -175,7 +178,14 @@ def run_bare(files: list[str], codec: str, size: int, latent_format: str, chunk:
 
 
 def run_pipeline(
-    input_dir: str, output: str, fmt: str, codec: str, size: int, latent_format: str, chunk: int
+    input_dir: str,
+    output: str,
+    fmt: str,
+    codec: str,
+    size: int,
+    latent_format: str,
+    chunk: int,
+    address: str | None = None,
 ):
     from pipeline.config import EncodeConfig
     from pipeline.manifest import MARKERS
@@ -192,6 +202,7 @@ def run_pipeline(
         shard_size=chunk,
         mode="overwrite",
         progress=False,
+        address=address,
     )
     s = run_encode(cfg)
     ended = time.time()
@@ -216,9 +227,17 @@ def child(args: argparse.Namespace) -> int:
     if args.arm == "bare":
         out = run_bare(files, args.codec, args.size, args.latent_format, args.shard_size, os.cpu_count() or 1)
     else:
-        dest = Path(args.tmp) / f"out-{args.arm}"
+        fmt = args.arm.split("@")[0]
+        dest = Path(args.tmp) / f"out-{fmt}"
         out = run_pipeline(
-            args.input, str(dest), args.arm, args.codec, args.size, args.latent_format, args.shard_size
+            args.input,
+            str(dest),
+            fmt,
+            args.codec,
+            args.size,
+            args.latent_format,
+            args.shard_size,
+            args.address,
         )
         shutil.rmtree(dest, ignore_errors=True)
     print(json.dumps(out))
@@ -226,12 +245,22 @@ def child(args: argparse.Namespace) -> int:
 
 
 def measure(arm: str, args: argparse.Namespace, input_dir: str, tmp: str) -> dict:
+    """One arm in a fresh process. `<format>@cluster`: the job joins a Ray cluster started before it
+    (`ray start`, as `ray job submit` to a running cluster does), so Ray's start-up is not in it."""
     cmd = [sys.executable, __file__, "--child", "--arm", arm, "--input", input_dir, "--tmp", tmp]
     cmd += ["--codec", args.codec, "--size", str(args.size), "--latent-format", args.latent_format]
     cmd += ["--shard-size", str(args.shard_size)]
-    with CpuSampler() as cpu:
+    cluster = contextlib.nullcontext((None, None))
+    if arm.endswith("@cluster"):
+        sys.path.insert(0, str(ROOT / "tests" / "pipeline"))
+        from ray_cluster import local_cluster
+
+        cluster = local_cluster(nodes=1, cpus_per_node=os.cpu_count() or 1)
+    with cluster as (address, env), CpuSampler() as cpu:
+        if address:
+            cmd += ["--address", address]
         t0 = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
         t1 = time.time()
     if proc.returncode != 0:
         raise RuntimeError(f"{arm} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -259,11 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latent-format", default="npy")
     p.add_argument("--shard-size", type=int, default=250)
     p.add_argument("--rounds", type=int, default=1, help="alternate the arms this many times")
-    p.add_argument("--arms", default="bare,webdataset,zarr")
+    p.add_argument(
+        "--arms",
+        default="bare,webdataset,zarr,webdataset@cluster",
+        help="bare, webdataset, zarr; <format>@cluster joins a Ray started beforehand",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
+    p.add_argument("--address", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)

@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.autoencoders import autoencoder_oobleck, vae
 from torch import Tensor, nn
 
 from . import hashing, wavelets
 from .bottleneck import Compander
 from .config import CodecConfig
 from .hashing import codec_hash
+
+
+def _diffusers_blocks():
+    """diffusers' autoencoder modules, imported when a codec has deep blocks (about 2 s: a 1x1 KLT
+    codec, the default, never pays it, nor do the encode workers that run one)."""
+    from diffusers.models import autoencoders
+
+    return autoencoders
 
 LATENT_DTYPE = torch.int8  # holds every latent_bits in [2, 8]
 ENCODE_CHUNK_BYTES = 3 << 20  # conv encoders: cache-sized chunks (analysis + wide activations)
@@ -298,7 +305,7 @@ class WaLLoC2D(WaLLoC):
         if c.lightweight_encode:
             self.encoder = nn.Conv2d(wide, c.latent_dim, kernel_size=1)
         else:
-            self.encoder = vae.Encoder(
+            self.encoder = _diffusers_blocks().vae.Encoder(
                 in_channels=wide,
                 out_channels=c.latent_dim,
                 down_block_types=("DownEncoderBlock2D",),
@@ -312,7 +319,7 @@ class WaLLoC2D(WaLLoC):
         linear = nn.Conv2d(c.latent_dim, wide, kernel_size=1) if c.decoder != "deep" else None
         deep = None
         if c.decoder != "linear":
-            deep = vae.Decoder(
+            deep = _diffusers_blocks().vae.Decoder(
                 in_channels=c.latent_dim,
                 out_channels=wide,
                 up_block_types=("UpDecoderBlock2D",),
@@ -347,7 +354,7 @@ class WaLLoC1D(WaLLoC):
             # padding=1 reproduces the reference (one extra frame each side, decoded away)
             self.encoder = nn.Conv1d(wide, c.latent_dim, kernel_size=1, padding=1)
         else:
-            self.encoder = autoencoder_oobleck.OobleckEncoder(
+            self.encoder = _diffusers_blocks().autoencoder_oobleck.OobleckEncoder(
                 encoder_hidden_size=c.latent_dim,
                 audio_channels=wide,
                 downsampling_ratios=[1, 1],
@@ -356,7 +363,7 @@ class WaLLoC1D(WaLLoC):
         linear = nn.Conv1d(c.latent_dim, wide, kernel_size=3) if c.decoder != "deep" else None  # L+2 -> L
         deep = None
         if c.decoder != "linear":
-            deep = autoencoder_oobleck.OobleckDecoder(
+            deep = _diffusers_blocks().autoencoder_oobleck.OobleckDecoder(
                 channels=c.latent_dim,
                 input_channels=c.latent_dim,
                 audio_channels=wide,

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..codec import load as load_codec
 from ..config import ConfigurationError, EncodeConfig
 from ..manifest import (
     LISTING_ROW_GROUP,
@@ -117,6 +116,8 @@ def prepare_run(cfg: EncodeConfig, opened: threading.Event | None = None) -> Pre
         listing = source.listing(cfg.limit)
         listing.check_keys()
         listing_hash, label_map = listing.hash(), source.label_map()
+    from ..codec import load as load_codec  # torch: imported here, while Ray starts on the main thread
+
     codec = load_codec(cfg.codec)
     preprocessor = make_preprocessor(cfg, source.modality, codec)
     settings = {

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ..codec import load as load_codec
 from ..config import EncodeConfig
 from ..preprocess.factory import Preprocessor
 from ..sinks import EncodedSample
@@ -31,6 +30,8 @@ def _error_row(sample: DecodedSample, shard: int, reason: str) -> ErrorRow:
 def load_checked_codec(codec_ref: str, codec_hash: str, device: str) -> Any:
     """The codec the driver planned with, on `device`, or an error (a worker must not encode with
     another codec than the one the run records)."""
+    from ..codec import load as load_codec
+
     codec = load_codec(codec_ref).to(device).freeze()
     if codec.hash != codec_hash:
         raise RuntimeError(
