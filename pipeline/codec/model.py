@@ -31,6 +31,7 @@ def _diffusers_blocks():
 
     return autoencoders
 
+
 LATENT_DTYPE = torch.int8  # holds every latent_bits in [2, 8]
 ENCODE_CHUNK_BYTES = 3 << 20  # conv encoders: cache-sized chunks (analysis + wide activations)
 FUSED_ENCODE_CHUNK_BYTES = 32 << 20  # 1x1 encoders: per-worker chunks (bound the float latents)

@@ -23,7 +23,7 @@ def test_klt_dataset_decodes_with_rgb16x(ray_session, corpus, klt_codec, tmp_pat
     assert manifest["run"]["latent_format"] == "context" and manifest["codec"]["hash"] == klt.hash
 
     samples = read_webdataset(output)
-    loaded = {meta["key"]: z for z, _, meta in LatentWebDataset(str(output), output="int", with_meta=True)}
+    loaded = {b.meta["key"]: b.latents for b in LatentWebDataset(str(output), output="int", with_meta=True)}
     assert sorted(loaded) == sorted(s["__key__"] for s in samples)
     for s in samples:
         z, header = decode_latents(s["latent.wlat"])
