@@ -41,8 +41,13 @@ class HistogramAccumulator:
         self.samples = 0
         self.histogram: np.ndarray | None = None  # (C, 2^bits) int64
 
-    def add(self, latent: np.ndarray) -> None:
-        h = latent_histogram(latent, self.bits)
+    def add(self, latent: np.ndarray, stacked: bool = False) -> None:
+        """Count one sample's latent (C, ...); stacked: (S, C, ...), the latents of one sample's
+        grouped signals (MUSDB stems), counted per channel over all of them, as one sample."""
+        z = np.asarray(latent)
+        if stacked:
+            z = np.moveaxis(z, 0, 1)
+        h = latent_histogram(z, self.bits)
         if self.histogram is not None and self.histogram.shape != h.shape:
             raise ValueError(f"latent has {h.shape[0]} channels, earlier ones {self.histogram.shape[0]}")
         self.histogram = h if self.histogram is None else self.histogram + h

@@ -108,6 +108,13 @@ class RunInfo:
         return self.manifest["codec"]["config"]["kind"] == "1d"
 
     @property
+    def stems(self) -> list[str] | None:
+        """Grouped stems (MUSDB runs): the signals every sample holds, in the order of its latent's
+        first axis (mixture first); None when each sample is one signal."""
+        stems = self.manifest["preprocessing"].get("stems")
+        return list(stems) if stems else None
+
+    @property
     def label_map(self) -> dict[str, int]:
         return dict(self.manifest["label_map"])
 
@@ -294,10 +301,16 @@ def sample_meta(text: str | bytes, where: str) -> dict[str, Any]:
 
 
 def latent_from_sample(
-    sample: dict[str, Any], expected_hash: str | None = None, field: str = "latent"
+    sample: dict[str, Any],
+    expected_hash: str | None = None,
+    field: str = "latent",
+    stems: list[str] | None = None,
 ) -> np.ndarray:
     """The int8 latent of a WebDataset sample (field "latent", or "latent_flip" of a flip pair),
-    whatever format the pipeline wrote it in."""
+    whatever format the pipeline wrote it in. Grouped stems (`stems`, RunInfo.stems): the entries
+    `<stem>.latent.*` stacked in that order, (S, *latent)."""
+    if stems and f"{field}.npy" not in sample and f"{field}.wlat" not in sample:
+        return np.stack([latent_from_sample(sample, expected_hash, f"{s}.{field}") for s in stems])
     if f"{field}.npy" in sample:
         return np.load(io.BytesIO(sample[f"{field}.npy"]), allow_pickle=False)
     if f"{field}.wlat" in sample:

@@ -304,7 +304,8 @@ class LatentStream(torch.utils.data.IterableDataset):
         out = self.dequantize[raw.run](z)
         if self.norm is not None:
             mean, std = self.norm
-            shape = (-1,) + (1,) * (out.dim() - 1)
+            # the channel axis counted from the end: grouped stems (S, C, t) broadcast over S
+            shape = (-1,) + (1,) * (1 if self.infos[raw.run].is_audio else 2)
             out = (out.float() - mean.view(shape)) / std.clamp_min(1e-12).view(shape)
         meta = mask = None
         if self.with_meta or self.with_mask:

@@ -39,6 +39,9 @@ class LatentWebDataset(LatentStream):
     """Iterate samples, or with batch_size batches, from one or more WebDataset runs: each a Batch
     (batch.py) that unpacks as (latents, labels) and carries .mask (audio), .meta (with_meta), .key.
 
+    Grouped stems (MUSDB runs): the latent is (S, *latent), stems in `info.stems` order (mixture
+    first), batches (B, S, *latent): every item holds one whole window.
+
     output: "float" (dequantized) or "int" (stored integers). batch_size: stack into (B, C, h, w).
     shuffle_shards / shuffle_buffer: tar order shuffled per epoch / samples shuffled within blocks of
     this many. cache_mb: tars kept in memory per process (the last ones read). resampled: infinite
@@ -96,7 +99,7 @@ class LatentWebDataset(LatentStream):
         if self.flip == "pair" and has_field(sample, "latent_flip"):
             flip = latent_from_sample(sample, info.codec_hash, "latent_flip")
         return Raw(
-            latent=latent_from_sample(sample, info.codec_hash),
+            latent=latent_from_sample(sample, info.codec_hash, stems=info.stems),
             latent_flip=flip,
             label=int(sample["cls"]) if "cls" in sample else -1,
             meta=sample.get("json"),

@@ -24,10 +24,14 @@ Steps, in order (each recorded in the sample's meta):
    codec's rate (the rest decodes to `mean`, not to silence, if restored blindly). Readers mask
    latent frame f as valid iff f * 2^J < valid_length (contract C6; pipeline.loaders.common.valid_mask
    also masks the encoder's padding steps).
+
+Grouped stems (MUSDB, `AudioPolicy.stems`): an item holds one excerpt per stem; `decode_stems`
+runs steps 1-4 per stem and normalises them jointly (one scale), giving (S, C, window).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import asdict, dataclass
@@ -142,17 +146,34 @@ class AudioPolicy:
     hop: int = 2**17  # window starts are multiples of hop
     channels: int = 2  # the codec's channel count
     channel_policy: Literal["refuse", "downmix"] = "refuse"
+    # grouped stems (MUSDB): names of the signals every item holds, decoded to (S, C, window); None:
+    # one signal per item. Only recorded when set, so runs of single signals keep their settings hash.
+    stems: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.stems is None:
+            d.pop("stems")
+        else:
+            d["stems"] = list(self.stems)
+        return d
 
 
 def decode_audio(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None = None) -> Decoded:
     """Decode, resample, cut, map channels, normalise and pad one window (see the module docstring)."""
-    import soundfile as sf
-
     meta = meta or {}
     _check_listing(meta, policy)
+    segment, info = _decode_window(data, policy, meta)
+    segment, scale, mean = normalise(segment)
+    out = np.zeros((policy.channels, policy.window), dtype=np.float32)
+    out[:, : segment.shape[1]] = segment
+    return Decoded(array=out, meta=info | {"scale": scale, "mean": mean})
+
+
+def _decode_window(data: bytes, policy: AudioPolicy, meta: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Steps 1-4: the window's real samples (C, valid) at the codec's rate, float64, full scale."""
+    import soundfile as sf
+
     if not data:
         raise DecodeError("empty file (0 bytes)")
     check_integrity(data)  # a cut WAV would read as a shorter clip
@@ -175,19 +196,80 @@ def decode_audio(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None =
     if start < 0 or valid == 0:
         raise DecodeError(f"window at {meta.get('offset', 0)} is outside the audio ({y.shape[1]} samples)")
     segment, channel_op = map_channels(segment, policy.channels, policy.channel_policy)
-    segment, scale, mean = normalise(segment)
-    out = np.zeros((policy.channels, policy.window), dtype=np.float32)
-    out[:, :valid] = segment
     info = {
         "offset": int(meta.get("offset", 0)),
         "valid": int(valid),
         "valid_length": int(valid),
-        "scale": scale,
-        "mean": mean,
         "sample_rate": policy.sample_rate,
         "source_rate": int(source_rate),
         "channels_in": int(x.shape[1]),
         "channel_op": channel_op,
+    }
+    return segment, info
+
+
+def unpack_stems(data: bytes) -> dict[str, bytes]:
+    """The `<stem>.wav` excerpts of a grouped MUSDB item (pipeline.sources.audio.pack_stems)."""
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            out = {}
+            for member in tar.getmembers():
+                if not member.isfile() or not member.name.endswith(".wav") or "/" in member.name:
+                    raise DecodeError(f"unexpected member {member.name!r} in a stems item")
+                out[member.name[: -len(".wav")]] = tar.extractfile(member).read()
+            return out
+    except tarfile.TarError as err:
+        raise DecodeError(f"not a stems item (a tar of <stem>.wav): {err}") from err
+
+
+def decode_stems(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None = None) -> Decoded:
+    """A grouped MUSDB window -> float32 (S, C, window), stems in `policy.stems` order (mixture first).
+
+    Each stem goes through steps 1-4 on its own (its excerpt, rate and channel count); the window's
+    real length is the first stem's (the listing's `valid_length`), shorter stems are zero-padded to
+    it. Normalisation is joint, so that the stems keep their share of the mixture: each stem's own
+    per-channel mean is removed and ONE scale, 1 / (2 * (peak + 1e-8)) with the peak over all stems,
+    applies to all of them (meta: scale, and per stem its mean in `stem_mean`; waveform of stem s =
+    x[s] / scale + stem_mean[s]). When the mixture is the sum of the stems, x[mixture] is the sum of
+    the other rows."""
+    meta = meta or {}
+    _check_listing(meta, policy)
+    stems = tuple(policy.stems or ())
+    files = meta.get("stem_files", {})
+    parts = unpack_stems(data)
+    if tuple(parts) != stems:
+        raise DecodeError(f"item holds stems {list(parts)}, the run decodes {list(stems)}")
+    segments, infos = [], []
+    for stem in stems:
+        read = files.get(stem, {}).get("read", meta.get("read", [0]))
+        try:
+            segment, info = _decode_window(parts[stem], policy, meta | {"read": read})
+        except DecodeError as err:
+            raise DecodeError(f"{stem}: {err}") from err
+        segments.append(segment)
+        infos.append(info)
+    valid = infos[0]["valid"]
+    out = np.zeros((len(stems), policy.channels, policy.window), dtype=np.float32)
+    means, peak = [], 0.0
+    centred = []
+    for segment in segments:
+        segment = segment[:, :valid]
+        mean = segment.mean(axis=1)
+        centred.append(segment - mean[:, None])
+        means.append([float(m) for m in mean])
+        peak = max(peak, float(np.abs(centred[-1]).max()))
+    scale = 1.0 / (2.0 * (peak + PEAK_EPS))
+    for s, segment in enumerate(centred):
+        out[s, :, : segment.shape[1]] = segment * scale
+    info = infos[0] | {
+        "scale": scale,
+        "stems": list(stems),
+        "stem_mean": means,
+        "stem_source_rate": [i["source_rate"] for i in infos],
+        "stem_channels_in": [i["channels_in"] for i in infos],
+        "stem_valid": [i["valid"] for i in infos],
     }
     return Decoded(array=out, meta=info)
 
@@ -233,17 +315,25 @@ class AudioPreprocessor:
         )
         return cls(policy)
 
+    def with_stems(self, stems: tuple[str, ...] | None) -> AudioPreprocessor:
+        """The same preprocessing for items that hold these stems together (None: one signal each)."""
+        return dataclasses.replace(self, policy=dataclasses.replace(self.policy, stems=stems and tuple(stems)))
+
     def decode(self, data: bytes, item: Any = None) -> Decoded:
+        if self.policy.stems:
+            return decode_stems(data, self.policy, getattr(item, "meta", None))
         return decode_audio(data, self.policy, getattr(item, "meta", None))
 
     def codec_input(self, array: np.ndarray) -> np.ndarray:
         return np.asarray(array, dtype=np.float32)
 
     def input_size(self, array: np.ndarray) -> tuple[int, ...]:
-        return tuple(array.shape[1:])
+        return tuple(array.shape[-1:])
 
     def fixed_shape(self) -> tuple[int, ...] | None:
-        return (self.policy.channels, self.policy.window)
+        """(C, window), or (S, C, window) for grouped stems: latents are then (S, *latent)."""
+        lead = (len(self.policy.stems),) if self.policy.stems else ()
+        return (*lead, self.policy.channels, self.policy.window)
 
     def bucket_shapes(self) -> dict[str, tuple[int, ...]] | None:
         return None
@@ -253,5 +343,10 @@ class AudioPreprocessor:
             "modality": "audio",
             **self.policy.to_dict(),
             "resampler": f"polyphase kaiser({KAISER_BETA}) sinc, {ZERO_CROSSINGS} zero crossings",
-            "normalisation": "per-channel mean removed, peak to 0.5 (waveform = x / scale + mean)",
+            "normalisation": (
+                "per stem and channel mean removed, one scale for all stems: their peak to 0.5 "
+                "(waveform of stem s = x[s] / scale + stem_mean[s])"
+                if self.policy.stems
+                else "per-channel mean removed, peak to 0.5 (waveform = x / scale + mean)"
+            ),
         }

@@ -35,8 +35,27 @@ class Preprocessor(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-def make_preprocessor(cfg: EncodeConfig, modality: str, codec: Any) -> Preprocessor:
-    """The preprocessing for a source's modality, parameterised by the codec (channels, 2^J)."""
+def signal_ndim(codec: Any) -> int:
+    """Dims of one codec input without the batch: (C, L) or (C, H, W). A preprocessor's arrays may
+    have more, leading: grouped signals of one sample (MUSDB stems, (S, C, L)), encoded as a batch."""
+    return 2 if codec.config.kind == "1d" else 3
+
+
+def latent_shape_of(codec: Any, shape: tuple[int, ...]) -> list[int]:
+    """Latent shape of one preprocessed array; leading group axes (grouped stems) are kept."""
+    n = signal_ndim(codec)
+    return [*shape[:-n], *codec.latent_shape(tuple(shape[-n:]))]
+
+
+def make_preprocessor(
+    cfg: EncodeConfig, modality: str, codec: Any, stems: tuple[str, ...] | None = None
+) -> Preprocessor:
+    """The preprocessing for a source's modality, parameterised by the codec (channels, 2^J).
+
+    stems: the signals each item holds together (Source.grouped_stems(): MUSDB mixture + stems);
+    audio only, decoded to (S, C, window)."""
+    if stems and modality != "audio":
+        raise ValueError(f"grouped stems are audio; these inputs are {modality}")
     if cfg.buckets and modality != "image":
         raise ValueError(f"--buckets is for images; these inputs are {modality}")
     if cfg.decode == "gpu" and modality != "image":
@@ -56,7 +75,7 @@ def make_preprocessor(cfg: EncodeConfig, modality: str, codec: Any) -> Preproces
     if modality == "audio":
         from .audio import AudioPreprocessor  # the audio stack is optional at import time
 
-        return AudioPreprocessor.from_config(cfg, codec)
+        return AudioPreprocessor.from_config(cfg, codec).with_stems(stems)
     raise ValueError(f"no preprocessing for {modality!r} inputs")
 
 

@@ -25,7 +25,7 @@ from ..manifest import (
     liveness,
     stable_hash,
 )
-from ..preprocess.factory import Preprocessor, make_preprocessor
+from ..preprocess.factory import Preprocessor, latent_shape_of, make_preprocessor
 from ..registry import SINKS, lookup
 from ..sinks import SinkSpec
 from ..sources import Source, open_source
@@ -119,7 +119,8 @@ def prepare_run(cfg: EncodeConfig, opened: threading.Event | None = None) -> Pre
     from ..codec import load as load_codec  # torch: imported here, while Ray starts on the main thread
 
     codec = load_codec(cfg.codec)
-    preprocessor = make_preprocessor(cfg, source.modality, codec)
+    stems = getattr(source, "grouped_stems", lambda: None)()  # MUSDB: (S, C, L) per item, latents (S, ...)
+    preprocessor = make_preprocessor(cfg, source.modality, codec, stems=stems)
     settings = {
         "codec_hash": codec.hash,
         "preprocessing": preprocessor.to_dict(),
@@ -197,7 +198,7 @@ def prepare_output(cfg: EncodeConfig, opened: threading.Event | None = None) -> 
     # append: re-encoded (changed) sources carry the statistics of the samples they supersede
     plan.todo = attach_superseded_statistics(plan.todo, plan.replaced, sink, codec)
     fixed = preprocessor.fixed_shape()
-    latent_shape = list(codec.latent_shape(fixed)) if fixed else None
+    latent_shape = latent_shape_of(codec, fixed) if fixed else None
     bucket_inputs = preprocessor.bucket_shapes()
     bucket_latents = (
         {b: list(codec.latent_shape(shape)) for b, shape in bucket_inputs.items()} if bucket_inputs else None

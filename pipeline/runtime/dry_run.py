@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import EncodeConfig
 from ..formats import output_format
+from ..preprocess.factory import latent_shape_of
 from . import ray_exec
 from .driver import Prepared, prepare_run, worker_plan
 from .lease import read_lease
@@ -139,7 +140,7 @@ def _latent_shape(prep: Prepared, sample: int = 8) -> tuple[tuple[int, ...] | No
     """Latent shape of every sample when fixed; else the mean size over a few decoded inputs."""
     fixed = prep.preprocessor.fixed_shape()
     if fixed:
-        shape = tuple(prep.codec.latent_shape(fixed))
+        shape = tuple(latent_shape_of(prep.codec, fixed))
         return shape, float(math.prod(shape)), []
     sizes = []
     for item in prep.listing.rows(0, min(sample, len(prep.listing))):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..config import EncodeConfig
-from ..preprocess.factory import Preprocessor
+from ..preprocess.factory import Preprocessor, signal_ndim
 from ..sinks import EncodedSample
 from ..statistics import HistogramAccumulator
 from .batching import encode_robust, nonfinite_reason, plan_batches
@@ -116,7 +116,7 @@ class ShardEncoder:
         encoded.sort(key=lambda e: e.slot)
         histograms = HistogramAccumulator(self.codec.config.latent_bits)  # the marker's statistics
         for e in encoded:
-            histograms.add(e.latent)
+            histograms.add(e.latent, stacked=e.latent.ndim > signal_ndim(self.codec))
         return EncodedShard(
             task=task,
             samples=encoded,
@@ -157,7 +157,9 @@ class ShardEncoder:
             x = x.to(self.device)
         if self.flip_pair:  # the mirrored inputs ride in the same codec call (one batch of 2B)
             x = torch.cat([x, x.flip(-1)])
-        z = self.codec.encode(x).cpu().numpy()  # only int8 latents leave the device
+        lead = x.shape[: x.dim() - signal_ndim(self.codec)]  # (B,), or (B, S) for grouped stems
+        z = self.codec.encode(x.reshape(-1, *x.shape[len(lead) :])).cpu().numpy()  # only int8 leaves
+        z = z.reshape(*lead, *z.shape[1:])
         n = len(arrays)
         return np.stack([z[:n], z[n:]], axis=1) if self.flip_pair else z
 

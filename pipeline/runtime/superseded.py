@@ -41,6 +41,7 @@ def attach_superseded_statistics(
                 ) from err
             if isinstance(z, bytes):  # entropy-coded (.wlat)
                 z = codec.from_bytes(z).numpy()
-            acc.add(np.asarray(z))
+            z = np.asarray(z)
+            acc.add(z, stacked=z.ndim > (2 if codec.config.kind == "1d" else 3))  # grouped stems: (S, ...)
         out.append(dataclasses.replace(task, superseded_statistics=acc.to_dict()) if acc.samples else task)
     return out

@@ -1,5 +1,9 @@
 """WebDataset tar shards: `<key>.latent.npy|.latent.wlat`, `<key>.cls`, `<key>.json` per sample.
 
+Grouped stems (MUSDB runs: the sample's meta lists `stems`, its latent is (S, *latent)): one entry
+per stem under the one key, `<key>.<stem>.latent.npy|.wlat` (e.g. `song_000003.mixture.latent.npy`,
+`song_000003.vocals.latent.npy`), so every stock WebDataset reader gets the whole window as one sample.
+
 With --flip-pair also `<key>.latent_flip.npy|.latent_flip.wlat`; with --buckets a shard is one tar
 per bucket present in it, `shard-000012-b320x192.tar`, listed as the shard's `parts`.
 
@@ -62,6 +66,36 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def stem_entries(sample: EncodedSample, stems: list[str]) -> list[tuple[str, bytes]]:
+    """(entry name, bytes) per stem of a grouped sample: `<stem>.latent.npy`, or `<stem>.latent.wlat`
+    coded like the sample's payload (same method, bits, codec hash and size, one stem each)."""
+    z = np.asarray(sample.latent)
+    if z.shape[0] != len(stems):
+        raise ValueError(f"{sample.key}: latent {z.shape} does not hold the {len(stems)} stems {stems}")
+    if sample.latent_flip is not None:
+        raise ValueError(f"{sample.key}: --flip-pair is for images, not grouped stems")
+    if sample.latent_bytes is None:
+        return [(f"{stem}.{LATENT_NPY}", npy_bytes(z[i])) for i, stem in enumerate(stems)]
+    import torch
+
+    from ..codec import entropy
+
+    h = entropy.read_header(sample.latent_bytes)
+    return [
+        (
+            f"{stem}.{LATENT_CODED}",
+            entropy.encode_latents(
+                torch.from_numpy(np.ascontiguousarray(z[i])),
+                bits=h.bits,
+                codec_hash=h.codec_hash,
+                method=h.method,
+                size=h.size,
+            ),
+        )
+        for i, stem in enumerate(stems)
+    ]
+
+
 class _Tar:
     """One tar built in memory with fixed mtime/owner (same samples, same bytes)."""
 
@@ -91,7 +125,11 @@ class TarShardWriter(ShardWriter):
 
     def write(self, sample: EncodedSample) -> None:
         tar = self.tars.setdefault(sample.bucket, _Tar())
-        if sample.latent_bytes is not None:
+        stems = sample.meta.get("stems")
+        if stems:
+            for name, data in stem_entries(sample, stems):
+                tar.add(f"{sample.key}.{name}", data)
+        elif sample.latent_bytes is not None:
             tar.add(f"{sample.key}.{LATENT_CODED}", sample.latent_bytes)
         else:
             tar.add(f"{sample.key}.{LATENT_NPY}", npy_bytes(sample.latent))
@@ -179,4 +217,15 @@ class WebDatasetSink(Sink):
                     except KeyError:
                         continue
                     return data if coded else np.load(io.BytesIO(data), allow_pickle=False)
+                stems = [m for m in tar.getnames() if m.startswith(f"{key}.") and m.count(".") == 3]
+                if stems:  # grouped stems: (S, *latent), in the tar's order (mixture first)
+                    return np.stack([_stem_latent(tar.extractfile(m).read(), m) for m in stems])
         raise KeyError(f"no latent of {key!r} in shard {stats['shard']} ({stats['name']})")
+
+
+def _stem_latent(data: bytes, member: str) -> np.ndarray:
+    if member.endswith(LATENT_CODED):
+        from ..codec import entropy
+
+        return entropy.decode_latents(data)[0].numpy()
+    return np.load(io.BytesIO(data), allow_pickle=False)

@@ -9,6 +9,8 @@ audio windows), or one shape per aspect bucket (--buckets): then the latents are
 `buckets/<W>x<H>/latents` (N, C, h, w), written sparse (a row holds data only in its own bucket's
 array: chunks left at the fill value are not stored), and a per-row string array `bucket` says
 which. --flip-pair adds `latents_flip` (per bucket: `buckets/<b>/latents_flip`) of the same shape.
+Grouped stems (MUSDB runs, preprocessing `stems`): latents (N, S, C, t), a stem axis in the order of
+the group attribute `stems` (mixture first), so row i holds the mixture and every stem of window i.
 """
 
 from __future__ import annotations
@@ -208,8 +210,16 @@ class ZarrSink(Sink):
         group = zarr.open_group(self.store_url, mode="w", storage_options=self.storage_options)
         group.attrs.update(description)
         n = self.spec.shard_size
+        stems = (description.get("preprocessing") or {}).get("stems")
+        if stems:
+            group.attrs["stems"] = list(stems)
         for path, shape in latents.items():
-            dims = ("sample", "channel", "y", "x") if len(shape) == 3 else ("sample", "channel", "t")
+            if stems:
+                if len(shape) != 3 or shape[0] != len(stems):
+                    raise ValueError(f"latents {shape} do not hold the {len(stems)} stems {list(stems)}")
+                dims = ("sample", "stem", "channel", "t")
+            else:
+                dims = ("sample", "channel", "y", "x") if len(shape) == 3 else ("sample", "channel", "t")
             group.create_array(
                 path,
                 shape=(total_slots, *shape),

@@ -6,7 +6,7 @@ reaches or passes L, is partial (the preprocessor zero-pads it and records its v
 file shorter than one window gives one partial window; an empty file gives one window whose decode
 fails ("empty audio"), so it shows up as an error row. Listing reads headers only.
 
-One item per window (per stem, for MUSDB). `read_bytes` returns a small WAV excerpt, not the whole
+One item per window (for MUSDB: one per window holding every stem, see below). `read_bytes` returns a small WAV excerpt, not the whole
 file: the source frames under the window plus resampler context on both sides (the excerpt's
 first frame, `meta["read"][0]`, is a multiple of S / gcd(R, S), so the window lands on whole
 samples after resampling; with enough context the excerpt resamples to exactly what the whole
@@ -20,7 +20,15 @@ MUSDB adds split, track, stem. A file whose header cannot be read is listed as o
 fails with the reason (`listing_error`).
 
 MUSDB layout: `<root>/<split>/<track>/{mixture,drums,bass,other,vocals}.wav` (.flac too), or a
-split folder itself. The mixture and each stem are separate samples, keyed
+split folder itself. By default (`group=True`) one sample per window holds the mixture and every
+stem, so that a separation loop gets (mixture, stems) from one sample whatever the shuffling: it is
+keyed `<split>_<track>_<window>`, has no label, and `read_bytes` returns an uncompressed tar of one
+WAV excerpt per stem (`<stem>.wav`, in the source's stem order, mixture first); the windows are the
+mixture's, and each stem's excerpt is read with that stem file's own header (meta `stems`, and per
+stem its path and read span in `stem_files`). A track that lacks one of the stems lists its windows
+as items whose read fails with the reason. The audio preprocessor decodes such an item into
+(S, C, window) (pipeline.preprocess.audio.decode_stems), the encoder stores latents (S, *latent).
+`group=False` gives the older layout: the mixture and each stem are separate samples, keyed
 `<split>_<track>_<window>_<stem>` and ordered split, track, window, stem (mixture first), so the five
 signals of a window are adjacent (same shard, except at shard edges); the label is the stem's
 index (label_map: mixture 0, drums 1, bass 2, other 3, vocals 4). MUSDB18's .stem.mp4 files are not
@@ -29,15 +37,17 @@ readable by libsndfile: use MUSDB18-HQ (or convert with musdb's `stem2wav`).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
 from ..registry import register_source
-from .base import NoInputsError, Source, SourceItem, find_relpaths, unique_keys
+from .base import NoInputsError, Source, SourceItem, find_relpaths, fingerprint_from_info, unique_keys
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3"}
 MUSDB_STEMS = ("mixture", "drums", "bass", "other", "vocals")
@@ -263,9 +273,27 @@ def _items(rows: list[tuple[str, str, int | None, dict[str, Any]]]) -> list[Sour
     ]
 
 
+def pack_stems(excerpts: list[tuple[str, bytes]]) -> bytes:
+    """One read of a grouped MUSDB item: an uncompressed tar of `<stem>.wav` excerpts, in stem order,
+    with fixed mtime/owner (the same excerpts give the same bytes, hence the same cache key)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for stem, data in excerpts:
+            info = tarfile.TarInfo(f"{stem}.wav")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            info.uname = info.gname = "walloc"
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 @register_source("musdb")
 class MusdbSource(_WindowedSource):
-    """MUSDB18-HQ-style stems (see the module docstring for the layout, keys and labels)."""
+    """MUSDB18-HQ-style stems (see the module docstring for the layout, keys and labels).
+
+    group=True (default): one sample per window holding the mixture and every stem in `stems`
+    (default: the stems that every track has, in MUSDB order; a track without one of the stems
+    asked for lists its windows as error rows); group=False: one sample per stem and window
+    (labelled by stem), whichever stems each track has."""
 
     def __init__(
         self,
@@ -275,6 +303,7 @@ class MusdbSource(_WindowedSource):
         sample_rate: int = DEFAULT_RATE,
         split: str | None = None,
         stems: tuple[str, ...] | list[str] | None = None,
+        group: bool = True,
     ):
         super().__init__(window, hop, sample_rate)
         self.root = str(root)
@@ -282,10 +311,20 @@ class MusdbSource(_WindowedSource):
         unknown = [s for s in self.stems if s not in MUSDB_STEMS]
         if unknown:
             raise ValueError(f"unknown stems {unknown}; MUSDB has {list(MUSDB_STEMS)}")
+        if len(set(self.stems)) != len(self.stems):
+            raise ValueError(f"stems repeat: {list(self.stems)}")
         self.split = split
+        self.group = bool(group)
         self._listing: list[tuple[str, str, str, str]] | None = None
         if not self._tracks():
             raise NoInputsError(f"no MUSDB tracks (<split>/<track>/mixture.wav) under {self.root}")
+        if self.group and stems is None:  # every stem that every track has (rendered sets lack drums)
+            per_track: dict[tuple[str, str], set[str]] = {}
+            for split_, track, stem, _ in self._tracks():
+                per_track.setdefault((split_, track), set()).add(stem)
+            common = set.intersection(*per_track.values())
+            self.stems = tuple(s for s in MUSDB_STEMS if s in common)
+            self._listing = [t for t in self._listing if t[2] in common]
 
     @staticmethod
     def detect(path: str) -> bool:
@@ -321,6 +360,9 @@ class MusdbSource(_WindowedSource):
         return self._listing
 
     def list_items(self) -> list[SourceItem]:
+        return self._grouped_items() if self.group else self._stem_items()
+
+    def _stem_items(self) -> list[SourceItem]:
         per_track: dict[tuple[str, str], list[list[tuple[str, str, int, dict[str, Any]]]]] = {}
         for split, track, stem, url in self._tracks():
             base = {"path": f"{split}/{track}/{Path(url).name}", "split": split, "track": track, "stem": stem}
@@ -335,8 +377,51 @@ class MusdbSource(_WindowedSource):
                 rows.extend(w[k] for w in stems if k < len(w))
         return _items(rows)
 
+    def _grouped_items(self) -> list[SourceItem]:
+        """One item per window of each track's mixture, carrying every stem's file and read span."""
+        files: dict[tuple[str, str], dict[str, str]] = {}
+        for split, track, stem, url in self._tracks():
+            files.setdefault((split, track), {})[stem] = url
+        rows: list[tuple[str, str, int | None, dict[str, Any]]] = []
+        prints: list[str | None] = []
+        for (split, track), urls in files.items():
+            base = {"path": f"{split}/{track}", "split": split, "track": track, "stems": list(self.stems)}
+            missing = [s for s in self.stems if s not in urls]
+            anchor = urls.get("mixture") or next(iter(urls.values()))
+            track_url = anchor.rsplit("/", 1)[0]
+            windows = window_items(anchor, (split, track), self.window, self.hop, self.sample_rate, base)
+            headers = {stem: _header_or_error(url) for stem, url in urls.items()}
+            broken = {s: h for s, h in headers.items() if isinstance(h, str)}
+            print_ = _track_fingerprint(urls)
+            for name, meta in windows:
+                if missing and "listing_error" not in meta:
+                    meta = meta | {"listing_error": f"track {split}/{track} has no {', '.join(missing)} stem"}
+                elif broken and "listing_error" not in meta:
+                    stem, reason = next(iter(broken.items()))
+                    meta = meta | {"listing_error": f"{stem}: {reason}"}
+                if "listing_error" not in meta:
+                    meta = meta | {"stem_files": _stem_reads(urls, headers, self.stems, meta, self.sample_rate)}
+                rows.append((name, track_url, None, meta))
+                prints.append(print_)
+        items = _items(rows)
+        return [dataclasses.replace(it, fingerprint=f) for it, f in zip(items, prints, strict=True)]
+
+    def read_bytes(self, item: SourceItem) -> bytes:
+        if not self.group:
+            return super().read_bytes(item)
+        if "listing_error" in item.meta:
+            raise AudioListingError(f"unreadable MUSDB track: {item.meta['listing_error']}")
+        stems = item.meta["stem_files"]
+        return pack_stems(
+            [(s, read_excerpt(stems[s]["url"], *map(int, stems[s]["read"]))) for s in item.meta["stems"]]
+        )
+
     def label_map(self) -> dict[str, int]:
-        return {stem: i for i, stem in enumerate(MUSDB_STEMS)}
+        return {} if self.group else {stem: i for i, stem in enumerate(MUSDB_STEMS)}
+
+    def grouped_stems(self) -> tuple[str, ...] | None:
+        """The stems every sample holds (mixture first), or None when each stem is its own sample."""
+        return self.stems if self.group else None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -344,7 +429,44 @@ class MusdbSource(_WindowedSource):
             "root": self.root,
             "split": self.split,
             "stems": list(self.stems),
+            "group": self.group,
         } | self._segmentation()
+
+
+def _header_or_error(url: str) -> tuple[int, int, int, str] | str:
+    try:
+        return audio_header(url)
+    except Exception as err:  # noqa: BLE001 - a broken stem makes its track's windows error rows
+        return f"{type(err).__name__}: {err}"
+
+
+def _stem_reads(
+    urls: dict[str, str], headers: dict[str, Any], stems: tuple[str, ...], meta: dict[str, Any], rate: int
+) -> dict[str, dict[str, Any]]:
+    """Per stem: its file and the source frames under this window (each stem's own rate and length)."""
+    out = {}
+    for stem in stems:
+        frames, source_rate, channels, _ = headers[stem]
+        length = resampled_length(frames, source_rate, rate)
+        valid = max(0, min(meta["window"], length - meta["offset"]))
+        first, end = read_span(meta["offset"], valid, frames, source_rate, rate)
+        out[stem] = {"url": urls[stem], "read": [first, end], "source_rate": source_rate, "valid": valid}
+    return out
+
+
+def _track_fingerprint(urls: dict[str, str]) -> str | None:
+    """Changes when any stem file of the track changes (what --mode append compares)."""
+    parts = []
+    for stem in sorted(urls):
+        try:
+            fs, path = fsspec.core.url_to_fs(urls[stem])
+            token = fingerprint_from_info(fs.info(path))
+        except Exception:  # noqa: BLE001 - unknown: never seen as changed
+            return None
+        if token is None:
+            return None
+        parts.append(f"{stem}={token}")
+    return ";".join(parts)
 
 
 def _subdirs(fs, path: str) -> list[str]:

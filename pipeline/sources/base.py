@@ -174,6 +174,11 @@ class Source:
         """What the manifest records about the source."""
         return {"kind": self.registry_name}
 
+    def grouped_stems(self) -> tuple[str, ...] | None:
+        """Names of the signals each item holds together (MUSDB: mixture and stems), or None: one
+        signal per item. The preprocessor then decodes an item into one array per stem, stacked."""
+        return None
+
 
 def find_relpaths(root: str, extensions: set[str]) -> list[str]:
     """Sorted paths (relative to root) of the files with these extensions; a file root lists itself."""
