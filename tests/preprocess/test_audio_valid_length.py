@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.preprocess.audio import AudioPolicy, decode_audio
+from pipeline.preprocess.audio import AudioPolicy, decode_audio, decode_stems
 from pipeline.schemas import SchemaError, validate
 from pipeline.sources.audio import AudioFolderSource, MusdbSource
 
@@ -56,10 +56,17 @@ def test_overlapping_windows_mark_the_tail(tmp_path):
 def test_musdb_stems_carry_valid_length(tmp_path):
     for stem in ("mixture", "bass", "vocals"):
         write_tone(tmp_path / "train" / "song" / f"{stem}.flac", WINDOW + 123, 44100)
-    items = MusdbSource(str(tmp_path), window=WINDOW).list_items()
+    items = MusdbSource(str(tmp_path), window=WINDOW, group=False).list_items()
     tail = [i for i in items if i.meta["offset"] == WINDOW]
     assert sorted(i.meta["stem"] for i in tail) == ["bass", "mixture", "vocals"]
     assert {i.meta["valid_length"] for i in tail} == {123}
+    source = MusdbSource(str(tmp_path), window=WINDOW)  # grouped: one item per window, every stem
+    (tail,) = [i for i in source.list_items() if i.meta["offset"] == WINDOW]
+    assert tail.meta["stems"] == ["mixture", "bass", "vocals"] and tail.meta["valid_length"] == 123
+    policy = AudioPolicy(sample_rate=44100, window=WINDOW, hop=WINDOW, stems=("mixture", "bass", "vocals"))
+    decoded = decode_stems(source.read_bytes(tail), policy, tail.meta)
+    assert decoded.array.shape == (3, 2, WINDOW) and decoded.meta["valid_length"] == 123
+    assert not decoded.array[:, :, 123:].any() and decoded.array[:, :, :123].any()
 
 
 def test_schema_accepts_valid_length_and_refuses_nonsense():

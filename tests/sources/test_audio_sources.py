@@ -19,6 +19,7 @@ from pipeline.sources.audio import (
     AudioFolderSource,
     AudioListingError,
     MusdbSource,
+    read_excerpt,
     read_span,
     resampled_length,
     window_offsets,
@@ -130,7 +131,7 @@ def test_musdb_keys_order_labels(tmp_path):
     path, options = musdb_tree(tmp_path)
     assert detect_source(path) == "musdb"
     assert detect_source(f"{path}/train") == "musdb"  # a split folder
-    source = MusdbSource(path, **options)
+    source = MusdbSource(path, group=False, **options)  # one sample per stem
     items = source.list_items()
     # 0.3 s at 22.05 kHz -> 4800 samples at 16 kHz -> 3 windows x 5 stems x 2 tracks
     assert len(items) == 30
@@ -151,7 +152,7 @@ def test_musdb_keys_order_labels(tmp_path):
         "bass",
         2048,
     )
-    train = MusdbSource(path, split="train", stems=["mixture", "vocals"], **options).list_items()
+    train = MusdbSource(path, split="train", stems=["mixture", "vocals"], group=False, **options).list_items()
     assert [i.key for i in train[:2]] == [
         "train_A_Band_-_Song_000000_mixture",
         "train_A_Band_-_Song_000000_vocals",
@@ -163,6 +164,40 @@ def test_musdb_keys_order_labels(tmp_path):
     ]
     with pytest.raises(ValueError, match="unknown stems"):
         MusdbSource(path, stems=["piano"], **options)
+
+
+def test_musdb_groups_every_stem_of_a_window_in_one_item(tmp_path):
+    import io
+    import tarfile
+
+    path, options = musdb_tree(tmp_path)
+    source = MusdbSource(path, **options)
+    assert source.grouped_stems() == ("mixture", "drums", "bass", "other", "vocals")
+    assert source.label_map() == {}
+    items = source.list_items()
+    assert [i.key for i in items[:4]] == [  # 3 windows x 2 tracks, one item each
+        "test_Other_s_Tune_000000",
+        "test_Other_s_Tune_000001",
+        "test_Other_s_Tune_000002",
+        "train_A_Band_-_Song_000000",
+    ]
+    assert len(items) == 6 and all(i.label is None for i in items)
+    meta = items[1].meta
+    assert meta["stems"] == list(source.stems) and meta["offset"] == 2048
+    assert sorted(meta["stem_files"]) == sorted(source.stems)
+    with tarfile.open(fileobj=io.BytesIO(source.read_bytes(items[1]))) as tar:
+        names = tar.getnames()
+        excerpt = tar.extractfile("vocals.wav").read()
+    assert names == [f"{s}.wav" for s in source.stems]
+    first, end = meta["stem_files"]["vocals"]["read"]
+    assert excerpt == read_excerpt(meta["stem_files"]["vocals"]["url"], first, end)
+    # a track that lacks an asked-for stem: its windows fail to read, with the reason
+    (tmp_path / "musdb" / "test" / "Other's Tune" / "drums.wav").unlink()
+    assert MusdbSource(path, **options).stems == ("mixture", "bass", "other", "vocals")  # default: common
+    asked = MusdbSource(path, stems=["mixture", "drums"], **options)
+    broken = [i for i in asked.list_items() if i.meta["track"] == "Other's Tune"]
+    with pytest.raises(AudioListingError, match="no drums stem"):
+        asked.read_bytes(broken[0])
 
 
 def test_audio_folder_does_not_claim_musdb_or_images(tmp_path):
