@@ -2,12 +2,14 @@
 """Music source separation on audio latents vs the waveform at the same input budget.
 
 Encodes a MUSDB-layout stems root with the pipeline (musdb source, default audio codec, local Ray)
-into <output>/latents (or reuses --latents), trains the same 1-D conv separator on the mixture's
-latents (108 x 258 per 1.49 s window) and on the mixture's waveform resampled and folded to the same
-size (108 x 256), decodes the predicted stem latents with the codec, and reports SI-SDR per stem on
-held-out tracks, training samples/s and peak memory: <output>/report.md, report.json, curves.png,
-spectrogram.png. Make the data first: `python scripts/make_stems.py` (Bach chorales rendered per
-voice with Debian's FluidR3_GM soundfont into data/stems/). Details: docs/learning-audio.md.
+into <output>/latents/{train,test} (one sample per window holding the mixture and every stem; or
+reuses --latents), streams the training windows through the stock latent loader and trains the same
+1-D conv separator on the mixture's latents (108 x 258 per 1.49 s window) and on the mixture's
+waveform resampled and folded to the same size (108 x 256), decodes the predicted stem latents with
+the codec, and reports SI-SDR per stem on held-out tracks, training samples/s and peak memory:
+<output>/report.md, report.json, curves.png, spectrogram.png. Make the data first: `python
+scripts/make_stems.py` (Bach chorales rendered per voice with Debian's FluidR3_GM soundfont into
+data/stems/). Details: docs/learning-audio.md.
 
 The defaults take a few minutes on 2 CPU cores; on a GPU (--device auto picks it) try
     --epochs 30 --width 256 --blocks 8 --batch-size 32   (and more tracks: make_stems.py --tracks 200)
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--latents",
         default=None,
-        help="an existing encode of --stems, same --window (skips encoding)",
+        help="an existing encode of --stems, same --window: <dir>/train and <dir>/test runs (skips encoding)",
     )
     parser.add_argument(
         "--window",

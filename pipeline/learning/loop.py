@@ -9,7 +9,7 @@ measured by `interleaved_speed` after training so that both arms see the same ma
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,36 +60,60 @@ def train_arm(
     device: torch.device,
 ) -> ArmResult:
     """Train `model` on (x, y) for cfg.epochs, calling `evaluate(model)` (eval mode, no grad) after each."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            yield x[idx], y[idx]
+
+    steps = max(1, -(-len(x) // cfg.batch_size))
+    k = min(cfg.batch_size, len(x))
+    return train_stream(name, model, batches, steps, (x[:k], y[:k]), loss_fn, evaluate, cfg, device)
+
+
+def train_stream(
+    name: str,
+    model: nn.Module,
+    batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+    steps_per_epoch: int,
+    example: tuple[Tensor, Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> ArmResult:
+    """train_arm over batches that come from elsewhere (e.g. a shuffled latent loader): `batches(epoch)`
+    yields (x, y) batches of one epoch, `steps_per_epoch` sizes the cosine schedule, `example` (one
+    batch) gives the input shape and the step's tensor bytes. The epoch rates include the loading."""
     torch.manual_seed(cfg.seed)
     model = model.to(device)
-    result = ArmResult(name=name, input_shape=list(x.shape[1:]), params=count_parameters(model))
+    x0, y0 = example
+    result = ArmResult(name=name, input_shape=list(x0.shape[1:]), params=count_parameters(model))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * max(1, -(-len(x) // cfg.batch_size))
+    steps = cfg.epochs * max(1, steps_per_epoch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    gen = torch.Generator().manual_seed(cfg.seed)
     seen, busy, rates = 0, 0.0, []
-    k = min(cfg.batch_size, len(x))
     model.train()
-    step_bytes = step_tensor_bytes(model, x[:k].to(device), y[:k].to(device), loss_fn)
+    step_bytes = step_tensor_bytes(model, x0.to(device), y0.to(device), loss_fn)
     bar = tqdm(total=steps, desc=f"{name:>6}", disable=not cfg.progress, leave=False)
     with PeakMemory(device) as mem:
         for epoch in range(cfg.epochs):
             model.train()
-            order = torch.randperm(len(x), generator=gen)
             total, count = 0.0, 0
             t0 = time.perf_counter()
-            for start in range(0, len(x), cfg.batch_size):
-                idx = order[start : start + cfg.batch_size]
-                if len(idx) < 2:  # BatchNorm needs two samples
+            for xb, yb in batches(epoch):
+                if len(xb) < 2:  # BatchNorm needs two samples
                     continue
-                xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 loss = loss_fn(model(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
+                total += loss.item() * len(xb)
+                count += len(xb)
                 bar.update(1)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -109,7 +133,7 @@ def train_arm(
     result.train_seconds = busy
     result.memory = (mem.reading.to_dict() if mem.reading else {}) | {
         "step_tensors_mb": round(step_bytes / 2**20, 1),
-        "step_tensors_batch": k,
+        "step_tensors_batch": len(x0),
     }
     return result
 

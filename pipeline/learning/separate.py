@@ -1,7 +1,9 @@
 """Music source separation from the mixture's audio latents, against the waveform at the same input budget.
 
     stems root (MUSDB layout, scripts/make_stems.py) --encode pipeline (musdb source, stereo-44k-klt)-->
-        WebDataset shards: per window, latents of the mixture and of every stem (108 x T, int8)
+        WebDataset runs <output>/latents/{train,test}: one sample per window holding the latents of the
+        mixture and of every stem (<key>.mixture.latent.npy, <key>.vocals.latent.npy, ...), read back
+        through the stock LatentWebDataset as (B, S, 108, T) batches, shuffled per epoch
 
     latent arm:   mixture latents (108 x 258, dequantized) -> Separator1d -> 3 x 108 x 258 stem latents
                   -> the codec's decoder + inverse WPT -> 3 stereo waveforms at 44.1 kHz
@@ -18,14 +20,13 @@ that small (e.g. 54 bins x 256 frames x 2 channels) would need a phase model or 
 to get back to a waveform, which adds a design choice the latent arm does not need; the folded
 waveform is invertible up to the band it keeps (4.65 kHz), and its ceiling is measured and reported.
 
-Targets: the pipeline peak-normalises every window of every stem on its own and records the scale,
-so a stem's stored latents are at its own loudness, not at its share of the mixture. Both arms are
-trained to predict each stem at the mixture's normalisation: the waveform arm's target is the folded
-stem times scale_mixture / scale_stem; the latent arm's is the stem's dequantized latents scaled
-the same way about the latents of silence (analysis and the 1x1 encoder are linear, dequantizing
-undoes the companding up to rounding and tail saturation), so in both domains the mixture is
-(nearly) the sum of the targets. Each arm is trained on its own domain's mean squared error (inputs
-and targets divided by one scalar each, from the training set), scored by SI-SDR on held-out tracks
+Targets: the pipeline normalises the stems of a window jointly (each stem's mean removed, one scale
+for all of them: pipeline.preprocess.audio.decode_stems), so every stem's stored latents are at its
+share of the mixture, and the mixture is (nearly) the sum of the stems in both domains (analysis
+and the 1x1 encoder are linear, dequantizing undoes the companding up to rounding and tail
+saturation). The targets are the stems' dequantized latents and folded waveforms as stored / decoded.
+Each arm is trained on its own domain's mean squared error (inputs
+and targets divided by one scalar each, from the first training batches), scored by SI-SDR on held-out tracks
 at 44.1 kHz over each window's valid samples (contract C6). Reference points: the mixture itself as
 the estimate, and each arm's ceiling (the true stem through the codec, and through the 27/128
 resampling).
@@ -33,8 +34,10 @@ resampling).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,7 +59,9 @@ RATE = 44100
 class SeparateConfig:
     stems: str = "data/stems"  # MUSDB-layout root: <split>/<track>/{mixture,vocals,bass,other}.flac
     output: str = "out/learn-separate"  # report, plots; the encoded latents go to <output>/latents
-    latents: str | None = None  # an existing encode of `stems` (same window); None: encode it here
+    latents: str | None = (
+        None  # an existing encode of `stems` (same window): <latents>/{train,test}; None: here
+    )
     codec: str = DEFAULT_AUDIO_CODEC
     window: int = 2**16  # samples per window at 44.1 kHz (1.49 s): 108 x 258 latents
     train_windows: int | None = None  # cap on training windows (None: all)
@@ -65,6 +70,9 @@ class SeparateConfig:
     epochs: int = 20
     eval_every: int = 5  # score the held-out windows every this many epochs (and after the last)
     batch_size: int = 16
+    shuffle_buffer: int = (
+        256  # the loader's: windows shuffled within blocks of this many (shards shuffled too)
+    )
     lr: float = 2e-3
     seed: int = 0
     device: str = "auto"
@@ -77,21 +85,6 @@ class SeparateConfig:
 
 # ---------------------------------------------------------------------------------------------------------
 # Data
-
-
-@dataclass
-class Windows:
-    """Aligned windows of one split: mixture + stems, as latents and as waveforms."""
-
-    names: list[str]  # <track>@<offset>
-    valid: np.ndarray  # (N,) valid samples of each window (C6 valid_length)
-    z_mix: Tensor  # (N, C, T) dequantized latents of the mixture
-    z_stems: Tensor  # (N, S, C, T) dequantized latents of the stems
-    w_mix: Tensor  # (N, C, T') folded, downsampled mixture waveform (the waveform arm's input)
-    w_stems: Tensor  # (N, S, C, T') the same for the stems
-    ratio: Tensor  # (N, S) mixture's scale / stem's scale: brings a stem to the mixture's normalisation
-    truth: np.ndarray | None = None  # (N, S, 2, window) stems at 44.1 kHz (kept for held-out windows)
-    mixture: np.ndarray | None = None  # (N, 2, window)
 
 
 class WaveFold:
@@ -111,11 +104,13 @@ class WaveFold:
         return RATE * self.up / self.down
 
     def fold(self, x: np.ndarray) -> np.ndarray:
-        """(channels, window) -> (channels * phases, steps)."""
+        """(..., channels, window) -> (..., channels * phases, steps)."""
         from scipy.signal import resample_poly
 
-        y = resample_poly(x, self.up, self.down, axis=-1)[:, : self.phases * self.steps]
-        return y.reshape(self.channels, self.steps, self.phases).transpose(0, 2, 1).reshape(-1, self.steps)
+        lead = x.shape[:-2]
+        y = resample_poly(x, self.up, self.down, axis=-1)[..., : self.phases * self.steps]
+        y = y.reshape(*lead, self.channels, self.steps, self.phases).swapaxes(-1, -2)
+        return y.reshape(*lead, -1, self.steps)
 
     def unfold(self, y: np.ndarray) -> np.ndarray:
         """(..., channels * phases, steps) -> (..., channels, window)."""
@@ -127,119 +122,155 @@ class WaveFold:
         return resample_poly(x, self.down, self.up, axis=-1)[..., : self.window]
 
 
+SPLITS = ("train", "test")
+
+
 def encode_stems(cfg: SeparateConfig) -> str:
-    """Run the encode pipeline (local Ray, musdb source) over the stems root; resumes a finished run."""
+    """Run the encode pipeline (local Ray, musdb source: one sample per window holding the mixture and
+    every stem) over each split of the stems root, into <output>/latents/<split>; resumes a finished run."""
     from ..runtime import run_encode  # Ray is imported only when encoding
 
-    out = str(Path(cfg.output) / "latents")
-    enc = EncodeConfig(
-        input=cfg.stems,
-        output=out,
-        source="musdb",
-        codec=cfg.codec,
-        window=cfg.window,
-        shard_size=256,
-        mode="resume",
-        workers=cfg.workers,
-        progress=cfg.progress,
-    )
-    summary = run_encode(enc)
-    if summary.failed_shards or summary.errors:
-        raise RuntimeError(f"encoding {cfg.stems} failed for some inputs:\n{summary.format()}")
-    return out
+    out = Path(cfg.output) / "latents"
+    for split in SPLITS:
+        enc = EncodeConfig(
+            input=cfg.stems,
+            output=str(out / split),
+            source="musdb",
+            source_options={"split": split},
+            codec=cfg.codec,
+            window=cfg.window,
+            shard_size=256,
+            mode="resume",
+            workers=cfg.workers,
+            progress=cfg.progress,
+        )
+        summary = run_encode(enc)
+        if summary.failed_shards or summary.errors:
+            raise RuntimeError(f"encoding {cfg.stems} ({split}) failed for some inputs:\n{summary.format()}")
+    return str(out)
 
 
-def read_audio_latents(root: str, progress: bool = False) -> tuple[Tensor, list[dict[str, Any]]]:
-    """Every sample of a WebDataset run (sha256-checked by the loader): dequantized latents (N, C, T)
-    and metadata, in key order. The loader's mask (Batch.mask) is not used here: scoring cuts each
-    window at its `valid_length` (contract C6), which the metadata carries."""
+def stem_rows(stems: list[str] | None, root: str) -> tuple[int, list[int]]:
+    """Rows of the mixture and of STEMS in a grouped run's (S, C, T) latents."""
+    need = ("mixture", *STEMS)
+    if not stems or any(s not in stems for s in need):
+        raise ValueError(
+            f"{root}: needs a musdb run whose samples hold {list(need)} (grouped stems), it holds "
+            f"{stems or 'one signal per sample'}; re-encode it (pipeline musdb source, group=True)"
+        )
+    return stems.index("mixture"), [stems.index(s) for s in STEMS]
+
+
+def split_loader(root: str, cfg: SeparateConfig, shuffle: bool):
+    """The stock latent loader over one split's run: dequantized (B, S, C, T) grouped windows."""
     from ..loaders import LatentWebDataset
 
-    data = LatentWebDataset(root, output="float", with_meta=True, shuffle_shards=False)
-    items = tqdm(data, desc="latents", disable=not progress)
-    rows = sorted(((b.key, b.latents, b.meta) for b in items), key=lambda r: r[0])
-    if not rows:
-        raise ValueError(f"{root}: no samples")
-    return torch.stack([torch.as_tensor(r[1]) for r in rows]).float(), [r[2] for r in rows]
+    return LatentWebDataset(
+        root,
+        output="float",
+        batch_size=cfg.batch_size,
+        shuffle_shards=shuffle,
+        shuffle_buffer=cfg.shuffle_buffer if shuffle else 0,
+        with_meta=True,
+        with_mask=False,
+        seed=cfg.seed,
+    )
 
 
-def load_windows(latent_root: str, cfg: SeparateConfig, fold: WaveFold) -> dict[str, Windows]:
-    """Latents from the pipeline's shards, matched per (split, track, offset) to the same windows of
-    the FLAC files decoded with the pipeline's own audio rule (so both arms see identical windows)."""
-    from ..preprocess.audio import AudioPolicy, decode_audio
+def chosen_windows(keys: list[str], cfg: SeparateConfig) -> set[str] | None:
+    """--samples: a seeded subset of the training windows (None: all of them)."""
+    if cfg.train_windows is None or cfg.train_windows >= len(keys):
+        return None
+    rng = np.random.default_rng(cfg.seed)
+    return {keys[i] for i in rng.choice(len(keys), cfg.train_windows, replace=False)}
+
+
+def window_keys(root: str) -> list[str]:
+    """Every sample key of a run, from its shard markers (no latent is read)."""
+    from ..manifest import OutputRoot
+
+    return sorted(k for marker in OutputRoot(root).markers() for k in marker.keys)
+
+
+@dataclass
+class WaveWindows:
+    """The waveform arm's data (and the held-out truth): windows decoded from the stems files with the
+    pipeline's own rule (decode_stems: the same windows and the same joint scale as the latents)."""
+
+    keys: list[str]
+    w_mix: Tensor  # (N, C, T') folded, downsampled mixture
+    w_stems: Tensor  # (N, S, C, T') the same for STEMS
+    valid: np.ndarray  # (N,) valid samples (C6)
+    truth: np.ndarray | None = None  # (N, S, 2, window) STEMS at 44.1 kHz (held-out split only)
+    mixture: np.ndarray | None = None  # (N, 2, window)
+
+    def rows(self, keys: list[str]) -> Tensor:
+        index = {k: i for i, k in enumerate(self.keys)}
+        return torch.as_tensor([index[k] for k in keys])
+
+
+def wave_windows(
+    cfg: SeparateConfig, split: str, fold: WaveFold, keys: set[str] | None, keep_truth: bool
+) -> WaveWindows:
+    from ..preprocess.audio import AudioPolicy, decode_stems
     from ..sources.audio import MusdbSource
 
-    z_all, metas = read_audio_latents(latent_root, cfg.progress)
-    by_window: dict[tuple[str, str, int], dict[str, int]] = {}
-    for i, meta in enumerate(metas):
-        by_window.setdefault((meta["split"], meta["track"], int(meta["offset"])), {})[meta["stem"]] = i
-    source = MusdbSource(cfg.stems, window=cfg.window, sample_rate=RATE)
-    items = {
-        (i.meta["split"], i.meta["track"], i.meta["offset"], i.meta["stem"]): i for i in source.list_items()
-    }
-    policy = AudioPolicy(sample_rate=RATE, window=cfg.window, hop=cfg.window, channels=fold.channels)
-    complete = sorted(k for k, v in by_window.items() if all(s in v for s in ("mixture", *STEMS)))
-    splits: dict[str, list[tuple[str, str, int]]] = {}
-    for key in complete:
-        splits.setdefault(key[0], []).append(key)
-    if "train" not in splits or "test" not in splits:
-        raise ValueError(
-            f"{cfg.stems}: need train/ and test/ tracks with mixture + {STEMS}; found {sorted(splits)}"
-        )
-    rng = np.random.default_rng(cfg.seed)
-    if cfg.train_windows is not None and cfg.train_windows < len(splits["train"]):
-        chosen = rng.choice(len(splits["train"]), cfg.train_windows, replace=False)
-        splits["train"] = [splits["train"][i] for i in sorted(chosen)]
-    out = {}
-    for split, keys in splits.items():
-        keep_truth = split != "train"
-        valid, w_mix, w_stems, truth, mixture = [], [], [], [], []
-        for key in tqdm(keys, desc=f"waveforms {split}", disable=not cfg.progress, leave=False):
-            signals = []
-            for stem in ("mixture", *STEMS):
-                item = items[(*key, stem)]
-                signals.append(decode_audio(source.read_bytes(item), policy, item.meta).array)
-            valid.append(int(metas[by_window[key]["mixture"]]["valid_length"]))
-            w_mix.append(fold.fold(signals[0]).astype(np.float32))
-            w_stems.append(np.stack([fold.fold(x) for x in signals[1:]]).astype(np.float32))
-            if keep_truth:  # full-rate copies only where they are scored (bounded memory for training)
-                mixture.append(signals[0])
-                truth.append(np.stack(signals[1:]))
-        rows = [[by_window[k][s] for s in ("mixture", *STEMS)] for k in keys]
-        z = z_all[torch.as_tensor(rows)]  # (N, 1 + S, C, T)
-        scales = torch.tensor([[float(metas[i]["scale"]) for i in r] for r in rows], dtype=torch.float64)
-        out[split] = Windows(
-            names=[f"{k[1]}@{k[2]}" for k in keys],
-            valid=np.asarray(valid),
-            z_mix=z[:, 0].contiguous(),
-            z_stems=z[:, 1:].contiguous(),
-            w_mix=torch.from_numpy(np.stack(w_mix)),
-            w_stems=torch.from_numpy(np.stack(w_stems)),
-            ratio=(scales[:, :1] / scales[:, 1:]).float(),
-            truth=np.stack(truth) if keep_truth else None,
-            mixture=np.stack(mixture) if keep_truth else None,
-        )
-    return out
+    source = MusdbSource(cfg.stems, window=cfg.window, sample_rate=RATE, split=split)
+    stems = source.grouped_stems()
+    mix, rows = stem_rows(list(stems), cfg.stems)
+    policy = AudioPolicy(
+        sample_rate=RATE, window=cfg.window, hop=cfg.window, channels=fold.channels, stems=stems
+    )
+    items = [i for i in source.list_items() if keys is None or i.key in keys]
+    out_keys, valid, w_mix, w_stems, truth, mixture = [], [], [], [], [], []
+    for item in tqdm(items, desc=f"waveforms {split}", disable=not cfg.progress, leave=False):
+        decoded = decode_stems(source.read_bytes(item), policy, item.meta)
+        x = decoded.array
+        out_keys.append(item.key)
+        valid.append(int(decoded.meta["valid_length"]))
+        w_mix.append(fold.fold(x[mix]).astype(np.float32))
+        w_stems.append(fold.fold(x[rows]).astype(np.float32))
+        if keep_truth:  # full-rate copies only where they are scored (bounded memory for training)
+            mixture.append(x[mix])
+            truth.append(x[rows])
+    return WaveWindows(
+        keys=out_keys,
+        w_mix=torch.from_numpy(np.stack(w_mix)),
+        w_stems=torch.from_numpy(np.stack(w_stems)),
+        valid=np.asarray(valid),
+        truth=np.stack(truth) if keep_truth else None,
+        mixture=np.stack(mixture) if keep_truth else None,
+    )
 
 
-def cached_windows(latent_root: str, cfg: SeparateConfig, fold: WaveFold) -> dict[str, Windows]:
-    """load_windows, kept in <output>/windows-<hash>.npz: the hash covers the run's manifest and every
-    setting that changes the windows, so a rerun with other training flags skips the audio decoding."""
+def cached_wave_windows(
+    latent_root: str, cfg: SeparateConfig, split: str, fold: WaveFold, keys: set[str] | None
+) -> WaveWindows:
+    """wave_windows, kept in <output>/waves-<split>-<hash>.npz: the hash covers the split's manifest and
+    every setting that changes them, so a rerun with other training flags skips the audio decoding."""
     import hashlib
 
-    manifest = (Path(latent_root) / "manifest.json").read_bytes()
-    settings = json.dumps([cfg.stems, cfg.window, cfg.train_windows, cfg.seed, fold.up, fold.down])
+    manifest = (Path(latent_root) / split / "manifest.json").read_bytes()
+    settings = json.dumps([cfg.stems, cfg.window, sorted(keys or []), fold.up, fold.down, split])
     digest = hashlib.sha256(manifest + settings.encode()).hexdigest()[:16]
-    path = Path(cfg.output) / f"windows-{digest}.npz"
+    path = Path(cfg.output) / f"waves-{split}-{digest}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as f:
-            return {split: _windows_from(f, split) for split in ("train", "test")}
-    data = load_windows(latent_root, cfg, fold)
-    arrays = {}
-    for split, w in data.items():
-        for name, value in vars(w).items():
-            if value is not None:
-                arrays[f"{split}/{name}"] = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+            get = {k: f[k] for k in f.files}
+        return WaveWindows(
+            keys=[str(k) for k in get["keys"]],
+            w_mix=torch.from_numpy(get["w_mix"]),
+            w_stems=torch.from_numpy(get["w_stems"]),
+            valid=get["valid"],
+            truth=get.get("truth"),
+            mixture=get.get("mixture"),
+        )
+    data = wave_windows(cfg, split, fold, keys, keep_truth=split != "train")
+    arrays = {
+        k: v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+        for k, v in vars(data).items()
+        if v is not None
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part.npz")
     np.savez(tmp, **arrays)
@@ -247,16 +278,32 @@ def cached_windows(latent_root: str, cfg: SeparateConfig, fold: WaveFold) -> dic
     return data
 
 
-def _windows_from(f, split: str) -> Windows:
-    get = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith(split + "/")}
-    tensors = ("z_mix", "z_stems", "w_mix", "w_stems", "ratio")
-    return Windows(
-        names=[str(n) for n in get["names"]],
-        valid=get["valid"],
-        **{k: torch.from_numpy(get[k]) for k in tensors},
-        truth=get.get("truth"),
-        mixture=get.get("mixture"),
-    )
+def grouped_batches(loader, mix: int, rows: list[int], keep: set[str] | None, batch_size: int):
+    """(mixture, stems, keys) batches of whole windows from a loader of grouped stems, in its order
+    (shuffled per epoch); with `keep`, only those windows, re-batched to batch_size."""
+    pending: list[tuple[Tensor, list[str]]] = []
+    size = 0
+
+    def flush():
+        z = torch.cat([p[0] for p in pending])
+        keys = [k for p in pending for k in p[1]]
+        return z[:, mix], z[:, rows], keys
+
+    for z, _, metas in loader:
+        keys = [m["key"] for m in metas]
+        if keep is not None:
+            sel = [i for i, k in enumerate(keys) if k in keep]
+            z, keys = z[sel], [keys[i] for i in sel]
+        while len(keys):
+            take = batch_size - size
+            pending.append((z[:take], keys[:take]))
+            size += len(keys[:take])
+            z, keys = z[take:], keys[take:]
+            if size == batch_size:
+                yield flush()
+                pending, size = [], 0
+    if size:
+        yield flush()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -299,28 +346,22 @@ class Separator1d(nn.Module):
 
 @dataclass
 class Arm:
-    """One arm's tensors (scaled by one scalar each) and how its outputs become 44.1 kHz waveforms."""
+    """One arm: its training batches (scaled by one scalar each, in the loader's shuffled order), its
+    held-out inputs, and how its outputs become 44.1 kHz waveforms."""
 
     name: str
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    x_scale: float
+    batches: Callable[[int], Iterator[tuple[Tensor, Tensor]]]  # epoch -> scaled (x, y) batches
+    sample: tuple[Tensor, Tensor]  # a few scaled training batches (step size, interleaved speed)
+    x_test: Tensor  # scaled
     y_scale: float
     to_wave: Any  # (N, S, C, T) unscaled predictions -> (N, S, 2, window)
 
 
-def silent_latents(codec, window: int) -> Tensor:
-    """Dequantized latents of a silent window (the encoder's bias, through the quantizer): the point
-    about which latents scale with the signal (analysis and the 1x1 encoder are linear; the companding
-    is undone by dequantizing, up to rounding and its saturation far in the tails)."""
-    zeros = torch.zeros(1, codec.config.channels, window)
-    return codec.compander.to_normal(codec.encode(zeros).float())[0]
-
-
-def make_arm(name: str, x: Tensor, y: Tensor, x_test: Tensor, to_wave) -> Arm:
-    x_scale, y_scale = float(x.std()) or 1.0, float(y.std()) or 1.0
-    return Arm(name, x / x_scale, y.flatten(1, 2) / y_scale, x_test / x_scale, x_scale, y_scale, to_wave)
+def scalar_scales(pairs: list[tuple[Tensor, Tensor]]) -> tuple[float, float]:
+    """One std for the inputs and one for the targets (from the first training batches)."""
+    x = torch.cat([p[0] for p in pairs])
+    y = torch.cat([p[1] for p in pairs])
+    return float(x.std()) or 1.0, float(y.std()) or 1.0
 
 
 def latent_to_wave(codec, window: int, batch: int = 32):
@@ -356,9 +397,13 @@ def stem_scores(estimates: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> 
 
 
 def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
-    """Encode (or reuse) the latents, train both arms, write the report; returns report.json's content."""
+    """Encode (or reuse) the latents, train both arms, write the report; returns report.json's content.
+
+    Training reads the grouped windows through the stock loader (LatentWebDataset: shuffled shards,
+    shuffle buffer, one epoch order per (seed, epoch)); both arms take their batches in that order,
+    the waveform arm looking its folded waveforms up by the samples' keys."""
     from .. import codec as wc
-    from .loop import TrainConfig, interleaved_speed, predict, train_arm
+    from .loop import TrainConfig, interleaved_speed, predict, train_stream
     from .measure import pick_device
     from .report import Report, write_report
 
@@ -372,51 +417,105 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     if cfg.window % 2**codec.config.J:
         raise ValueError(f"--window must be a multiple of 2^J = {2**codec.config.J}")
     fold = WaveFold(codec.config.channels, codec.config.latent_dim, cfg.window, codec.config.J)
+    roots = {split: str(Path(latent_root) / split) for split in SPLITS}
+    train_loader = split_loader(roots["train"], cfg, shuffle=True)
+    mix, rows = stem_rows(train_loader.info.stems, roots["train"])
     t0 = time.perf_counter()
-    data = cached_windows(latent_root, cfg, fold)
+    keep = chosen_windows(window_keys(roots["train"]), cfg)
+    waves = cached_wave_windows(latent_root, cfg, "train", fold, keep)
+    waves_test = cached_wave_windows(latent_root, cfg, "test", fold, None)
+    test_groups = list(grouped_batches(split_loader(roots["test"], cfg, shuffle=False), mix, rows, None, 256))
+    z_mix_test = torch.cat([g[0] for g in test_groups])
+    z_stems_test = torch.cat([g[1] for g in test_groups])
+    test_keys = [k for g in test_groups for k in g[2]]
+    order = waves_test.rows(test_keys)
+    test = WaveWindows(
+        keys=test_keys,
+        w_mix=waves_test.w_mix[order],
+        w_stems=waves_test.w_stems[order],
+        valid=waves_test.valid[order.numpy()],
+        truth=waves_test.truth[order.numpy()],
+        mixture=waves_test.mixture[order.numpy()],
+    )
     load_s = time.perf_counter() - t0
-    train, test = data["train"], data["test"]
+    n_train = len(waves.keys)
     S, C = len(STEMS), codec.config.latent_dim
-    silence = silent_latents(codec, cfg.window)
-    ratio = train.ratio[:, :, None, None]
+
+    def epoch_groups(epoch: int) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
+        train_loader.set_epoch(epoch)
+        yield from grouped_batches(train_loader, mix, rows, keep, cfg.batch_size)
+
+    first = list(itertools.islice(epoch_groups(0), 4))
+    lx, ly = scalar_scales([(g[0], g[1]) for g in first])
+    wx, wy = scalar_scales([(waves.w_mix[waves.rows(g[2])], waves.w_stems[waves.rows(g[2])]) for g in first])
+
+    def latent_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for zm, zs, _ in epoch_groups(epoch):
+            yield zm / lx, zs.flatten(1, 2) / ly
+
+    def wave_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for _, _, keys in epoch_groups(epoch):  # the same windows, in the same order, as the latent arm
+            idx = waves.rows(keys)
+            yield waves.w_mix[idx] / wx, waves.w_stems[idx].flatten(1, 2) / wy
+
+    def sample_of(rows_of) -> tuple[Tensor, Tensor]:
+        pairs = [rows_of(g) for g in first]
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
     arms = {
-        "latent": make_arm(
+        "latent": Arm(
             "latent",
-            train.z_mix,
-            (train.z_stems - silence) * ratio + silence,
-            test.z_mix,
+            latent_batches,
+            sample_of(lambda g: (g[0] / lx, g[1].flatten(1, 2) / ly)),
+            z_mix_test / lx,
+            ly,
             latent_to_wave(codec, cfg.window),
         ),
-        "waveform": make_arm("waveform", train.w_mix, train.w_stems * ratio, test.w_mix, fold_to_wave(fold)),
+        "waveform": Arm(
+            "waveform",
+            wave_batches,
+            sample_of(
+                lambda g: (
+                    waves.w_mix[waves.rows(g[2])] / wx,
+                    waves.w_stems[waves.rows(g[2])].flatten(1, 2) / wy,
+                )
+            ),
+            test.w_mix / wx,
+            wy,
+            fold_to_wave(fold),
+        ),
     }
     tcfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress
     )
+    steps = -(-n_train // cfg.batch_size)
     results, estimates, trained = {}, {}, {}
     for name, arm in arms.items():
         model = Separator1d(C, S, cfg.width, cfg.blocks)
 
-        def waves(model: nn.Module, arm: Arm = arm) -> np.ndarray:
+        def waves_of(model: nn.Module, arm: Arm = arm) -> np.ndarray:
             y = predict(model, arm.x_test, device, batch_size=cfg.batch_size) * arm.y_scale
             return arm.to_wave(y.reshape(len(y), S, C, -1))
 
         epoch = iter(range(1, cfg.epochs + 1))
 
-        def evaluate(model: nn.Module, waves=waves, epoch=epoch) -> dict[str, float]:
+        def evaluate(model: nn.Module, waves_of=waves_of, epoch=epoch) -> dict[str, float]:
             e = next(epoch)
             if e % max(1, cfg.eval_every) and e != cfg.epochs:
                 return {}  # not scored this epoch (the curves skip it)
-            return stem_scores(waves(model), test.truth, test.valid)
+            return stem_scores(waves_of(model), test.truth, test.valid)
 
-        results[name] = train_arm(
-            name, model, arm.x_train, arm.y_train, nn.functional.mse_loss, evaluate, tcfg, device
+        k = min(cfg.batch_size, len(arm.sample[0]))
+        example = (arm.sample[0][:k], arm.sample[1][:k])
+        results[name] = train_stream(
+            name, model, arm.batches, steps, example, nn.functional.mse_loss, evaluate, tcfg, device
         )
-        estimates[name] = waves(model)
-        trained[name] = (model, arm.x_train, arm.y_train)
+        estimates[name] = waves_of(model)
+        trained[name] = (model, *arm.sample)
     for name, speed in interleaved_speed(trained, nn.functional.mse_loss, tcfg, device).items():
         results[name].samples_per_s = speed  # same machine load for both arms (see loop.interleaved_speed)
 
-    references = reference_points(codec, test, fold)
+    references = reference_points(codec, test, z_stems_test, fold)
     extra = {f"{ref} {k}": round(v, 2) for ref, scores in references.items() for k, v in scores.items()}
     extra |= {
         "encode seconds (pipeline, local Ray)": round(encode_s, 1),
@@ -431,9 +530,9 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
         data={
             "stems root": cfg.stems,
             "latents": latent_root,
-            "train windows": len(train.names),
-            "test windows": len(test.names),
-            "test tracks": len({n.split("@")[0] for n in test.names}),
+            "train windows": n_train,
+            "test windows": len(test.keys),
+            "test tracks": len({k.rsplit("_", 1)[0] for k in test.keys}),
             "window": f"{cfg.window} samples ({cfg.window / RATE:.2f} s) at {RATE} Hz, stereo",
             "stems": ", ".join(STEMS),
             "sources": json.loads(sources.read_text()) if sources.is_file() else "not recorded",
@@ -442,13 +541,16 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
             "Data: Bach chorales from music21's corpus rendered per voice with FluidR3_GM (TinySoundFont):"
             " true stems, but synthetic performances (no reverb, no singing voice); vocals = soprano"
             " line, other = alto + tenor, bass = bass.",
+            "Training reads grouped windows (mixture + every stem in one sample) through the stock"
+            f" LatentWebDataset: shards shuffled, shuffle buffer {cfg.shuffle_buffer}, a new order per"
+            " epoch; the waveform arm takes the same windows in the same order (looked up by key).",
             f"Waveform arm: resampled to {fold.rate:.0f} Hz ({fold.up}/{fold.down}) and folded into"
             f" {C} x {fold.steps}; its ceiling (true stems through that resampling) is a reference point.",
             "si_sdr is the mean over stems of each stem's mean SI-SDR over held-out windows (dB,"
             " valid samples only); each arm's own loss is MSE in its own domain.",
             "Both arms run the same network on tensors of the same size (108 x 258 vs 108 x 256), so their"
-            " training steps cost the same; what differs is getting the input: latents are read from the"
-            " shards, the waveform arm decodes FLAC and resamples (once here, cached in windows-*.npz).",
+            " training steps cost the same (samples/s: interleaved in-memory steps); epoch times include"
+            " reading the latent shards for both arms (the waveform arm reads them for the order).",
         ],
         config=cfg.to_dict() | {"device": str(device)},
         extra=extra,
@@ -460,11 +562,13 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     return report.to_dict()
 
 
-def reference_points(codec, test: Windows, fold: WaveFold) -> dict[str, dict[str, float]]:
+def reference_points(
+    codec, test: WaveWindows, z_stems: Tensor, fold: WaveFold
+) -> dict[str, dict[str, float]]:
     """SI-SDR of the mixture as the estimate and of each arm's ceiling (true stems through its domain)."""
     S = len(STEMS)
     mixture = np.repeat(test.mixture[:, None], S, axis=1)
-    codec_ceiling = latent_to_wave(codec, test.truth.shape[-1])(test.z_stems)
+    codec_ceiling = latent_to_wave(codec, test.truth.shape[-1])(z_stems)
     fold_ceiling = fold_to_wave(fold)(test.w_stems)
     return {
         "mixture as estimate": stem_scores(mixture, test.truth, test.valid),
@@ -473,7 +577,7 @@ def reference_points(codec, test: Windows, fold: WaveFold) -> dict[str, dict[str
     }
 
 
-def plot_spectrograms(test: Windows, estimates: dict[str, np.ndarray], path: Path) -> None:
+def plot_spectrograms(test: WaveWindows, estimates: dict[str, np.ndarray], path: Path) -> None:
     """Rows: stems; columns: truth and each arm's estimate; the mixture in the top-left panel's title row."""
     import matplotlib
 
@@ -491,7 +595,7 @@ def plot_spectrograms(test: Windows, estimates: dict[str, np.ndarray], path: Pat
             ax = axes[r, c]
             ax.specgram(x.mean(axis=0), NFFT=1024, Fs=RATE, noverlap=768, cmap="magma", vmin=-140)
             ax.set_ylim(0, 8000)
-            ax.set_title(f"{stem}: {title}" if c else f"{title} ({test.names[i]})", fontsize=8)
+            ax.set_title(f"{stem}: {title}" if c else f"{title} ({test.keys[i]})", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

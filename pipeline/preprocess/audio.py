@@ -170,7 +170,9 @@ def decode_audio(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None =
     return Decoded(array=out, meta=info | {"scale": scale, "mean": mean})
 
 
-def _decode_window(data: bytes, policy: AudioPolicy, meta: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+def _decode_window(
+    data: bytes, policy: AudioPolicy, meta: dict[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Steps 1-4: the window's real samples (C, valid) at the codec's rate, float64, full scale."""
     import soundfile as sf
 
@@ -317,7 +319,9 @@ class AudioPreprocessor:
 
     def with_stems(self, stems: tuple[str, ...] | None) -> AudioPreprocessor:
         """The same preprocessing for items that hold these stems together (None: one signal each)."""
-        return dataclasses.replace(self, policy=dataclasses.replace(self.policy, stems=stems and tuple(stems)))
+        return dataclasses.replace(
+            self, policy=dataclasses.replace(self.policy, stems=stems and tuple(stems))
+        )
 
     def decode(self, data: bytes, item: Any = None) -> Decoded:
         if self.policy.stems:

@@ -6,18 +6,18 @@ reaches or passes L, is partial (the preprocessor zero-pads it and records its v
 file shorter than one window gives one partial window; an empty file gives one window whose decode
 fails ("empty audio"), so it shows up as an error row. Listing reads headers only.
 
-One item per window (for MUSDB: one per window holding every stem, see below). `read_bytes` returns a small WAV excerpt, not the whole
-file: the source frames under the window plus resampler context on both sides (the excerpt's
-first frame, `meta["read"][0]`, is a multiple of S / gcd(R, S), so the window lands on whole
-samples after resampling; with enough context the excerpt resamples to exactly what the whole
-file would). The excerpt keeps the file's sample format (8/16/24/32-bit PCM, float), so nothing is
-lost; reading a 3-minute track cut into 60 windows reads the track once, not 60 times.
+One item per window (for MUSDB: one per window holding every stem, see below). `read_bytes` returns
+a small WAV excerpt, not the whole file: the source frames under the window plus resampler context
+on both sides (the excerpt's first frame, `meta["read"][0]`, is a multiple of S / gcd(R, S), so the
+window lands on whole samples after resampling; with enough context the excerpt resamples to exactly
+what the whole file would). The excerpt keeps the file's sample format (8/16/24/32-bit PCM, float),
+so nothing is lost; reading a 3-minute track cut into 60 windows reads the track once, not 60 times.
 
 item.meta: path, offset (first sample of the window at the codec's rate), window, valid and
-valid_length (real samples in the window at the codec's rate; the rest is padding), rate
-(codec), source_rate, source_frames, source_channels, read [first, end) in source frames;
-MUSDB adds split, track, stem. A file whose header cannot be read is listed as one item whose read
-fails with the reason (`listing_error`).
+valid_length (real samples in the window at the codec's rate; the rest is padding), rate (codec),
+source_rate, source_frames, source_channels, read [first, end) in source frames; MUSDB adds split,
+track, stem (grouped: stems, stem_files). A file whose header cannot be read is listed as one item
+whose read fails with the reason (`listing_error`).
 
 MUSDB layout: `<root>/<split>/<track>/{mixture,drums,bass,other,vocals}.wav` (.flac too), or a
 split folder itself. By default (`group=True`) one sample per window holds the mixture and every
@@ -400,7 +400,9 @@ class MusdbSource(_WindowedSource):
                     stem, reason = next(iter(broken.items()))
                     meta = meta | {"listing_error": f"{stem}: {reason}"}
                 if "listing_error" not in meta:
-                    meta = meta | {"stem_files": _stem_reads(urls, headers, self.stems, meta, self.sample_rate)}
+                    meta = meta | {
+                        "stem_files": _stem_reads(urls, headers, self.stems, meta, self.sample_rate)
+                    }
                 rows.append((name, track_url, None, meta))
                 prints.append(print_)
         items = _items(rows)
