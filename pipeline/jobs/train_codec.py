@@ -30,9 +30,9 @@ from ..cli import (
     positive_float,
     positive_int,
 )
-from ..training.loop import TrainConfig
+from ..training.codec_loop import CodecTrainConfig
 
-# the range of each TrainConfig field's flag (--steps, --lr, ...; --device: `device` below); a new
+# the range of each CodecTrainConfig field's flag (--steps, --lr, ...; --device: `device` below); a new
 # field without an entry here fails build_parser (KeyError), so its flag cannot go unchecked
 TRAIN_FLAG_TYPES = {
     "steps": nonnegative_int,  # 0 with --decoder linear: the closed-form KLT codec
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1, help=">1: Ray Train data parallel workers")
     p.add_argument("--address", help="Ray cluster address (implies Ray even with one worker)")
     p.add_argument("--note", default="", help="free text stored in the codec metadata")
-    for f in fields(TrainConfig):  # --steps, --batch-size, --lr, ... with the TrainConfig defaults
+    for f in fields(CodecTrainConfig):  # --steps, --batch-size, --lr, ... with the CodecTrainConfig defaults
         p.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=TRAIN_FLAG_TYPES[f.name] if f.name != "device" else device,
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_checked(argv, validate)
     from ..training.job import CodecJob, run_job
 
-    cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
+    cfg = CodecTrainConfig(**{f.name: getattr(a, f.name) for f in fields(CodecTrainConfig)})
     job = CodecJob(
         kind=a.kind, data=a.data, out=a.out, name=a.name, J=a.J, latent_dim=a.latent_dim,
         latent_bits=a.latent_bits, Nd=a.Nd, Ne=a.Ne, lightweight=a.lightweight and a.Ne is None,

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ..config import DEFAULT_IMAGE_CODEC  # noqa: E402
+from ..metrics import accuracy  # noqa: E402
 from .data import (  # noqa: E402
     PIXEL_SIDE,
     LatentSet,
@@ -35,9 +36,8 @@ from .data import (  # noqa: E402
     split_of,
     to_model_pixels,
 )
-from .loop import TrainConfig, interleaved_speed, predict, train_arm  # noqa: E402
+from .loop import LearnConfig, interleaved_speed, predict, train_arm  # noqa: E402
 from .measure import pick_device  # noqa: E402
-from .metrics import accuracy  # noqa: E402
 from .models import Classifier, NetConfig  # noqa: E402
 from .report import Report, job_config, summary_table, write_report  # noqa: E402
 
@@ -51,7 +51,7 @@ class ClassifyConfig:
     samples: int | None = None  # cap on training samples (seeded choice); None = all
     device: str = "auto"
     net: NetConfig = field(default_factory=NetConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8))
+    train: LearnConfig = field(default_factory=lambda: LearnConfig(epochs=8))
 
 
 def split_rows(ls: LatentSet) -> tuple[list[int], list[int]]:

@@ -9,7 +9,7 @@ from ..cli import check_codec, check_input, check_output, nonnegative_int, posit
 from ..config import DEFAULT_IMAGE_CODEC
 
 if TYPE_CHECKING:  # torch-heavy: imported when the configs are built, after the flags are checked
-    from .loop import TrainConfig
+    from .loop import LearnConfig
     from .models import NetConfig
 
 
@@ -79,17 +79,17 @@ def validate_learning_args(
     check_codec("--codec", args.codec, codec_kind)
 
 
-def net_and_train(args: argparse.Namespace) -> tuple[NetConfig, TrainConfig]:
+def net_and_train(args: argparse.Namespace) -> tuple[NetConfig, LearnConfig]:
     """The configs from the flags; also applies --threads to this process."""
     import torch
 
-    from .loop import TrainConfig
+    from .loop import LearnConfig
     from .models import NetConfig
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     net = NetConfig(width=args.width, blocks=args.blocks)
-    train = TrainConfig(
+    train = LearnConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

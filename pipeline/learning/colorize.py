@@ -28,6 +28,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from ..codec import WaLLoC  # noqa: E402
 from ..config import DEFAULT_IMAGE_CODEC  # noqa: E402
+from ..metrics import colourfulness, psnr  # noqa: E402
 from ..preprocess.image import ImagePolicy, decode_image  # noqa: E402
 from .data import (  # noqa: E402
     IMAGE_SIDE,
@@ -40,9 +41,8 @@ from .data import (  # noqa: E402
     run_info,
     source_path,
 )
-from .loop import TrainConfig, interleaved_speed, predict, train_arm  # noqa: E402
+from .loop import LearnConfig, interleaved_speed, predict, train_arm  # noqa: E402
 from .measure import pick_device  # noqa: E402
-from .metrics import colourfulness, psnr  # noqa: E402
 from .models import NetConfig, Translator  # noqa: E402
 from .report import Report, job_config, summary_table, write_report  # noqa: E402
 
@@ -57,7 +57,7 @@ class ColorizeConfig:
     val_samples: int = 60
     device: str = "auto"
     net: NetConfig = field(default_factory=NetConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8))
+    train: LearnConfig = field(default_factory=lambda: LearnConfig(epochs=8))
 
 
 def build_pairs(

@@ -22,7 +22,7 @@ from .models import count_parameters
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class LearnConfig:
     epochs: int = 6
     batch_size: int = 32
     lr: float = 2e-3  # AdamW, cosine decay to 0 over the run
@@ -56,7 +56,7 @@ def train_arm(
     y: Tensor,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     evaluate: Callable[[nn.Module], dict[str, float]],
-    cfg: TrainConfig,
+    cfg: LearnConfig,
     device: torch.device,
 ) -> ArmResult:
     """Train `model` on (x, y) for cfg.epochs, calling `evaluate(model)` (eval mode, no grad) after each."""
@@ -81,7 +81,7 @@ def train_stream(
     example: tuple[Tensor, Tensor],
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     evaluate: Callable[[nn.Module], dict[str, float]],
-    cfg: TrainConfig,
+    cfg: LearnConfig,
     device: torch.device,
 ) -> ArmResult:
     """train_arm over batches that come from elsewhere (e.g. a shuffled latent loader): `batches(epoch)`
@@ -141,7 +141,7 @@ def train_stream(
 def interleaved_speed(
     arms: dict[str, tuple[nn.Module, Tensor, Tensor]],
     loss_fn: Callable[[Tensor, Tensor], Tensor],
-    cfg: TrainConfig,
+    cfg: LearnConfig,
     device: torch.device,
     steps: int = 4,
     rounds: int = 3,

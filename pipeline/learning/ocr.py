@@ -23,6 +23,7 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from ..config import DEFAULT_IMAGE_CODEC  # noqa: E402
+from ..metrics import char_accuracy, string_accuracy  # noqa: E402
 from .data import (  # noqa: E402
     PIXEL_SIDE,
     Standardizer,
@@ -33,9 +34,8 @@ from .data import (  # noqa: E402
     split_of,
     to_model_pixels,
 )
-from .loop import TrainConfig, interleaved_speed, predict, train_arm  # noqa: E402
+from .loop import LearnConfig, interleaved_speed, predict, train_arm  # noqa: E402
 from .measure import pick_device  # noqa: E402
-from .metrics import char_accuracy, string_accuracy  # noqa: E402
 from .models import GridReader, NetConfig  # noqa: E402
 from .render import CHARSET, installed_fonts, labels_to_lines, render_page, text_to_labels  # noqa: E402
 from .report import Report, job_config, summary_table, write_report  # noqa: E402
@@ -52,7 +52,7 @@ class OcrConfig:
     codec: str = DEFAULT_IMAGE_CODEC
     device: str = "auto"
     net: NetConfig = field(default_factory=NetConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))
+    train: LearnConfig = field(default_factory=lambda: LearnConfig(epochs=10))
 
 
 def render_pages(dest: Path, pages: int, val_pages: int, seed: int, progress: bool = False) -> dict[str, str]:

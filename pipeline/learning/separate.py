@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..config import DEFAULT_AUDIO_CODEC, EncodeConfig
-from .audio_metrics import si_sdr_batch
+from ..metrics import si_sdr_batch
 
 STEMS = ("vocals", "bass", "other")  # predicted, in this order (MUSDB names; no drums in the rendered set)
 RATE = 44100
@@ -390,7 +390,7 @@ def stem_scores(estimates: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> 
     """Mean SI-SDR per stem over the windows where that stem sounds, and their mean."""
     scores = {}
     for s, stem in enumerate(STEMS):
-        values = si_sdr_batch(estimates[:, s], truth[:, s], valid)
+        values = si_sdr_batch(truth[:, s], estimates[:, s], valid)
         scores[f"si_sdr_{stem}"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     scores["si_sdr"] = float(np.nanmean([scores[f"si_sdr_{s}"] for s in STEMS]))
     return scores
@@ -403,7 +403,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     shuffle buffer, one epoch order per (seed, epoch)); both arms take their batches in that order,
     the waveform arm looking its folded waveforms up by the samples' keys."""
     from .. import codec as wc
-    from .loop import TrainConfig, interleaved_speed, predict, train_stream
+    from .loop import LearnConfig, interleaved_speed, predict, train_stream
     from .measure import pick_device
     from .report import Report, write_report
 
@@ -485,7 +485,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
             fold_to_wave(fold),
         ),
     }
-    tcfg = TrainConfig(
+    tcfg = LearnConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress
     )
     steps = -(-n_train // cfg.batch_size)

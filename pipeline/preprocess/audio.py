@@ -15,7 +15,7 @@ Steps, in order (each recorded in the sample's meta):
    DecodeError, unless channel_policy="downmix": to stereo by the ITU-R BS.775 matrix in WAVE
    channel order (centre and surrounds at -3 dB, LFE dropped; 3 to 8 channels), to mono by the
    mean of that stereo pair. Other combinations are refused.
-5. normalise as the reference does (pipeline.training.data.normalize_audio), per channel mean:
+5. normalise as the reference does (pipeline.training.codec_data.normalize_audio), per channel mean:
    x = (w - mean) * scale with scale = 1 / (2 * (peak + 1e-8)), peak = max |w - mean| over the
    valid samples; restore the codec-rate, channel-mapped waveform (full scale +-1) by
    w = x / scale + mean (meta: scale, mean per channel).

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from pipeline.codec import WaLLoC
 
-from . import data as D
-from .metrics import ms_ssim, psnr, si_sdr, snr, ssim
+from ..metrics import ms_ssim, psnr, si_sdr, snr, ssim
+from . import codec_data as D
 
 EVAL_SIDE = 512  # images: centre crops of up to 512 x 512 (after the loader's downscale to 1024)
 
@@ -187,7 +187,7 @@ def _audio_point(
         rate=float(np.mean([b / (x.shape[1] * samples) for b in bits])),
         psnr=float(np.mean([psnr(a, b) for a, b in zip(x, recs, strict=True)])),
         snr=float(np.mean([snr(a, b) for a, b in zip(x, recs, strict=True)])),
-        si_sdr=float(np.mean([si_sdr(a, b) for a, b in zip(x, recs, strict=True)])),
+        si_sdr=float(np.mean([si_sdr(a, b, per_channel=True) for a, b in zip(x, recs, strict=True)])),
         kbps=float(np.mean([b / (samples / rate) / 1000 for b in bits])),
     )
 

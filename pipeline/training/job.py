@@ -22,7 +22,16 @@ from torch.utils.data import Dataset
 
 from pipeline.codec import CodecConfig, WaLLoC, build, load, save
 
-from . import data as D
+from . import codec_data as D
+from .codec_loop import (
+    CHECKPOINT,
+    CodecTrainConfig,
+    CodecTrainResult,
+    load_checkpoint,
+    train,
+    train_ray,
+    validate,
+)
 from .klt import (
     fit_klt,
     init_deep_decoder_from_klt,
@@ -30,7 +39,6 @@ from .klt import (
     init_residual_decoder_from_klt,
     klt_codec,
 )
-from .loop import CHECKPOINT, TrainConfig, TrainResult, load_checkpoint, train, train_ray, validate
 
 
 @dataclass
@@ -63,7 +71,7 @@ class CodecJob:
     address: str | None = None  # Ray cluster address ("auto", "ray://host:10001", ...)
     command: str = ""  # recorded in the metadata
     note: str = ""  # recorded in the metadata (trade-offs, purpose)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: CodecTrainConfig = field(default_factory=CodecTrainConfig)
 
     @property
     def codec_config(self) -> CodecConfig:
@@ -158,7 +166,7 @@ def run_job(job: CodecJob) -> Path:
         klt = fit_klt_on(job, probe)
         codec = klt_codec(job.codec_config, klt, job.klt_gain)
         _, valid = datasets(job, job.train.seed)
-        result = TrainResult(
+        result = CodecTrainResult(
             step=0, wall_s=(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
         )
         result.val_psnr.append((0, validate(codec, valid)))
@@ -178,7 +186,7 @@ def run_job(job: CodecJob) -> Path:
         codec = build(job.codec_config)
         state = load_checkpoint(job.ckpt_dir / CHECKPOINT)
         codec.load_state_dict(state["model"])
-        result = TrainResult(
+        result = CodecTrainResult(
             state["step"], state["wall_s"], state["losses"], [tuple(v) for v in state["val_psnr"]]
         )
     else:

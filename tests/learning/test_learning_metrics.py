@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.learning.metrics import accuracy, char_accuracy, colourfulness, psnr, string_accuracy
+from pipeline.metrics import accuracy, char_accuracy, colourfulness, psnr, string_accuracy
 
 
 def test_colourfulness_of_grey_images_is_zero():

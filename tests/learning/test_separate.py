@@ -14,8 +14,8 @@ import pytest
 import torch
 from tiny_soundfont import build_sf2
 
-from pipeline.learning.audio_metrics import si_sdr, si_sdr_batch
 from pipeline.learning.separate import STEMS, Separator1d, WaveFold
+from pipeline.metrics import si_sdr, si_sdr_batch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,10 +37,10 @@ def test_si_sdr_identical_is_very_high_and_scale_invariant():
     ref = rng.normal(size=(2, 4000))
     assert si_sdr(ref, ref) > 100
     noisy = ref + 0.1 * rng.normal(size=ref.shape)
-    base = si_sdr(noisy, ref)
-    assert si_sdr(3.7 * noisy, ref) == pytest.approx(base, abs=1e-9)
-    assert si_sdr(-0.01 * noisy, ref) == pytest.approx(si_sdr(-noisy, ref), abs=1e-9)
-    assert si_sdr(noisy + 5.0, ref) == pytest.approx(base, abs=1e-9)  # the mean is removed
+    base = si_sdr(ref, noisy)  # (reference, estimate), as every metric in pipeline.metrics
+    assert si_sdr(ref, 3.7 * noisy) == pytest.approx(base, abs=1e-9)
+    assert si_sdr(ref, -0.01 * noisy) == pytest.approx(si_sdr(ref, -noisy), abs=1e-9)
+    assert si_sdr(ref, noisy + 5.0) == pytest.approx(base, abs=1e-9)  # the mean is removed
 
 
 def test_si_sdr_of_orthogonal_noise_is_the_energy_ratio():
@@ -48,20 +48,23 @@ def test_si_sdr_of_orthogonal_noise_is_the_energy_ratio():
     t = np.arange(n)
     ref = np.sin(2 * np.pi * 8 * t / n)
     noise = 0.25 * np.sin(2 * np.pi * 21 * t / n)  # orthogonal to ref over whole periods
-    assert si_sdr(ref + noise, ref) == pytest.approx(10 * np.log10(1 / 0.25**2), abs=1e-6)
-    assert si_sdr(noise, ref) < -100  # nothing of the reference in it
+    assert si_sdr(ref, ref + noise) == pytest.approx(10 * np.log10(1 / 0.25**2), abs=1e-6)
+    assert si_sdr(ref, noise) < -100  # nothing of the reference in it
 
 
 def test_si_sdr_edge_cases():
-    assert np.isnan(si_sdr(np.ones(100), np.zeros(100)))  # silent reference: undefined
+    assert np.isnan(si_sdr(np.zeros(100), np.ones(100)))  # silent reference: undefined
     with pytest.raises(ValueError, match="shape"):
         si_sdr(np.ones(10), np.ones(11))
     rng = np.random.default_rng(1)
     ref = rng.normal(size=(3, 2, 1000))
     est = ref.copy()
     est[:, :, 600:] = 0  # wrong only past each item's valid length
-    assert (si_sdr_batch(est, ref, np.array([600, 600, 600])) > 100).all()
-    assert (si_sdr_batch(est, ref) < 10).all()
+    assert (si_sdr_batch(ref, est, np.array([600, 600, 600])) > 100).all()
+    assert (si_sdr_batch(ref, est) < 10).all()
+    # per channel (codec evaluation): a silent channel is left out of the mean
+    two = np.stack([ref[0, 0], np.zeros(1000)])
+    assert si_sdr(two, two, per_channel=True) > 100 and si_sdr(two, two) > 100
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from pipeline.codec import load
+from pipeline.training.codec_loop import CodecTrainConfig
 from pipeline.training.job import CodecJob, run_job
-from pipeline.training.loop import TrainConfig
 
 from .helpers import smooth_image
 
@@ -19,7 +19,7 @@ def _photos(root, n=10):
 
 
 def _job(tmp_path, name, **kw):
-    train = TrainConfig(batch_size=4, steps=kw.pop("steps", 0), lr=1e-3, warmup_steps=2, val_every=3,
+    train = CodecTrainConfig(batch_size=4, steps=kw.pop("steps", 0), lr=1e-3, warmup_steps=2, val_every=3,
                         ckpt_every=3, device="cpu")  # fmt: skip
     base = dict(kind="2d", data=[str(tmp_path / "photos")], out=str(tmp_path / name), J=2, latent_dim=6,
                 Nd=32, crop=16, klt_batches=2, kinds=(), klt_gain=10.0, train=train)  # fmt: skip

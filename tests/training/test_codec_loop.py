@@ -3,21 +3,27 @@ import math
 import torch
 
 from pipeline.codec import CodecConfig, build
-from pipeline.training.loop import CHECKPOINT, TrainConfig, load_checkpoint, log_cosine_warmup, train
+from pipeline.training.codec_loop import (
+    CHECKPOINT,
+    CodecTrainConfig,
+    load_checkpoint,
+    log_cosine_warmup,
+    train,
+)
 
 from .helpers import SmoothImages, batch
 
 TINY = CodecConfig(kind="2d", channels=3, J=2, latent_dim=6, Nd=32)
 
 
-def _cfg(**kw) -> TrainConfig:
+def _cfg(**kw) -> CodecTrainConfig:
     base = dict(batch_size=4, lr=2e-3, min_lr=1e-5, warmup_steps=4, plateau_every=2, plateau_patience=1,
                 val_every=5, ckpt_every=3, device="cpu")  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    return CodecTrainConfig(**{**base, **kw})
 
 
 def test_warmup_is_a_log_cosine_from_min_lr_to_lr():
-    cfg = TrainConfig(lr=1e-3, min_lr=1e-7, warmup_steps=100)
+    cfg = CodecTrainConfig(lr=1e-3, min_lr=1e-7, warmup_steps=100)
     assert log_cosine_warmup(0, cfg) * cfg.lr == math.pow(10, -7)
     assert math.isclose(log_cosine_warmup(50, cfg) * cfg.lr, 1e-5)  # half way in log space
     assert log_cosine_warmup(100, cfg) == 1.0 == log_cosine_warmup(500, cfg)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.training.metrics import ms_ssim, psnr, si_sdr, snr, ssim
+from pipeline.metrics import ms_ssim, psnr, si_sdr, snr, ssim
 
 
 def test_psnr_known_mse():

@@ -35,15 +35,15 @@ from tqdm.auto import tqdm
 
 from pipeline.codec import WaLLoC
 
-from .data import StepBatches
-from .metrics import psnr
+from ..metrics import psnr
+from .codec_data import StepBatches
 
 CHECKPOINT = "last.pt"
 LOG = "log.jsonl"
 
 
 @dataclass
-class TrainConfig:
+class CodecTrainConfig:
     steps: int = 4000  # optimizer steps in total (a resumed run continues up to this)
     batch_size: int = 16  # per worker
     lr: float = 5e-4  # peak learning rate (reference: 3e-5 at batch 64 over ~1M GPU steps)
@@ -62,7 +62,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
+class CodecTrainResult:
     step: int  # steps completed
     wall_s: float  # training wall time, summed over resumed runs
     losses: list[float] = field(default_factory=list)  # training loss per step (rank-averaged)
@@ -79,7 +79,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def log_cosine_warmup(step: int, cfg: TrainConfig) -> float:
+def log_cosine_warmup(step: int, cfg: CodecTrainConfig) -> float:
     """LambdaLR factor: lr goes from min_lr to lr along half a cosine, in log10 space."""
     t = min(step, cfg.warmup_steps) / max(1, cfg.warmup_steps)
     lo, hi = math.log10(cfg.min_lr), math.log10(cfg.lr)
@@ -126,13 +126,13 @@ def train(
     codec: WaLLoC,
     data: Dataset,
     valid: Tensor,
-    cfg: TrainConfig,
+    cfg: CodecTrainConfig,
     ckpt_dir: str | Path | None = None,
     *,
     resume: bool = True,
     model: nn.Module | None = None,
     progress: bool = True,
-) -> TrainResult:
+) -> CodecTrainResult:
     """Train `codec` in place up to cfg.steps; returns the history. With `ckpt_dir`, checkpoints
     there and (if `resume`) continues from its last checkpoint. `model` is a wrapper of `codec`
     (DistributedDataParallel) to run forward/backward through; the weights are `codec`'s."""
@@ -150,7 +150,7 @@ def train(
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience, threshold=1e-5, min_lr=cfg.min_lr
     )
-    result = TrainResult(step=0, wall_s=0.0)
+    result = CodecTrainResult(step=0, wall_s=0.0)
     torch.manual_seed(cfg.seed * 1000 + rank)  # bottleneck noise; replaced by the checkpoint's state
     if ckpt_path is not None and resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
@@ -158,7 +158,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         warmup.load_state_dict(state["warmup"])
         plateau.load_state_dict(state["plateau"])
-        result = TrainResult(
+        result = CodecTrainResult(
             step=state["step"],
             wall_s=state["wall_s"],
             losses=list(state["losses"]),
@@ -259,7 +259,7 @@ def _ray_worker(config: dict) -> None:
     import ray.train.torch
 
     codec, data, valid = config["setup"]()
-    cfg: TrainConfig = config["cfg"]
+    cfg: CodecTrainConfig = config["cfg"]
     codec.to(ray.train.torch.get_device())
     model = ray.train.torch.prepare_model(codec)  # DistributedDataParallel around the same modules
     result = train(codec, data, valid, cfg, config["ckpt_dir"], model=model)
@@ -267,7 +267,7 @@ def _ray_worker(config: dict) -> None:
 
 
 def train_ray(
-    setup: SetupFn, cfg: TrainConfig, ckpt_dir: str | Path, *, workers: int, address: str | None = None
+    setup: SetupFn, cfg: CodecTrainConfig, ckpt_dir: str | Path, *, workers: int, address: str | None = None
 ) -> None:
     """Run `train` on `workers` Ray Train workers (DDP, gloo on CPU / nccl on GPU). `setup` must be
     picklable and build the same codec and data on every worker; rank 0 writes `ckpt_dir/last.pt`

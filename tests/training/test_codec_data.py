@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.training import data as D
+from pipeline.training import codec_data as D
 
 
 def _images(root: Path, names: list[str]) -> None:
