@@ -314,7 +314,9 @@ class MusdbSource(_WindowedSource):
         if len(set(self.stems)) != len(self.stems):
             raise ValueError(f"stems repeat: {list(self.stems)}")
         self.split = split
-        self.group = bool(group)
+        if not isinstance(group, bool):
+            raise ValueError(f"group must be true or false, got {group!r}")
+        self.group = group
         self._listing: list[tuple[str, str, str, str]] | None = None
         if not self._tracks():
             raise NoInputsError(f"no MUSDB tracks (<split>/<track>/mixture.wav) under {self.root}")
