@@ -116,6 +116,17 @@ def test_stock_webdataset_and_zarr_hold_every_stem_per_window(runs):
             z = codec.from_bytes(sample[f"{stem}.latent.wlat"]).numpy()
             assert np.array_equal(z, np.load(io.BytesIO(by_npy[f"{stem}.latent.npy"])))
 
+    # what an append run reads back to take superseded samples out of the statistics: the whole stack
+    from pipeline.manifest import OutputRoot
+    from pipeline.registry import SINKS
+    from pipeline.sinks import SinkSpec
+
+    for fmt in out:
+        spec = SinkSpec(output=str(out[fmt]), shard_size=4)
+        marker = OutputRoot(str(out[fmt])).markers()[0]
+        z = SINKS[fmt.split("-")[0]](spec).read_latent(marker.stats, marker.slot_offset, marker.keys[0])
+        assert np.asarray(z).shape == (4, 108, WINDOW // 256 + 2), fmt
+
     group = zarr.open_group(str(out["zarr"] / "latents.zarr"), mode="r")
     assert group.attrs["stems"] == STEMS
     assert group["latents"].shape == (9, 4, 108, WINDOW // 256 + 2)
@@ -157,6 +168,9 @@ def test_loaders_shuffle_and_resume_whole_windows(runs, fmt):
     resumed.load_state_dict(state)
     for z, _, _, metas in resumed:
         _check_items(root, codec, z, metas, seen)
+    normalized = kind(str(out[fmt]), batch_size=9, normalize=True)  # per latent channel, over stems
+    z, *_ = next(iter(normalized))
+    assert z.shape == (9, 4, 108, WINDOW // 256 + 2) and torch.isfinite(z).all()
     keys = sorted(f"{s}_{t}_{k:06d}" for s, ts in TRACKS.items() for t in ts for k in range(3))
     assert sorted(seen) == keys  # each window once, across the resume
     in_order = sorted(keys, key=lambda k: (k.split("_")[0] != "test", k))
