@@ -12,6 +12,21 @@ DEFAULT_IMAGE_CODEC = (
     "rgb-16x-klt"  # measures better on held-out photos than the CPU-trained rgb-16x (docs/training.md)
 )
 DEFAULT_AUDIO_CODEC = "stereo-44k-klt"  # beats the CPU-trained stereo-44k on held-out music
+# the bundled 16x image codec for each input channel count (grey inputs: 1 x 256 x 256 -> 4 x 32 x 32)
+IMAGE_CODEC_BY_CHANNELS = {3: DEFAULT_IMAGE_CODEC, 1: "grey-16x-klt"}
+
+
+def image_codec_for(channels: int) -> str:
+    """The bundled image codec that fits inputs of this many channels (grey photos, document
+    pages: 1; RGB: 3), so a job on grey data does not spend latents on three copies of one channel."""
+    if channels not in IMAGE_CODEC_BY_CHANNELS:
+        raise ValueError(
+            f"no bundled image codec for {channels} channels (have {sorted(IMAGE_CODEC_BY_CHANNELS)}): "
+            "train one with jobs/train_codec.py --kind 2d --channels N"
+        )
+    return IMAGE_CODEC_BY_CHANNELS[channels]
+
+
 SAMPLES_DIR = Path(__file__).parent / "samples"
 DEFAULT_IMAGE_INPUT = str(SAMPLES_DIR / "images")
 DEFAULT_AUDIO_INPUT = str(SAMPLES_DIR / "audio")

@@ -63,6 +63,7 @@ def device(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kind", choices=["2d", "1d"], required=True, help="2d: RGB images, 1d: stereo audio")
+    p.add_argument("--channels", type=int, help="2d: 3 (RGB, default) or 1 (grey: luma of the images)")
     p.add_argument("--data", nargs="+", required=True, help="image or audio folders (searched recursively)")
     p.add_argument("--out", required=True, help="output stem: writes OUT.json + OUT.safetensors")
     p.add_argument("--name", help="codec name recorded in the JSON (default: the stem)")
@@ -139,6 +140,8 @@ def validate(a: argparse.Namespace) -> None:
             raise FlagError(
                 flag, f"{width} with --latent-dim {a.latent_dim}", "a multiple of --latent-dim (1d)"
             )
+    if a.channels is not None and (a.kind != "2d" or a.channels not in (1, 3)):
+        raise FlagError("--channels", f"{a.channels} with --kind {a.kind}", "1 or 3, with --kind 2d")
     if a.post_filter and a.kind != "1d":
         raise FlagError("--post-filter", f"with --kind {a.kind}", "--kind 1d (audio codecs only)")
     if a.address is not None:
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = CodecTrainConfig(**{f.name: getattr(a, f.name) for f in fields(CodecTrainConfig)})
     job = CodecJob(
-        kind=a.kind, data=a.data, out=a.out, name=a.name, J=a.J, latent_dim=a.latent_dim,
+        kind=a.kind, channels=a.channels, data=a.data, out=a.out, name=a.name, J=a.J, latent_dim=a.latent_dim,
         latent_bits=a.latent_bits, Nd=a.Nd, Ne=a.Ne, lightweight=a.lightweight and a.Ne is None,
         post_filter=a.post_filter, decoder=a.decoder, init=a.init, klt_batches=a.klt_batches,
         klt_gain=a.klt_gain, freeze_encoder=a.freeze_encoder, init_codec=a.init_codec, crop=a.crop,

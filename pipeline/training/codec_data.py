@@ -152,17 +152,19 @@ def describe_split(train: Sequence[Item], valid: Sequence[Item]) -> dict:
 
 
 # --- images -------------------------------------------------------------------------------------
-def load_image(path: Path, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
-    """RGB uint8 (H, W, 3), downscaled (Lanczos) so the longer side is at most `max_side`."""
+def load_image(path: Path, max_side: int = MAX_IMAGE_SIDE, channels: int = 3) -> np.ndarray:
+    """uint8 (H, W, channels): RGB, or grey (channels=1: Pillow's ITU-R 601 luma), downscaled
+    (Lanczos) so the longer side is at most `max_side`."""
+    mode = {3: "RGB", 1: "L"}[channels]
     with Image.open(path) as im:
         scale = max_side / max(im.size)
         if scale < 1:  # JPEG: decode at a reduced DCT scale that is still >= the target size
-            im.draft("RGB", (round(im.width * scale), round(im.height * scale)))
+            im.draft(mode, (round(im.width * scale), round(im.height * scale)))
             scale = max_side / max(im.size)
-        im = im.convert("RGB")
+        im = im.convert(mode)
         if scale < 1:
             im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
-        return np.asarray(im).copy()
+        return np.asarray(im).reshape(im.height, im.width, channels).copy()
 
 
 def to_signal(rgb: np.ndarray) -> Tensor:
@@ -193,9 +195,16 @@ class ImageCrops(Dataset):
 
     Decoded images are cached per process (photo sets here are tens of files)."""
 
-    def __init__(self, items: Sequence[Item], crop: int, seed: int = 0, max_side: int = MAX_IMAGE_SIDE):
+    def __init__(
+        self,
+        items: Sequence[Item],
+        crop: int,
+        seed: int = 0,
+        max_side: int = MAX_IMAGE_SIDE,
+        channels: int = 3,
+    ):
         self.paths = [it.paths[0] for it in items]
-        self.crop, self.seed, self.max_side = crop, seed, max_side
+        self.crop, self.seed, self.max_side, self.channels = crop, seed, max_side, channels
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -203,7 +212,7 @@ class ImageCrops(Dataset):
 
     def image(self, i: int) -> np.ndarray:
         if i not in self._cache:
-            self._cache[i] = _pad_to(load_image(self.paths[i], self.max_side), self.crop)
+            self._cache[i] = _pad_to(load_image(self.paths[i], self.max_side, self.channels), self.crop)
         return self._cache[i]
 
     def __getitem__(self, index: int) -> Tensor:
@@ -217,9 +226,13 @@ class ImageCrops(Dataset):
         return to_signal(np.ascontiguousarray(patch))
 
 
-def image_eval_batch(items: Sequence[Item], crop: int, max_side: int = MAX_IMAGE_SIDE) -> Tensor:
-    """Center crops of the held-out images: a fixed validation batch (B, 3, crop, crop)."""
-    return torch.stack([to_signal(center_crop(load_image(it.paths[0], max_side), crop)) for it in items])
+def image_eval_batch(
+    items: Sequence[Item], crop: int, max_side: int = MAX_IMAGE_SIDE, channels: int = 3
+) -> Tensor:
+    """Center crops of the held-out images: a fixed validation batch (B, channels, crop, crop)."""
+    return torch.stack(
+        [to_signal(center_crop(load_image(it.paths[0], max_side, channels), crop)) for it in items]
+    )
 
 
 # --- audio --------------------------------------------------------------------------------------

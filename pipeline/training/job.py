@@ -43,10 +43,11 @@ from .klt import (
 
 @dataclass
 class CodecJob:
-    kind: Literal["2d", "1d"]  # images (RGB) or audio (stereo)
+    kind: Literal["2d", "1d"]  # images (RGB, or grey with channels=1) or audio (stereo)
     data: list[str]  # image or audio folders
     out: str  # codec path stem: writes <out>.json + <out>.safetensors
     name: str | None = None  # codec name in its JSON (default: the stem)
+    channels: int | None = None  # signal channels (default: 3 for 2d, 2 for 1d; 2d also takes 1: grey)
     J: int = 3  # wavelet packet levels
     latent_dim: int = 12  # latent channels
     latent_bits: int = 8  # latent integer bits
@@ -77,7 +78,7 @@ class CodecJob:
     def codec_config(self) -> CodecConfig:
         return CodecConfig(
             kind=self.kind,
-            channels=3 if self.kind == "2d" else 2,
+            channels=self.channels or (3 if self.kind == "2d" else 2),
             J=self.J,
             latent_dim=self.latent_dim,
             latent_bits=self.latent_bits,
@@ -107,8 +108,8 @@ def datasets(job: CodecJob, seed: int) -> tuple[Dataset, Tensor]:
     train_items, valid_items = split(job)
     if job.kind == "2d":
         return (
-            D.ImageCrops(train_items, job.crop, seed=seed),
-            D.image_eval_batch(valid_items, max(job.crop, 256)),
+            D.ImageCrops(train_items, job.crop, seed=seed, channels=job.codec_config.channels),
+            D.image_eval_batch(valid_items, max(job.crop, 256), channels=job.codec_config.channels),
         )
     ds = D.AudioWindows(train_items, job.window, sample_rate=job.sample_rate, seed=seed)
     return ds, D.audio_eval_batch(valid_items, job.window)
