@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", default="data/imagenet-mini", help="image folder to encode (default: %(default)s)"
     )
     p.add_argument("--latents", help="train from this existing pipeline run (WebDataset) instead of --images")
-    add_learning_flags(p, output="out/learn-classify", epochs=8)
+    add_learning_flags(p, output="out/learn-classify", epochs=8, codec=None)  # by the images' channels
     return p
 
 

@@ -22,13 +22,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ..config import DEFAULT_IMAGE_CODEC  # noqa: E402
+from ..config import image_codec_for  # noqa: E402
 from ..metrics import accuracy  # noqa: E402
 from .data import (  # noqa: E402
     PIXEL_SIDE,
     LatentSet,
     Standardizer,
     encode_folder,
+    image_channels,
+    image_files,
     load_pixels,
     read_latents,
     run_info,
@@ -47,7 +49,7 @@ class ClassifyConfig:
     output: str = "out/learn-classify"
     images: str | None = "data/imagenet-mini"  # encoded into <output>/latents unless `latents` is given
     latents: str | None = None  # an existing pipeline run (WebDataset) to train from
-    codec: str = DEFAULT_IMAGE_CODEC
+    codec: str | None = None  # None: the bundled codec for the images' channels (image_codec_for)
     samples: int | None = None  # cap on training samples (seeded choice); None = all
     device: str = "auto"
     net: NetConfig = field(default_factory=NetConfig)
@@ -100,7 +102,8 @@ def run(cfg: ClassifyConfig) -> Report:
     if cfg.latents:
         root = cfg.latents
     elif cfg.images:
-        root = encode_folder(cfg.images, out / "latents", cfg.codec)
+        codec = cfg.codec or image_codec_for(image_channels(image_files(cfg.images)))
+        root = encode_folder(cfg.images, out / "latents", codec)
     else:
         raise ValueError("give images (a folder to encode) or latents (a pipeline run)")
     ls = read_latents(root, progress)
@@ -113,8 +116,10 @@ def run(cfg: ClassifyConfig) -> Report:
     if (train.labels < 0).any():
         raise ValueError(f"{root}: unlabelled samples; classification needs class folders")
     classes = len(label_map)
-    px_train = to_model_pixels(load_pixels([source_path(m) for m in train.meta], PIXEL_SIDE, progress))
-    px_val_u8 = load_pixels([source_path(m) for m in val.meta], PIXEL_SIDE, progress)
+    channels = int(run_info(root).manifest["codec"]["config"]["channels"])  # the pixel arm's, too
+    paths_train, paths_val = [source_path(m) for m in train.meta], [source_path(m) for m in val.meta]
+    px_train = to_model_pixels(load_pixels(paths_train, PIXEL_SIDE, progress, channels))
+    px_val_u8 = load_pixels(paths_val, PIXEL_SIDE, progress, channels)
     px_val = to_model_pixels(px_val_u8)
 
     norm = Standardizer.fit(train.z)  # per-channel: dequantized channels' scales differ ~25x
@@ -122,7 +127,7 @@ def run(cfg: ClassifyConfig) -> Report:
     trained = {}
     for name, x_tr, x_va, in_ch in [
         ("latent", norm(train.z), norm(val.z), train.z.shape[1]),
-        ("pixel", px_train, px_val, 3),
+        ("pixel", px_train, px_val, channels),
     ]:
         torch.manual_seed(cfg.train.seed)
         model = Classifier(name, in_ch, classes, cfg.net)
@@ -148,11 +153,13 @@ def run(cfg: ClassifyConfig) -> Report:
     chance = torch.bincount(val.labels, minlength=classes).max().item() / len(val.labels)
     report = Report(
         task="classify",
-        title="Image classification: latents (12x32x32) vs pixels (3x64x64), same trunk",
+        title=f"Image classification: latents ({'x'.join(map(str, train.z.shape[1:]))}) vs pixels"
+        f" ({channels}x{PIXEL_SIDE}x{PIXEL_SIDE}), same trunk",
         metric="accuracy",
         arms=arms,
         data={
             "latents": root,
+            "codec": run_info(root).manifest["codec"].get("name"),
             "images": cfg.images,
             "classes": classes,
             "class names": ", ".join(names),
@@ -170,7 +177,7 @@ def run(cfg: ClassifyConfig) -> Report:
                 else {}
             ),
         },
-        notes=_notes(cfg, overlap),
+        notes=_notes(cfg, overlap, tuple(train.z.shape[1:]), channels),
         config=job_config("classify", cfg, device),
         figures=[("samples.png", "val images (64x64 pixel input) with true / latent / pixel predictions")],
     )
@@ -180,10 +187,11 @@ def run(cfg: ClassifyConfig) -> Report:
     return report
 
 
-def _notes(cfg: ClassifyConfig, overlap: dict | None) -> list[str]:
+def _notes(cfg: ClassifyConfig, overlap: dict | None, latent: tuple[int, ...], channels: int) -> list[str]:
     notes = [
         "Both arms: the same residual trunk and head, same optimizer, epochs and seed; only the stem "
-        "differs (3x3 conv on 12x32x32 latents, 4x4 stride-2 conv on 3x64x64 pixels). No augmentation.",
+        f"differs (3x3 conv on {'x'.join(map(str, latent))} latents, 4x4 stride-2 conv on "
+        f"{channels}x{PIXEL_SIDE}x{PIXEL_SIDE} pixels). No augmentation.",
         "Samples/s is the training step (forward, backward, optimizer) on tensors in memory; reading "
         "latent shards vs decoding JPEGs is measured by benchmarks/loader_throughput.py.",
     ]
@@ -207,7 +215,8 @@ def _plot_samples(px: torch.Tensor, labels: torch.Tensor, preds: dict, names: li
     fig, axes = plt.subplots(1, n, figsize=(2 * n, 2.6), squeeze=False)
     for col, i in enumerate(torch.linspace(0, len(px) - 1, n).long().tolist()):  # spread over classes
         ax = axes[0, col]
-        ax.imshow(px[i].permute(1, 2, 0).numpy())
+        img = px[i].permute(1, 2, 0).numpy()
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
         ax.set_title(
             f"true {names[labels[i]][:12]}\nlat {names[preds['latent'][i]][:12]}"

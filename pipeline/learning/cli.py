@@ -14,13 +14,25 @@ if TYPE_CHECKING:  # torch-heavy: imported when the configs are built, after the
 
 
 def add_learning_flags(
-    p: argparse.ArgumentParser, *, output: str, epochs: int, samples: int | None = None
+    p: argparse.ArgumentParser,
+    *,
+    output: str,
+    epochs: int,
+    samples: int | None = None,
+    codec: str | None = DEFAULT_IMAGE_CODEC,
 ) -> None:
+    """codec=None: the job picks the bundled codec for its data's channels (image_codec_for)."""
     g = p.add_argument_group("training (both arms get the same settings)")
     g.add_argument(
         "--output", default=output, help="report, plots and encoded latents go here (default: %(default)s)"
     )
-    g.add_argument("--codec", default=DEFAULT_IMAGE_CODEC, help="codec to encode with (default: %(default)s)")
+    g.add_argument(
+        "--codec",
+        default=codec,
+        help="codec to encode with (default: "
+        + (codec or "the bundled one for the images' channels: rgb-16x-klt, grey-16x-klt for grey")
+        + ")",
+    )
     g.add_argument(
         "--epochs", type=positive_int, default=epochs, help="training epochs per arm (default: %(default)s)"
     )
@@ -76,7 +88,8 @@ def validate_learning_args(
     elif data_flag is not None:
         check_input(data_flag, getattr(args, data_flag.lstrip("-").replace("-", "_")) or "")
     check_output("--output", args.output)
-    check_codec("--codec", args.codec, codec_kind)
+    if args.codec is not None:  # None: the job picks the bundled codec for its data's channels
+        check_codec("--codec", args.codec, codec_kind)
 
 
 def net_and_train(args: argparse.Namespace) -> tuple[NetConfig, LearnConfig]:

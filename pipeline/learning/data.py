@@ -98,10 +98,26 @@ def source_path(meta: dict[str, Any]) -> Path:
     return Path(uri)
 
 
-def load_pixels(paths: list[Path], side: int, progress: bool = False) -> Tensor:
-    """uint8 (N, 3, side, side): decode, shorter side to `side`, centre crop (the pipeline's rule)."""
-    policy = ImagePolicy(size=side, crop="center", channels=3)
-    out = np.empty((len(paths), 3, side, side), dtype=np.uint8)
+def image_channels(paths: list[Path], probe: int = 16) -> int:
+    """1 when the first `probe` images are grey (a grey mode, or RGB with R = G = B: grey photos
+    stored as colour), else 3: what picks the codec (pipeline.config.image_codec_for)."""
+    from PIL import Image
+
+    for p in paths[:probe]:
+        with Image.open(p) as im:
+            if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                continue
+            rgb = np.asarray(im.convert("RGB").reduce(4) if min(im.size) >= 64 else im.convert("RGB"))
+            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+                return 3
+    return 1 if paths else 3
+
+
+def load_pixels(paths: list[Path], side: int, progress: bool = False, channels: int = 3) -> Tensor:
+    """uint8 (N, channels, side, side): decode, shorter side to `side`, centre crop (the pipeline's
+    rule; channels=1: grey, as the pipeline converts for a 1-channel codec)."""
+    policy = ImagePolicy(size=side, crop="center", channels=channels)
+    out = np.empty((len(paths), channels, side, side), dtype=np.uint8)
     for i, p in enumerate(tqdm(paths, desc=f"pixels {side}", disable=not progress)):
         out[i] = decode_image(Path(p).read_bytes(), policy).array
     return torch.from_numpy(out)

@@ -69,6 +69,32 @@ def test_learn_classify_end_to_end(tmp_path):
     assert json.loads((again / "report.json").read_text())["data"]["train samples"] == 19
 
 
+def test_learn_classify_picks_the_grey_codec_for_grey_images(tmp_path):
+    """Grey photos stored as RGB (R = G = B), as many real sets are: the job picks grey-16x-klt and
+    both arms see one channel (4x32x32 latents vs 1x64x64 pixels: the same 4,096 values)."""
+    from PIL import Image
+
+    from pipeline.learning.data import image_channels, image_files
+
+    grey = tmp_path / "grey"
+    for path in image_files(DEFAULT_IMAGE_INPUT):
+        rel = path.relative_to(DEFAULT_IMAGE_INPUT)
+        (grey / rel).parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as im:
+            im.convert("L").convert("RGB").save((grey / rel).with_suffix(".png"))
+    for name in ("LOC_synset_mapping.txt",):
+        (grey / name).write_bytes((Path(DEFAULT_IMAGE_INPUT) / name).read_bytes())
+    assert image_channels(image_files(grey)) == 1 and image_channels(image_files(DEFAULT_IMAGE_INPUT)) == 3
+    job = _load("jobs/learn_classify.py")
+    out = tmp_path / "run"
+    assert job.main(["--images", str(grey), "--output", str(out), *TINY]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["codec"] == "grey-16x-klt"
+    assert report["arms"]["latent"]["input_shape"] == [4, 32, 32]
+    assert report["arms"]["pixel"]["input_shape"] == [1, 64, 64]
+    assert all(0 <= arm["final"]["accuracy"] <= 1 for arm in report["arms"].values())
+
+
 def test_learn_colorize_end_to_end(tmp_path):
     job = _load("jobs/learn_colorize.py")
     args = [
