@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-samples", type=positive_int, default=64, help="held-out pages (default: %(default)s)"
     )
-    add_learning_flags(p, output="out/learn-ocr", epochs=10, samples=320)
+    # codec=None: the bundled codec for the pages' channels
+    add_learning_flags(p, output="out/learn-ocr", epochs=10, samples=320, codec=None)
     return p
 
 

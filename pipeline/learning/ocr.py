@@ -22,14 +22,17 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from ..config import DEFAULT_IMAGE_CODEC  # noqa: E402
+from ..config import image_codec_for  # noqa: E402
 from ..metrics import char_accuracy, string_accuracy  # noqa: E402
 from .data import (  # noqa: E402
     PIXEL_SIDE,
     Standardizer,
     encode_folder,
+    image_channels,
+    image_files,
     load_pixels,
     read_latents,
+    run_info,
     source_path,
     split_of,
     to_model_pixels,
@@ -49,7 +52,7 @@ class OcrConfig:
     pages: int = 320  # training pages rendered (64 cells each)
     val_pages: int = 64
     latents: str | None = None  # a run of a previous call (its pages/ folder must still exist)
-    codec: str = DEFAULT_IMAGE_CODEC
+    codec: str | None = None  # None: the bundled codec for the pages' channels (tinted paper: RGB)
     device: str = "auto"
     net: NetConfig = field(default_factory=NetConfig)
     train: LearnConfig = field(default_factory=lambda: LearnConfig(epochs=10))
@@ -85,7 +88,8 @@ def run(cfg: OcrConfig) -> Report:
         root = cfg.latents
     else:
         render_pages(pages_dir, cfg.pages, cfg.val_pages, cfg.train.seed, progress)
-        root = encode_folder(pages_dir, out / "latents", cfg.codec)
+        codec = cfg.codec or image_codec_for(image_channels(image_files(pages_dir)))
+        root = encode_folder(pages_dir, out / "latents", codec)
     ls = read_latents(root, progress)
     first = source_path(ls.meta[0])
     label_file = first.parents[2] / LABELS  # <pages>/<split>/page/<n>.png
@@ -98,8 +102,9 @@ def run(cfg: OcrConfig) -> Report:
     train, val = ls.select(tr), ls.select(va)
     y_tr, y_va = y[tr], y[va]
     norm = Standardizer.fit(train.z)
-    px_tr = to_model_pixels(load_pixels([source_path(m) for m in train.meta], PIXEL_SIDE, progress))
-    px_va_u8 = load_pixels([source_path(m) for m in val.meta], PIXEL_SIDE, progress)
+    channels = int(run_info(root).manifest["codec"]["config"]["channels"])  # the pixel arm's, too
+    px_tr = to_model_pixels(load_pixels([source_path(m) for m in train.meta], PIXEL_SIDE, progress, channels))
+    px_va_u8 = load_pixels([source_path(m) for m in val.meta], PIXEL_SIDE, progress, channels)
     truth = [line for page in y_va.numpy() for line in labels_to_lines(page)]
 
     arms, lines = {}, {}
@@ -129,7 +134,8 @@ def run(cfg: OcrConfig) -> Report:
     fonts = sorted({f for f in info["fonts"]})
     report = Report(
         task="ocr",
-        title="Character recognition on rendered pages: latents (12x32x32) vs pixels (3x64x64)",
+        title="Character recognition on rendered pages: latents"
+        f" ({'x'.join(map(str, train.z.shape[1:]))}) vs pixels ({channels}x{PIXEL_SIDE}x{PIXEL_SIDE})",
         metric="char_accuracy",
         arms=arms,
         data={
