@@ -278,6 +278,14 @@ def cached_wave_windows(
     return data
 
 
+def latents_and_meta(batch) -> tuple[Tensor, list[dict[str, Any]]]:
+    """(latents, per-sample metadata) of a loader batch: a tuple (z, y[, mask], meta) or a structure
+    with `.latents` / `.meta` (with_meta=True either way)."""
+    if hasattr(batch, "latents"):
+        return batch.latents, batch.meta
+    return batch[0], batch[-1]
+
+
 def grouped_batches(loader, mix: int, rows: list[int], keep: set[str] | None, batch_size: int):
     """(mixture, stems, keys) batches of whole windows from a loader of grouped stems, in its order
     (shuffled per epoch); with `keep`, only those windows, re-batched to batch_size."""
@@ -289,7 +297,8 @@ def grouped_batches(loader, mix: int, rows: list[int], keep: set[str] | None, ba
         keys = [k for p in pending for k in p[1]]
         return z[:, mix], z[:, rows], keys
 
-    for z, _, metas in loader:
+    for batch in loader:
+        z, metas = latents_and_meta(batch)
         keys = [m["key"] for m in metas]
         if keep is not None:
             sel = [i for i, k in enumerate(keys) if k in keep]

@@ -206,9 +206,11 @@ def test_tiny_end_to_end_run(tmp_path):
 
     data = LatentWebDataset(str(out / "latents" / "test"), with_meta=True, shuffle_shards=False)
     assert data.info.stems == ["mixture", "bass", "other", "vocals"]
-    items = list(data)
-    assert all(z.shape == (4, 108, 66) for z, *_ in items)
-    metas = [item[-1] for item in items]
+    from pipeline.learning.separate import latents_and_meta
+
+    items = [latents_and_meta(item) for item in data]
+    assert all(z.shape == (4, 108, 66) for z, _ in items)
+    metas = [meta for _, meta in items]
     last = max(metas, key=lambda m: m["offset"])
     assert 0 < last["valid_length"] < 16384
     assert sum(m["valid_length"] for m in metas) == round(

@@ -149,6 +149,7 @@ def _check_items(root, codec, z, metas, seen):
 @pytest.mark.parametrize("fmt", ["webdataset", "webdataset-zstd", "zarr"])
 def test_loaders_shuffle_and_resume_whole_windows(runs, fmt):
     from pipeline import codec as wc
+    from pipeline.learning.separate import latents_and_meta
     from pipeline.loaders import LatentWebDataset, LatentZarrStream
 
     root, out = runs
@@ -160,16 +161,19 @@ def test_loaders_shuffle_and_resume_whole_windows(runs, fmt):
     seen: list[str] = []
     batches = iter(first)
     for _ in range(2):
-        z, labels, mask, metas = next(batches)
+        batch = next(batches)
+        z, labels = tuple(batch)[:2]  # latents and labels come first in every loader batch
+        metas = latents_and_meta(batch)[1]
+        mask = batch.mask if hasattr(batch, "mask") else batch[2]  # audio: valid latent steps
         assert mask.shape == (len(z), WINDOW // 256 + 2) and (labels == -1).all()
         _check_items(root, codec, z, metas, seen)
     state = first.state_dict()
     resumed = kind(str(out[fmt]), **options)
     resumed.load_state_dict(state)
-    for z, _, _, metas in resumed:
-        _check_items(root, codec, z, metas, seen)
+    for batch in resumed:
+        _check_items(root, codec, *latents_and_meta(batch), seen)
     normalized = kind(str(out[fmt]), batch_size=9, normalize=True)  # per latent channel, over stems
-    z, *_ = next(iter(normalized))
+    z = latents_and_meta(next(iter(normalized)))[0]
     assert z.shape == (9, 4, 108, WINDOW // 256 + 2) and torch.isfinite(z).all()
     keys = sorted(f"{s}_{t}_{k:06d}" for s, ts in TRACKS.items() for t in ts for k in range(3))
     assert sorted(seen) == keys  # each window once, across the resume
@@ -181,12 +185,13 @@ def test_loaders_shuffle_and_resume_whole_windows(runs, fmt):
 def test_mixture_latent_decodes_close_to_the_sum_of_the_stems(runs):
     """The joint normalisation keeps the stems' shares: decode(mixture) ~ sum of decode(stem)."""
     from pipeline import codec as wc
+    from pipeline.learning.separate import latents_and_meta
     from pipeline.loaders import LatentWebDataset
 
     _, out = runs
     codec = wc.load(CODEC)
     data = LatentWebDataset(str(out["webdataset"]), output="int", batch_size=9, shuffle_shards=False)
-    z, *_ = next(iter(data))
+    z = latents_and_meta(next(iter(data)))[0]
     with torch.no_grad():
         x = codec.decode(z.flatten(0, 1)).reshape(*z.shape[:2], 2, -1)[..., :WINDOW].double()
     mixture, total = x[:, 0], x[:, 1:].sum(1)
