@@ -197,3 +197,59 @@ def test_mixture_latent_decodes_close_to_the_sum_of_the_stems(runs):
     mixture, total = x[:, 0], x[:, 1:].sum(1)
     snr = 10 * torch.log10(mixture.pow(2).sum() / (mixture - total).pow(2).sum())
     assert snr > 20, f"decode(mixture) vs sum of decoded stems: {snr:.1f} dB"
+
+
+@pytest.mark.slow
+def test_append_after_a_stem_changes_reencodes_its_track_and_keeps_statistics_exact(tmp_path, ray_session):
+    """A changed stem file changes its track's windows (the fingerprint covers every stem file):
+    --mode append re-encodes them, and the run's statistics (per latent channel, over all stems)
+    stay those of the live samples (the superseded stacks are read back and taken out)."""
+    import os
+
+    import soundfile as sf
+    import webdataset as wds
+
+    from pipeline.config import EncodeConfig
+    from pipeline.runtime import run_encode
+
+    root = musdb_sum_tree(tmp_path / "musdb")
+    output = tmp_path / "out"
+
+    def encode(mode: str):
+        return run_encode(
+            EncodeConfig(
+                input=str(root),
+                output=str(output),
+                codec=CODEC,
+                window=WINDOW,
+                sample_rate=RATE,
+                shard_size=4,
+                mode=mode,
+                progress=False,
+            )
+        )
+
+    assert encode("resume").written == 9
+    vocals = root / "train" / "b" / "vocals.wav"
+    x, _ = sf.read(vocals, dtype="float32", always_2d=True)
+    sf.write(vocals, 0.5 * x, RATE, subtype="FLOAT")
+    os.utime(vocals, (1, 1))  # a different mtime whatever the clock's resolution
+    appended = encode("append")
+    assert (appended.changed, appended.written_this_run) == (3, 3)  # the three windows of train/b
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert sorted(e["key"] for e in manifest["superseded"]) == [f"train_b_{k:06d}" for k in range(3)]
+    shard_of = {s["name"]: s["shard"] for s in manifest["shards"]}
+    dropped = {(e["shard"], e["key"]) for e in manifest["superseded"]}
+    shards = sorted(str(p) for p in output.glob("*.tar"))
+    live = [
+        s
+        for s in wds.WebDataset(shards, shardshuffle=False, empty_check=False)
+        if (shard_of[Path(s["__url__"]).name], s["__key__"]) not in dropped
+    ]
+    assert len(live) == 9
+    bits = manifest["latent"]["bits"]
+    z = np.stack([[np.load(io.BytesIO(s[f"{stem}.latent.npy"])) for stem in STEMS] for s in live])
+    values = np.moveaxis(z, 2, 0).reshape(108, -1).astype(np.int64)  # per latent channel, all stems
+    histogram = [np.bincount(row + 2 ** (bits - 1), minlength=2**bits).tolist() for row in values]
+    stats = manifest["statistics"]
+    assert (stats["count"], stats["histogram"]) == (9, histogram)
