@@ -231,7 +231,7 @@ def decode_stems(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None =
 
     Each stem goes through steps 1-4 on its own (its excerpt, rate and channel count); the window's
     real length is the first stem's (the listing's `valid_length`), shorter stems are zero-padded to
-    it. Normalisation is joint, so that the stems keep their share of the mixture: each stem's own
+    it (a stem that ends before the window starts is silence there). Normalisation is joint, so that the stems keep their share of the mixture: each stem's own
     per-channel mean is removed and ONE scale, 1 / (2 * (peak + 1e-8)) with the peak over all stems,
     applies to all of them (meta: scale, and per stem its mean in `stem_mean`; waveform of stem s =
     x[s] / scale + stem_mean[s]). When the mixture is the sum of the stems, x[mixture] is the sum of
@@ -244,8 +244,13 @@ def decode_stems(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None =
     if tuple(parts) != stems:
         raise DecodeError(f"item holds stems {list(parts)}, the run decodes {list(stems)}")
     segments, infos = [], []
-    for stem in stems:
-        read = files.get(stem, {}).get("read", meta.get("read", [0]))
+    for k, stem in enumerate(stems):
+        listed = files.get(stem, {})
+        if k and listed.get("valid") == 0:  # this stem ends before the window starts: silence
+            segments.append(np.zeros((policy.channels, 0)))
+            infos.append({"valid": 0, "source_rate": listed.get("source_rate"), "channels_in": None})
+            continue
+        read = listed.get("read", meta.get("read", [0]))
         try:
             segment, info = _decode_window(parts[stem], policy, meta | {"read": read})
         except DecodeError as err:
@@ -258,10 +263,10 @@ def decode_stems(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None =
     centred = []
     for segment in segments:
         segment = segment[:, :valid]
-        mean = segment.mean(axis=1)
+        mean = segment.mean(axis=1) if segment.shape[1] else np.zeros(policy.channels)
         centred.append(segment - mean[:, None])
         means.append([float(m) for m in mean])
-        peak = max(peak, float(np.abs(centred[-1]).max()))
+        peak = max(peak, float(np.abs(centred[-1]).max(initial=0.0)))
     scale = 1.0 / (2.0 * (peak + PEAK_EPS))
     for s, segment in enumerate(centred):
         out[s, :, : segment.shape[1]] = segment * scale

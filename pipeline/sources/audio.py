@@ -147,6 +147,7 @@ def read_excerpt(url: str, first: int, end: int) -> bytes:
 
     with fsspec.open(url, "rb") as f, sf.SoundFile(f) as snd:
         dtype, subtype = _CARRY.get(snd.subtype, ("float32", "FLOAT"))
+        first = min(first, snd.frames)  # a stem that ends before the window: an empty excerpt
         snd.seek(first)
         data = snd.read(max(0, end - first), dtype=dtype, always_2d=True)
         rate, channels = snd.samplerate, snd.channels

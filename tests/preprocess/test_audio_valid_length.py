@@ -67,6 +67,14 @@ def test_musdb_stems_carry_valid_length(tmp_path):
     decoded = decode_stems(source.read_bytes(tail), policy, tail.meta)
     assert decoded.array.shape == (3, 2, WINDOW) and decoded.meta["valid_length"] == 123
     assert not decoded.array[:, :, 123:].any() and decoded.array[:, :, :123].any()
+    # a stem that ends before a window starts is silence in it (the window still decodes)
+    write_tone(tmp_path / "train" / "song" / "vocals.flac", 1000, 44100)
+    source = MusdbSource(str(tmp_path), window=WINDOW)
+    (tail,) = [i for i in source.list_items() if i.meta["offset"] == WINDOW]
+    assert tail.meta["stem_files"]["vocals"]["valid"] == 0
+    decoded = decode_stems(source.read_bytes(tail), policy, tail.meta)
+    assert not decoded.array[2].any() and decoded.array[0, :, :123].any()
+    assert decoded.meta["stem_valid"] == [123, 123, 0]
 
 
 def test_schema_accepts_valid_length_and_refuses_nonsense():
