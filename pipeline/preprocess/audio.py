@@ -231,11 +231,11 @@ def decode_stems(data: bytes, policy: AudioPolicy, meta: dict[str, Any] | None =
 
     Each stem goes through steps 1-4 on its own (its excerpt, rate and channel count); the window's
     real length is the first stem's (the listing's `valid_length`), shorter stems are zero-padded to
-    it (a stem that ends before the window starts is silence there). Normalisation is joint, so that the stems keep their share of the mixture: each stem's own
-    per-channel mean is removed and ONE scale, 1 / (2 * (peak + 1e-8)) with the peak over all stems,
-    applies to all of them (meta: scale, and per stem its mean in `stem_mean`; waveform of stem s =
-    x[s] / scale + stem_mean[s]). When the mixture is the sum of the stems, x[mixture] is the sum of
-    the other rows."""
+    it (a stem that ends before the window starts is silence there). Normalisation is joint, so that
+    the stems keep their share of the mixture: each stem's own per-channel mean is removed and ONE
+    scale, 1 / (2 * (peak + 1e-8)) with the peak over all stems, applies to all of them (meta:
+    scale, and per stem its mean in `stem_mean`; waveform of stem s = x[s] / scale + stem_mean[s]).
+    When the mixture is the sum of the stems, x[mixture] is the sum of the other rows."""
     meta = meta or {}
     _check_listing(meta, policy)
     stems = tuple(policy.stems or ())
