@@ -119,7 +119,7 @@ def prepare_run(cfg: EncodeConfig, opened: threading.Event | None = None) -> Pre
     from ..codec import load as load_codec  # torch: imported here, while Ray starts on the main thread
 
     codec = load_codec(cfg.codec)
-    stems = getattr(source, "grouped_stems", lambda: None)()  # MUSDB: (S, C, L) per item, latents (S, ...)
+    stems = source.grouped_stems()  # MUSDB: (S, C, L) per item, latents (S, ...)
     preprocessor = make_preprocessor(cfg, source.modality, codec, stems=stems)
     settings = {
         "codec_hash": codec.hash,
