@@ -48,13 +48,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="center: resize the shorter side to --size and center-crop a square; "
         "none: keep the aspect ratio (padded to a multiple of 2^J by the codec)",
     )
+    images.add_argument(
+        "--extensions",
+        type=parse_extensions,
+        default=None,
+        metavar=".EXT,...",
+        help="the file extensions that are images (default: torchvision ImageFolder's .jpg .jpeg .png "
+        ".ppm .bmp .pgm .tif .tiff .webp, and .gif); every other file is counted as skipped, by reason, "
+        "in the summary and the manifest",
+    )
     add_bucket_flags(images)
     return parser
 
 
+def parse_extensions(text: str) -> list[str]:
+    """'.jpg,PNG' -> ['.jpg', '.png']."""
+    exts = ["." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip().lstrip(".")]
+    if not exts:
+        raise argparse.ArgumentTypeError(f"no extension in {text!r}")
+    return exts
+
+
+def validate(args: argparse.Namespace) -> None:
+    """--extensions is the image sources' `extensions` option (checked against the source like any)."""
+    if args.extensions:
+        args.source_option = [*(args.source_option or []), ("extensions", args.extensions)]
+    validate_encode_args(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_checked(argv, validate_encode_args)
+    args = parser.parse_checked(argv, validate)
     cfg = encode_config(parser, args, size=args.size or None, crop=args.crop)
     return run_encode_job(cfg, dry_run=args.dry_run)
 

@@ -35,6 +35,7 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_imagenet", ["--codec", "nosuch"], "--codec", True),
     ("encode_imagenet", ["--shard-size", "0"], "--shard-size", False),
     ("encode_imagenet", ["--latent-format", "zsdt"], "--latent-format", True),
+    ("encode_imagenet", ["--extensions", ","], "--extensions", False),
     ("encode_imagenet", ["--size", "-5"], "--size", False),
     # inputs and outputs
     ("encode_imagenet", ["--input", "{empty}"], "--input", False),
