@@ -98,10 +98,13 @@ class Prepared:
     listing_reused: bool = False  # resume: the output's own listing, not listed again
 
 
-def prepare_run(cfg: EncodeConfig, opened: threading.Event | None = None) -> Prepared:
+def prepare_run(
+    cfg: EncodeConfig, opened: threading.Event | None = None, ray_up: threading.Event | None = None
+) -> Prepared:
     """List the inputs, load the codec, fix the run's identity. Reads only.
 
-    `opened` is set once the source is open (the input exists and holds inputs of its kind)."""
+    `opened` is set once the source is open (the input exists and holds inputs of its kind);
+    partitioned sources list their partitions as Ray tasks once `ray_up` is set, on threads before."""
     source = open_source(cfg.input, cfg.source, config=cfg, **cfg.source_options)
     if opened is not None:
         opened.set()
@@ -113,7 +116,7 @@ def prepare_run(cfg: EncodeConfig, opened: threading.Event | None = None) -> Pre
         listing, about = stored
         listing_hash, label_map = about["listing_hash"], about["label_map"]
     else:
-        listing = source.listing(cfg.limit)
+        listing = source.listing(cfg.limit, map_fn=ray_exec.partition_map(ray_up or threading.Event()))
         listing.check_keys()
         listing_hash, label_map = listing.hash(), source.label_map()
     from ..codec import load as load_codec  # torch: imported here, while Ray starts on the main thread
@@ -187,9 +190,11 @@ class PreparedOutput:
     bucket_latents: dict[str, list[int]] | None
 
 
-def prepare_output(cfg: EncodeConfig, opened: threading.Event | None = None) -> PreparedOutput:
+def prepare_output(
+    cfg: EncodeConfig, opened: threading.Event | None = None, ray_up: threading.Event | None = None
+) -> PreparedOutput:
     """List, plan (--mode), and prepare the sink (e.g. size a Zarr store): everything before encoding."""
-    prep = prepare_run(cfg, opened)
+    prep = prepare_run(cfg, opened, ray_up)
     codec, preprocessor = prep.codec, prep.preprocessor
     plan = plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, cfg.mode)
     if not prep.listing_reused:
@@ -251,9 +256,9 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
     # Ray starts once the source has opened (a missing or empty input is one line, no Ray start-up);
     # GPU runs check the device on the driver first (a clear error before any Ray start-up).
     pool: ray_exec.WorkerPool | None = None
-    opened = threading.Event()
+    opened, ray_up = threading.Event(), threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
-        preparing = background.submit(prepare_output, cfg, opened)
+        preparing = background.submit(prepare_output, cfg, opened, ray_up)
         try:
             while not opened.wait(0.02):
                 if preparing.done():
@@ -262,6 +267,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
             if not _output_is_complete(cfg) and cfg.gpus_per_worker == 0:
                 try:
                     pool, encode_started = _start_workers(cfg)
+                    ray_up.set()
                 except ConfigurationError:
                     preparing.result()  # the preparation's own error, if any, says more
                     raise
@@ -269,6 +275,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
             plan = out.plan
             if plan.todo and pool is None:
                 pool, encode_started = _start_workers(cfg)
+                ray_up.set()
             results = _encode(cfg, out, pool, started) if plan.todo else ([], None)
         finally:
             if pool is not None:

@@ -12,7 +12,9 @@ CPU decode tasks (or read-only tasks with --decode gpu), so the device does not 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +75,28 @@ def resources_of_cluster(address: str) -> dict[str, float]:
         return dict(ray.cluster_resources())
     finally:
         ray.shutdown()
+
+
+def partition_map(ray_up: threading.Event, threads: int = 8) -> Callable:
+    """A listing.MapFn: one Ray task per partition once Ray is up (a cluster lists its prefixes,
+    folders and manifest files in parallel, on its nodes), threads before that (listing is I/O)."""
+
+    def map_fn(fn: Callable, args: list[tuple]) -> list:
+        if len(args) < 2:
+            return [fn(*a) for a in args]
+        if ray_up.is_set():
+            import ray
+
+            task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_call)
+            return ray.get([task.remote(fn, a) for a in args])
+        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(lambda a: fn(*a), args))
+
+    return map_fn
+
+
+def _call(fn: Callable, args: tuple):
+    return fn(*args)
 
 
 class _ShardActor:

@@ -151,11 +151,13 @@ class Source:
     def list_items(self) -> list[SourceItem]:
         raise NotImplementedError
 
-    def listing(self, limit: int | None = None):
+    def listing(self, limit: int | None = None, map_fn=None):
         """The run's inputs as a columnar Listing (sources/listing.py), the first `limit` of them.
 
         This default lists items, then stats the files that have no fingerprint yet (one stat per
-        file, C4); sources of very many inputs override it to build the columns without objects."""
+        file, C4); sources of very many inputs override it to build the columns without objects, and
+        partitioned ones run their partitions through `map_fn` (listing.MapFn: Ray tasks or threads,
+        chosen by the runtime)."""
         from .listing import Listing
 
         items = self.list_items()

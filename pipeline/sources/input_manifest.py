@@ -30,8 +30,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..registry import register_source
-from .base import Source, SourceItem
-from .listing import BATCH_ROWS, SCHEMA, Listing, _key_digests
+from .base import NoInputsError, Source, SourceItem
+from .listing import BATCH_ROWS, SCHEMA, Listing, MapFn, _key_digests, serial_map
 
 PATH_COLUMNS = ("path", "url", "uri", "file", "filename", "image_path")
 LABEL_COLUMNS = ("label", "class", "target", "y")
@@ -70,10 +70,15 @@ class InputManifestSource(Source):
         self.modality = modality
         self.storage_options = dict(storage_options or {})
         fs, p = fsspec.core.url_to_fs(self.path, **self.storage_options)
-        if not fs.isfile(p):
+        if fs.isfile(p):
+            self.files = [self.path]
+        elif fs.isdir(p):  # a folder of manifest files (one per class, crawl, day...): the partitions
+            self.files = manifest_files(fs, p)
+            if not self.files:
+                raise NoInputsError(f"no manifest files ({', '.join(SUFFIXES)}) in {self.path}")
+        else:
             raise FileNotFoundError(f"input manifest {self.path} does not exist")
-        self.base = self.path.rsplit("/", 1)[0] if "/" in self.path else "."
-        names = self._schema().names
+        names = self._schema(self.files[0]).names
         self.path_column = _find(names, PATH_COLUMNS, path_column, "path", self.path)
         if self.path_column is None:
             raise ValueError(
@@ -87,11 +92,14 @@ class InputManifestSource(Source):
 
     @staticmethod
     def detect(path: str) -> bool:
-        """A .csv/.tsv file, or a .parquet file with a column of paths and no image bytes."""
-        if not path.lower().endswith(SUFFIXES):
-            return False
+        """A .csv/.tsv file, or a .parquet file with a column of paths and no image bytes; or a folder
+        whose files are all such manifests."""
         fs, p = fsspec.core.url_to_fs(path)
-        if not fs.isfile(p):
+        if fs.isdir(p):
+            top = [q for q in fs.ls(p, detail=False) if not q.rsplit("/", 1)[-1].startswith((".", "_"))]
+            files = manifest_files(fs, p)
+            return bool(files) and len(files) == len(top) and InputManifestSource.detect(files[0])
+        if not path.lower().endswith(SUFFIXES) or not fs.isfile(p):
             return False
         if not path.lower().endswith(".parquet"):
             return True
@@ -102,23 +110,20 @@ class InputManifestSource(Source):
         has_bytes = any(pa.types.is_struct(f.type) or pa.types.is_binary(f.type) for f in schema)
         return has_paths and not has_bytes
 
-    # --- reading the manifest in batches ---
+    # --- reading a manifest file in batches ---
 
-    def _is_csv(self) -> bool:
-        return not self.path.lower().endswith(".parquet")
+    def _schema(self, file: str) -> pa.Schema:
+        if file.lower().endswith(".parquet"):
+            return pq.ParquetFile(fsspec.open(file, "rb", **self.storage_options).open()).schema_arrow
+        return next(self._batches(file, None, rows=1024)).schema
 
-    def _schema(self) -> pa.Schema:
-        return next(self._batches(None, rows=1024)).schema if self._is_csv() else self._parquet().schema_arrow
-
-    def _parquet(self) -> pq.ParquetFile:
-        return pq.ParquetFile(fsspec.open(self.path, "rb", **self.storage_options).open())
-
-    def _batches(self, columns: list[str] | None, rows: int = BATCH_ROWS):
-        if not self._is_csv():
-            yield from self._parquet().iter_batches(rows, columns=columns)
+    def _batches(self, file: str, columns: list[str] | None, rows: int = BATCH_ROWS):
+        if file.lower().endswith(".parquet"):
+            pf = pq.ParquetFile(fsspec.open(file, "rb", **self.storage_options).open())
+            yield from pf.iter_batches(rows, columns=columns)
             return
-        delimiter = "\t" if self.path.lower().endswith(".tsv") else ","
-        f = fsspec.open(self.path, "rb", **self.storage_options).open()
+        delimiter = "\t" if file.lower().endswith(".tsv") else ","
+        f = fsspec.open(file, "rb", **self.storage_options).open()
         reader = pacsv.open_csv(
             f,
             read_options=pacsv.ReadOptions(block_size=1 << 22),
@@ -127,7 +132,10 @@ class InputManifestSource(Source):
         )
         yield from reader
 
-    # --- the listing ---
+    def _columns(self) -> list[str]:
+        return [c for c in (self.path_column, self.label_column, self.key_column) if c]
+
+    # --- the listing: two passes, each one task per manifest file ---
 
     def _derived_keys(self, paths: pa.Array) -> pa.Array:
         """Keys from paths: scheme and extension dropped, unsafe characters to `_` (as safe_key)."""
@@ -137,82 +145,88 @@ class InputManifestSource(Source):
         safe = pc.utf8_trim(safe, "_")
         return pc.if_else(pc.equal(pc.utf8_length(safe), 0), "item", safe)
 
-    def _uris(self, paths: pa.Array) -> pa.Array:
+    def _keys(self, b: pa.RecordBatch) -> pa.Array:
+        if self.key_column:
+            return b.column(self.key_column).cast(pa.string())
+        return self._derived_keys(b.column(self.path_column).cast(pa.string()))
+
+    @staticmethod
+    def _uris(paths: pa.Array, base: str) -> pa.Array:
         absolute = pc.or_(pc.match_substring_regex(paths, _URL), pc.starts_with(paths, "/"))
-        joined = pc.binary_join_element_wise(pa.scalar(self.base.rstrip("/")), paths, "/")
+        joined = pc.binary_join_element_wise(pa.scalar(base), paths, "/")
         return pc.if_else(absolute, paths, joined)
 
-    def listing(self, limit: int | None = None) -> Listing:
-        if self._listing is not None:
-            return self._listing.limit(limit) if limit is not None else self._listing
-        columns = [c for c in (self.path_column, self.label_column, self.key_column) if c]
-        # pass 1: class names (string labels) and repeated keys (8 bytes per input)
+    def scan_partition(self, file: str, limit: int | None = None) -> tuple[np.ndarray, list[str], int]:
+        """Pass 1 over one manifest file: key digests (repeats are found across files), class names."""
         digests, classes, rows = [], set(), 0
-        for b in self._batches(columns):
+        for b in self._batches(file, self._columns()):
             if limit is not None and rows >= limit:
                 break
             b = b.slice(0, limit - rows) if limit is not None else b
             rows += len(b)
-            keys = (
-                b.column(self.key_column)
-                if self.key_column
-                else self._derived_keys(b.column(self.path_column))
-            )
-            digests.append(_key_digests(keys.to_pylist()))
+            digests.append(_key_digests(self._keys(b).to_pylist()))
             if self.label_column and pa.types.is_string(b.schema.field(self.label_column).type):
                 classes |= set(pc.unique(b.column(self.label_column)).to_pylist())
-        self._classes = {c: i for i, c in enumerate(sorted(c for c in classes if c is not None))}
-        values, counts = np.unique(
-            np.concatenate(digests) if digests else np.zeros(0, np.uint64), return_counts=True
-        )
+        found = np.concatenate(digests) if digests else np.zeros(0, np.uint64)
+        return found, sorted(c for c in classes if c is not None), rows
+
+    def list_partition(
+        self, file: str, repeated: set[int], classes: dict[str, int], limit: int | None = None
+    ):
+        """Pass 2 over one manifest file: its rows as the listing's columns (an Arrow table)."""
+        base = file.rsplit("/", 1)[0] if "/" in file else "."
+        out, written = [], 0
+        for b in self._batches(file, self._columns()):
+            if limit is not None and written >= limit:
+                break
+            b = b.slice(0, limit - written) if limit is not None else b
+            written += len(b)
+            paths = b.column(self.path_column).cast(pa.string())
+            keys = self._keys(b)
+            if repeated and not self.key_column:  # colliding keys get a short hash of their path
+                d = _key_digests(keys.to_pylist())
+                keys = pa.array(
+                    [
+                        f"{k}_{hashlib.sha1(p.encode()).hexdigest()[:8]}" if int(x) in repeated else k
+                        for k, p, x in zip(keys.to_pylist(), paths.to_pylist(), d, strict=True)
+                    ]
+                )
+            n = len(b)
+            columns = [keys, self._uris(paths, base), self._labels(b, classes)]
+            out.append(
+                pa.record_batch([*columns, pa.nulls(n, pa.string()), pa.nulls(n, pa.string())], schema=SCHEMA)
+            )
+        return pa.Table.from_batches(out, schema=SCHEMA)
+
+    def listing(self, limit: int | None = None, map_fn: MapFn | None = None) -> Listing:
+        """Both passes, one task per manifest file through `map_fn` (the runtime passes Ray tasks or
+        threads; default: one after another), then the partitions written in order to a parquet file."""
+        if self._listing is not None:
+            return self._listing.limit(limit) if limit is not None else self._listing
+        if limit is not None or map_fn is None:  # --limit: in order, until enough rows
+            map_fn, limits = serial_map, _limits(self, limit)
+        else:
+            limits = [None] * len(self.files)
+        scans = map_fn(self.scan_partition, list(zip(self.files, limits, strict=True)))
+        digests = np.concatenate([d for d, _, _ in scans]) if scans else np.zeros(0, np.uint64)
+        self._classes = {c: i for i, c in enumerate(sorted({c for _, cs, _ in scans for c in cs}))}
+        values, counts = np.unique(digests, return_counts=True)
         repeated = set(values[counts > 1].tolist())
-        # pass 2: the listing's columns, batch by batch, into a parquet file
+        args = [(f, repeated, self._classes, n) for f, n in zip(self.files, limits, strict=True)]
         fd, out = tempfile.mkstemp(prefix="walloc-listing-", suffix=".parquet")
         os.close(fd)
-        written = 0
         with pq.ParquetWriter(out, SCHEMA) as w:
-            for b in self._batches(columns):
-                if limit is not None and written >= limit:
-                    break
-                b = b.slice(0, limit - written) if limit is not None else b
-                written += len(b)
-                paths = b.column(self.path_column).cast(pa.string())
-                keys = (
-                    b.column(self.key_column).cast(pa.string())
-                    if self.key_column
-                    else self._derived_keys(paths)
-                )
-                if repeated and not self.key_column:  # colliding keys get a short hash of their path
-                    d = _key_digests(keys.to_pylist())
-                    keys = pa.array(
-                        [
-                            f"{k}_{hashlib.sha1(p.encode()).hexdigest()[:8]}" if int(x) in repeated else k
-                            for k, p, x in zip(keys.to_pylist(), paths.to_pylist(), d, strict=True)
-                        ]
-                    )
-                w.write_batch(
-                    pa.record_batch(
-                        [
-                            keys,
-                            self._uris(paths),
-                            self._labels(b),
-                            pa.nulls(len(b), pa.string()),
-                            pa.nulls(len(b), pa.string()),
-                        ],
-                        schema=SCHEMA,
-                    )
-                )
+            for table in map_fn(self.list_partition, args):
+                w.write_table(table, row_group_size=BATCH_ROWS)
         self._listing = Listing(files=[out])
         return self._listing
 
-    def _labels(self, b: pa.RecordBatch) -> pa.Array:
+    def _labels(self, b: pa.RecordBatch, classes: dict[str, int]) -> pa.Array:
         if not self.label_column:
             return pa.nulls(len(b), pa.int64())
         col = b.column(self.label_column)
         if pa.types.is_string(col.type):
-            return pa.array(
-                [self._classes.get(c) if c is not None else None for c in col.to_pylist()], pa.int64()
-            )
+            return pa.array([classes.get(c) if c is not None else None for c in col.to_pylist()], pa.int64())
         return col.cast(pa.int64())
 
     def list_items(self) -> list[SourceItem]:
@@ -234,7 +248,26 @@ class InputManifestSource(Source):
         return {
             "kind": self.registry_name,
             "manifest": self.path,
+            "files": len(self.files),
             "path_column": self.path_column,
             "label_column": self.label_column,
             "key_column": self.key_column,
         }
+
+
+def manifest_files(fs: Any, folder: str) -> list[str]:
+    """The manifest files at the top of a folder, sorted (their order is the listing's)."""
+    names = sorted(q for q in fs.ls(folder, detail=False) if q.lower().endswith(SUFFIXES))
+    return [fs.unstrip_protocol(q) if fs.protocol not in ("file", ("file", "local")) else q for q in names]
+
+
+def _limits(source: InputManifestSource, limit: int | None) -> list[int | None]:
+    """--limit over the files in order: how many rows each contributes."""
+    if limit is None:
+        return [None] * len(source.files)
+    out, left = [], limit
+    for f in source.files:
+        rows = source.scan_partition(f, left)[2] if left > 0 else 0
+        out.append(rows)
+        left -= rows
+    return out

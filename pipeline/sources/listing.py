@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,14 @@ SCHEMA = pa.schema(
     ]
 )
 BATCH_ROWS = 65536
+# how a source runs one function over its partitions (files, prefixes): results in argument order.
+# The runtime passes Ray tasks or threads; sources know nothing of either.
+MapFn = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 _PLAIN = r"^[ -!#-\[\]-~]*$"  # printable ASCII without `"` and `\`: json.dumps leaves it as it is
+
+
+def serial_map(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+    return [fn(*a) for a in args]
 
 
 def items_table(items: Sequence[SourceItem]) -> pa.Table:

@@ -25,12 +25,24 @@ def _latents_by_source(output) -> dict[str, np.ndarray]:
     return out
 
 
-def test_an_input_manifest_encodes_what_its_folder_does(reference_run, corpus, klt_codec, tmp_path):
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_an_input_manifest_encodes_what_its_folder_does(
+    reference_run, corpus, klt_codec, tmp_path, partitions
+):
+    """One manifest file, or a folder of 3 (its partitions, listed as Ray tasks once Ray is up)."""
     files = sorted(p for p in corpus.rglob("*.JPEG"))
     table = pa.table({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
-    pq.write_table(table, tmp_path / "inputs.parquet")
+    if partitions == 1:
+        source = tmp_path / "inputs.parquet"
+        pq.write_table(table, source)
+    else:
+        source = tmp_path / "manifests"
+        source.mkdir()
+        cut = [0, 9, 17, len(files)]
+        for i in range(partitions):
+            pq.write_table(table.slice(cut[i], cut[i + 1] - cut[i]), source / f"part-{i}.parquet")
     output = tmp_path / "out"
-    summary = encode(tmp_path / "inputs.parquet", output, klt_codec)
+    summary = encode(source, output, klt_codec)
     assert (summary.inputs, summary.written, summary.errors) == (25, 24, 1)
     ours, reference = _latents_by_source(output), _latents_by_source(reference_run)
     assert ours.keys() == reference.keys() and len(ours) == 24
