@@ -87,7 +87,9 @@ def partition_map(ray_up: threading.Event, threads: int = 8) -> Callable:
         if ray_up.is_set():
             import ray
 
-            task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_call)
+            # no CPU reserved: listing waits on storage, and the shard workers may hold every CPU
+            # already (they start while the driver lists): a CPU-holding task would never be scheduled
+            task = ray.remote(num_cpus=0, max_retries=TASK_RETRIES)(_call)
             return ray.get([task.remote(fn, a) for a in args])
         with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
             return list(pool.map(lambda a: fn(*a), args))

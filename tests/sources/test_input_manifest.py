@@ -101,12 +101,31 @@ def test_a_folder_of_manifests_is_one_listing_in_file_order(tmp_path):
 def test_partitions_list_the_same_as_ray_tasks_threads_or_in_order(ray_session, tmp_path):
     import threading
 
+    import ray
+
     from pipeline.runtime.ray_exec import partition_map
 
     folder = _partitioned(tmp_path)
     serial = open_source(str(folder)).list_items()
     up, down = threading.Event(), threading.Event()
     up.set()
-    on_ray = open_source(str(folder)).listing(map_fn=partition_map(up))
+
+    @ray.remote(num_cpus=1)
+    class Holder:  # as the shard workers do while the driver still lists: every CPU of the Ray taken
+        def ready(self) -> bool:
+            return True
+
+    holders = [Holder.remote() for _ in range(int(ray.cluster_resources()["CPU"]))]
+    ray.get([h.ready.remote() for h in holders])
+    result: list = []
+    lister = threading.Thread(
+        target=lambda: result.append(open_source(str(folder)).listing(map_fn=partition_map(up)))
+    )
+    lister.start()
+    lister.join(timeout=60)
+    for h in holders:
+        ray.kill(h)
+    assert result, "listing tasks waited for CPUs the shard workers hold"
+    on_ray = result[0]
     on_threads = open_source(str(folder)).listing(map_fn=partition_map(down))
     assert on_ray.rows(0, len(on_ray)) == serial == on_threads.rows(0, len(on_threads))
