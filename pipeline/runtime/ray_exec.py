@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..config import ConfigurationError
 from .plan import ShardTask
 from .work import ShardResult
 from .worker import ShardWorker, WorkerSpec, decode_only, set_torch_threads
@@ -51,13 +52,16 @@ def init_ray(address: str | None) -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ray.init(
-            address=address,
-            ignore_reinit_error=True,
-            include_dashboard=False,
-            log_to_driver=True,
-            logging_level="WARNING",
-        )
+        try:
+            ray.init(
+                address=address,
+                ignore_reinit_error=True,
+                include_dashboard=False,
+                log_to_driver=True,
+                logging_level="WARNING",
+            )
+        except ConnectionError as err:  # no cluster there: the user's flag, not a bug
+            raise ConfigurationError(f"--address {address}: no Ray cluster answers ({err})") from None
 
 
 def cluster_resources() -> dict[str, float]:
@@ -70,7 +74,10 @@ def resources_of_cluster(address: str) -> dict[str, float]:
     """The dry run: a running cluster's resources, without staying connected."""
     import ray
 
-    ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    except ConnectionError as err:
+        raise ConfigurationError(f"--address {address}: no Ray cluster answers ({err})") from None
     try:
         return dict(ray.cluster_resources())
     finally:
