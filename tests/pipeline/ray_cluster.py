@@ -112,11 +112,11 @@ def local_cluster(
                 proc.wait()
         for log in logs:
             log.close()
-        _stop_leftovers(str(temp_dir))
+        stop_leftovers(str(temp_dir))
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _stop_leftovers(marker: str, wait_s: float = 30.0) -> None:
+def stop_leftovers(marker: str, wait_s: float = 30.0) -> None:
     """Processes of this cluster (they name its temp dir) still alive after the nodes stopped."""
     deadline = time.monotonic() + wait_s
     while True:

@@ -18,14 +18,12 @@ The dashboard needs `ray[default]` (aiohttp & co.); without it the test skips an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import REPO, assert_same_tree, standard_args
+from ray_cluster import free_ports, stop_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -102,17 +101,6 @@ def _flag(arg: str) -> str:
     return arg.split("=", 1)[0]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _dashboard_available() -> str | None:
     try:
         import aiohttp  # noqa: F401
@@ -137,7 +125,7 @@ def ray_head(tmp_path):
     if missing:
         pytest.skip(missing)
     temp_dir = Path(tempfile.mkdtemp(prefix="rayjob", dir="/tmp"))  # short: socket paths must fit 107 B
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     docs = documented_commands()
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
@@ -175,23 +163,8 @@ def ray_head(tmp_path):
             head.kill()
             head.wait()
         log.close()
-        _stop_leftovers(str(temp_dir))
+        stop_leftovers(str(temp_dir))
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _stop_leftovers(marker: str, wait_s: float = 30.0) -> None:
-    """Processes of this cluster (they name its temp dir) still alive after the head stopped: give them
-    a moment, then end them one by one by pid."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-        pids = [int(line.split()[0]) for line in ps.splitlines() if marker in line]
-        if not pids or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def submit_command(docs: dict[str, list[str]], url: str, job_args: list[str]) -> list[str]:
