@@ -203,11 +203,15 @@ class InputManifestSource(Source):
         threads; default: one after another), then the partitions written in order to a parquet file."""
         if self._listing is not None:
             return self._listing.limit(limit) if limit is not None else self._listing
-        if limit is not None or map_fn is None:  # --limit: in order, until enough rows
-            map_fn, limits = serial_map, _limits(self, limit)
+        if limit is not None or map_fn is None:  # --limit: file by file, until enough rows
+            map_fn, scans, left = serial_map, [], limit
+            for f in self.files:
+                scans.append(self.scan_partition(f, left))
+                left = None if left is None else left - scans[-1][2]
+            limits = [n for _, _, n in scans] if limit is not None else [None] * len(self.files)
         else:
             limits = [None] * len(self.files)
-        scans = map_fn(self.scan_partition, list(zip(self.files, limits, strict=True)))
+            scans = map_fn(self.scan_partition, [(f, None) for f in self.files])
         digests = np.concatenate([d for d, _, _ in scans]) if scans else np.zeros(0, np.uint64)
         self._classes = {c: i for i, c in enumerate(sorted({c for _, cs, _ in scans for c in cs}))}
         values, counts = np.unique(digests, return_counts=True)
@@ -218,8 +222,10 @@ class InputManifestSource(Source):
         with pq.ParquetWriter(out, SCHEMA) as w:
             for table in map_fn(self.list_partition, args):
                 w.write_table(table, row_group_size=BATCH_ROWS)
-        self._listing = Listing(files=[out])
-        return self._listing
+        listing = Listing(files=[out])
+        if limit is None:  # the whole listing is kept; a limited one is not what a later call wants
+            self._listing = listing
+        return listing
 
     def _labels(self, b: pa.RecordBatch, classes: dict[str, int]) -> pa.Array:
         if not self.label_column:
@@ -259,15 +265,3 @@ def manifest_files(fs: Any, folder: str) -> list[str]:
     """The manifest files at the top of a folder, sorted (their order is the listing's)."""
     names = sorted(q for q in fs.ls(folder, detail=False) if q.lower().endswith(SUFFIXES))
     return [fs.unstrip_protocol(q) if fs.protocol not in ("file", ("file", "local")) else q for q in names]
-
-
-def _limits(source: InputManifestSource, limit: int | None) -> list[int | None]:
-    """--limit over the files in order: how many rows each contributes."""
-    if limit is None:
-        return [None] * len(source.files)
-    out, left = [], limit
-    for f in source.files:
-        rows = source.scan_partition(f, left)[2] if left > 0 else 0
-        out.append(rows)
-        left -= rows
-    return out
