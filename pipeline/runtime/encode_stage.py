@@ -27,12 +27,16 @@ def _error_row(sample: DecodedSample, shard: int, reason: str) -> ErrorRow:
     return ErrorRow(key=sample.key, source=sample.meta["source"], shard=shard, stage="encode", reason=reason)
 
 
-def load_checked_codec(codec_ref: str, codec_hash: str, device: str) -> Any:
-    """The codec the driver planned with, on `device`, or an error (a worker must not encode with
-    another codec than the one the run records)."""
+def load_codec_on(codec_ref: str, device: str) -> Any:
+    """A codec ready to encode on `device` (frozen: inference only)."""
     from ..codec import load as load_codec
 
-    codec = load_codec(codec_ref).to(device).freeze()
+    return load_codec(codec_ref).to(device).freeze()
+
+
+def check_codec(codec: Any, codec_hash: str, codec_ref: str) -> Any:
+    """The codec the driver planned with, or an error (a worker must not encode with another codec
+    than the one the run records)."""
     if codec.hash != codec_hash:
         raise RuntimeError(
             f"worker loaded codec {codec.hash[:12]} for {codec_ref!r}, driver has {codec_hash[:12]}"

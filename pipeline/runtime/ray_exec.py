@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import ConfigurationError
+from .encode_stage import load_codec_on
 from .plan import ShardTask
 from .work import ShardResult
 from .worker import ShardWorker, WorkerSpec, decode_only, set_torch_threads
@@ -52,16 +53,17 @@ def init_ray(address: str | None) -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        try:
-            ray.init(
-                address=address,
-                ignore_reinit_error=True,
-                include_dashboard=False,
-                log_to_driver=True,
-                logging_level="WARNING",
-            )
-        except ConnectionError as err:  # no cluster there: the user's flag, not a bug
-            raise ConfigurationError(f"--address {address}: no Ray cluster answers ({err})") from None
+        _connect(address, ignore_reinit_error=True, log_to_driver=True)
+
+
+def _connect(address: str | None, **options) -> None:
+    """ray.init; an address where no cluster answers is the user's flag (one line), not a bug."""
+    import ray
+
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", **options)
+    except ConnectionError as err:
+        raise ConfigurationError(f"--address {address}: no Ray cluster answers ({err})") from None
 
 
 def cluster_resources() -> dict[str, float]:
@@ -74,10 +76,7 @@ def resources_of_cluster(address: str) -> dict[str, float]:
     """The dry run: a running cluster's resources, without staying connected."""
     import ray
 
-    try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    except ConnectionError as err:
-        raise ConfigurationError(f"--address {address}: no Ray cluster answers ({err})") from None
+    _connect(address, log_to_driver=False)
     try:
         return dict(ray.cluster_resources())
     finally:
@@ -116,10 +115,8 @@ class _ShardActor:
     def __init__(self, codec_ref: str, device: str, threads: int):
         import ray
 
-        from ..codec import load as load_codec
-
         set_torch_threads(device, threads)
-        self.codec = load_codec(codec_ref).to(device).freeze()
+        self.codec = load_codec_on(codec_ref, device)
         self.node = ray.get_runtime_context().get_node_id()
         self.worker: ShardWorker | None = None
 

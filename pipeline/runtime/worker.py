@@ -15,7 +15,7 @@ from ..preprocess.factory import Preprocessor
 from ..sinks import SinkSpec
 from ..sources import Source
 from .decode_stage import ShardDecoder
-from .encode_stage import ShardEncoder, load_checked_codec
+from .encode_stage import ShardEncoder, check_codec, load_codec_on
 from .plan import ShardTask
 from .work import DecodedShard, ShardResult
 from .write_stage import ShardCommitter
@@ -56,11 +56,8 @@ class ShardWorker:
     def __init__(self, spec: WorkerSpec, codec: Any = None):
         set_torch_threads(spec.device, spec.threads)
         if codec is None:
-            codec = load_checked_codec(spec.codec_ref, spec.codec_hash, spec.device)
-        elif codec.hash != spec.codec_hash:
-            raise RuntimeError(
-                f"worker holds codec {codec.hash[:12]}, the run encodes with {spec.codec_hash[:12]}"
-            )
+            codec = load_codec_on(spec.codec_ref, spec.device)
+        check_codec(codec, spec.codec_hash, spec.codec_ref)
         self.spec = spec
         self.decoder = ShardDecoder(spec.source, spec.preprocessor, spec.cache_salt, spec.sample_timeout_s)
         self.encoder = ShardEncoder(
