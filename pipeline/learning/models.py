@@ -145,3 +145,34 @@ class Translator(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def cell_stem(in_channels: int, cell: int, width: int) -> nn.Module:
+    """Input -> width x (side / cell)^2 for inputs of any resolution: a `cell` x `cell` stride-`cell`
+    conv embeds each grid cell (cell 1 on latents: a 1x1 conv that mixes the latent channels of one
+    position before anything looks across positions; 2 on 64x64 pixels, 8 on 256x256 pixels: the
+    same 32x32 grid), then the same 3x3 conv for every input, so arms differ only in the embedding."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, cell, stride=cell, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    )
+
+
+class CellClassifier(nn.Module):
+    """cell_stem -> trunk -> global average pool -> dropout -> linear: one classifier for latents and
+    pixels at any resolution whose grid of cells is the trunk's 32x32 (classify's three arms)."""
+
+    def __init__(
+        self, in_channels: int, cell: int, classes: int, cfg: NetConfig = NetConfig(), dropout: float = 0.0
+    ):
+        super().__init__()
+        self.stem, self.trunk = cell_stem(in_channels, cell, cfg.width), Trunk(cfg)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.trunk.out_channels, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.drop(self.trunk(self.stem(x))[2].mean(dim=(2, 3))))
