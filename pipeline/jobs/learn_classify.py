@@ -29,7 +29,7 @@ from ..learning.cli import add_learning_flags, net_and_train, validate_learning_
 
 ARM_NAMES = ("latent", "pixel", "full")  # pipeline.learning.classify.ARMS (torch-free here)
 EPOCHS = 8
-DEFAULT_IMAGES = "data/elpv"  # scripts/fetch_elpv.py: the 4-level task (data/elpv-binary: 2 classes)
+DEFAULT_IMAGES = "data/elpv-binary"  # scripts/fetch_elpv.py: defective (p >= 0.5) or not; data/elpv: 4 levels
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--images",
         default=DEFAULT_IMAGES,
-        help="image folder to encode (default: %(default)s, from scripts/fetch_elpv.py; data/elpv-binary: "
-        "the binary task)",
+        help="image folder to encode (default: %(default)s, from scripts/fetch_elpv.py; data/elpv: the "
+        "4-level task)",
     )
     p.add_argument("--latents", help="train from this existing pipeline run (WebDataset) instead of --images")
     add_learning_flags(p, output="out/learn-classify", epochs=EPOCHS, codec=None)  # by the images' channels

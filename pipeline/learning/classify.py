@@ -98,7 +98,7 @@ class Augment:
 @dataclass(frozen=True)
 class ClassifyConfig:
     output: str = "out/learn-classify"
-    images: str | None = "data/elpv"  # encoded into <output>/latents unless `latents` is given
+    images: str | None = "data/elpv-binary"  # encoded into <output>/latents unless `latents` is given
     latents: str | None = None  # an existing pipeline run (WebDataset) to train from
     codec: str | None = None  # None: the bundled codec for the images' channels (image_codec_for)
     samples: int | None = None  # cap on training samples (seeded choice); None = all
@@ -271,7 +271,7 @@ def run(cfg: ClassifyConfig) -> Report:
     classes = len(label_map)
     channels = int(info.manifest["codec"]["config"]["channels"])  # the pixel arms', too
     grid = train.z.shape[-1]
-    codec = info.codec()
+    codec = info.codec(cfg.codec) if cfg.codec else info.codec()  # a codec file, or the run's bundled name
     if cfg.augment.roll and not roll_is_exact(codec):
         raise ValueError(f"{root}: latent rolls are not exact for this codec; use roll=0")
     norm = Standardizer.from_run(root)  # the manifest's statistics, per channel

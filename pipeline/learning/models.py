@@ -148,12 +148,18 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def cell_stem(in_channels: int, cell: int, width: int) -> nn.Module:
-    """Input -> width x (side / cell)^2 for inputs of any resolution: a `cell` x `cell` stride-`cell`
-    conv embeds each grid cell (cell 1 on latents: a 1x1 conv that mixes the latent channels of one
-    position before anything looks across positions; 2 on 64x64 pixels, 8 on 256x256 pixels: the
-    same 32x32 grid), then the same 3x3 conv for every input, so arms differ only in the embedding."""
+    """Input -> width x (side / cell)^2 for inputs of any resolution, in two nonlinear embedding steps
+    and a 3x3 conv: a (cell/2)-strided conv then a 2x2 stride-2 conv embed each grid cell (1x1 then
+    2x2 on 64x64 pixels: cell 2; 4x4 then 2x2 on 256x256 pixels: cell 8), two 1x1 convs on latents
+    (cell 1: channels mixed per position before anything looks across positions), so every input
+    reaches the trunk's 32x32 grid through the same depth and width."""
+    first = max(1, cell // 2)
+    second = cell // first  # 1 (latents) or 2
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, cell, stride=cell, bias=False),
+        nn.Conv2d(in_channels, width, first, stride=first, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, second, stride=second, bias=False),
         nn.BatchNorm2d(width),
         nn.ReLU(inplace=True),
         nn.Conv2d(width, width, 3, padding=1, bias=False),
