@@ -118,6 +118,9 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("learn_classify", ["--images", IMG, "--output", OUT, "--epochs", "0"], "--epochs", False),
     ("learn_classify", ["--images", IMG, "--output", OUT, "--codec", "nosuch"], "--codec", True),
     ("learn_classify", ["--images", IMG, "--output", OUT, "--device", "tpu"], "--device", False),
+    ("learn_classify", ["--images", IMG, "--output", OUT, "--arms", "jpeg"], "--arms", False),
+    ("learn_classify", ["--images", IMG, "--output", OUT, "--seeds", "0"], "--seeds", False),
+    ("learn_classify", ["--images", IMG, "--output", OUT, "--dropout", "1"], "--dropout", False),
     ("learn_colorize", ["--images", MISSING, "--output", OUT], "--images", False),
     ("learn_colorize", ["--images", IMG, "--output", OUT, "--val-samples", "0"], "--val-samples", False),
     ("learn_ocr", ["--output", OUT, "--samples", "0"], "--samples", False),
@@ -310,6 +313,16 @@ print(json.dumps(results))
         assert code == 2 and len(err.splitlines()) == 1, (job, argv, code, err)
         assert not ray_loaded, (job, argv, "imported ray")
         assert heavy or not torch_loaded, (job, argv, "imported torch")
+
+
+def test_the_default_elpv_folder_missing_says_how_to_fetch_it(tmp_path, capsys, monkeypatch) -> None:
+    """learn_classify's default data (data/elpv-binary) is fetched, not bundled: without it, one line
+    that names the script, before anything is encoded or written."""
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    code, lines, out = run_case("learn_classify", ["--output", "{out}"], tmp_path, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: --images: data/elpv-binary does not exist"), lines
+    assert "scripts/fetch_elpv.py" in lines[0] and not out.exists()
 
 
 def test_the_report_needs_its_held_out_files(tmp_path, capsys) -> None:
