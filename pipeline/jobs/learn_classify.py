@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -78,6 +79,12 @@ def validate(args: argparse.Namespace) -> None:
     if args.latents is None and args.images == DEFAULT_IMAGES and not Path(DEFAULT_IMAGES).exists():
         raise FlagError("--images", f"{DEFAULT_IMAGES} does not exist: fetch it with scripts/fetch_elpv.py")
     validate_learning_args(args, "--images")
+    manifest = Path(args.latents or "", "manifest.json")
+    flips = args.latents and manifest.is_file() and json.loads(manifest.read_text())["run"].get("flip_pair")
+    if args.latents and not args.no_flip and not flips:
+        raise FlagError(
+            "--latents", f"{args.latents} holds no flip pairs (encode with --flip-pair, or --no-flip)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,7 +73,7 @@ def test_learn_classify_end_to_end(tmp_path):
     report = _check_classify(tmp_path, shapes, seeds=2)
     assert report["data"]["classes"] == 4 and report["data"]["val samples"] == 5  # every 5th of 24 keys
     manifest = json.loads((tmp_path / "latents" / "manifest.json").read_text())
-    assert manifest["settings"]["flip_pair"] is True  # the latent arm's exact flips
+    assert manifest["run"]["flip_pair"] is True  # the latent arm's exact flips
     # a second run trains from the first run's shards (--latents), no encoding; arms as asked
     again = tmp_path / "again"
     argv = ["--latents", str(tmp_path / "latents"), "--images", DEFAULT_IMAGE_INPUT, "--output", str(again)]

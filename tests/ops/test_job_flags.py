@@ -325,6 +325,19 @@ def test_the_default_elpv_folder_missing_says_how_to_fetch_it(tmp_path, capsys, 
     assert "scripts/fetch_elpv.py" in lines[0] and not out.exists()
 
 
+def test_latents_without_flip_pairs_need_no_flip(tmp_path, capsys) -> None:
+    """learn_classify flips through the run's stored mirrored latents: a run without them is one line
+    (and --no-flip is the way out), before anything is trained."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"run": {"codec_hash": "x"}}))
+    code, lines, _ = run_case(
+        "learn_classify", ["--latents", str(run), "--output", "{out}"], tmp_path, capsys
+    )
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --latents: "), lines
+    assert "--no-flip" in lines[0]
+
+
 def test_the_report_needs_its_held_out_files(tmp_path, capsys) -> None:
     """evaluate_codec measures on the first codec's held-out files: missing ones (data/ not fetched)
     are one line naming the flag, before anything is measured or written."""
