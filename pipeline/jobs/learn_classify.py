@@ -1,19 +1,20 @@
 #!/usr/bin/env python
-"""Image classification on WaLLoC latents vs pixels at the same input budget, with a report.
+"""Image classification on WaLLoC latents vs pixels at the same input budget, and vs full resolution.
 
-RGB 256x256 -> latents 12x32x32 (12,288 values) vs the image downsampled to 3x64x64 (12,288
-values); both feed the same small ResNet trunk, only the stem differs. Trains both arms, prints
-accuracy, training samples/s and peak memory side by side, and writes report.md, report.json,
-curves.png and samples.png into --output.
+Three arms over --seeds seeds: the codec's latents of the 256x256 image (grey: 4x32x32, RGB:
+12x32x32), the image at 64x64 (as many values) and at 256x256 (the ceiling); the same trunk,
+head, regularisation and exact augmentation (flip pairs, whole-position shifts) for every arm.
+Prints accuracy per seed and its mean and spread, training samples/s and memory, and writes
+report.md, report.json, curves.png, accuracy.png and samples.png into --output.
 
 Data: --images (ImageNet layout: train/<class>/*, val/<class>/*; encoded by the pipeline into
-<output>/latents first, on a local Ray) or --latents (an existing WebDataset run whose source
-images are still on disk, for the pixel arm). The default data/imagenet-mini (scripts/fetch_data.py)
-is crops of real photographs labelled by hand-made scene group; val crops share photographs with
-train crops (the report says how many), so read its accuracy as scene/photo recognition.
+<output>/latents first, on a local Ray, with the codec for the images' channels) or --latents (an
+existing WebDataset run whose source images are still on disk, for the pixel arms). The default,
+data/elpv-binary from scripts/fetch_elpv.py, is 2,624 real electroluminescence photos of solar
+cells labelled defective or not (data/elpv: the 4 defect levels).
 
 Examples:
-    python jobs/learn_classify.py                                  # CPU, a few minutes
+    python scripts/fetch_elpv.py && python jobs/learn_classify.py     # CPU
     python jobs/learn_classify.py --device cuda --epochs 40 --width 64 --blocks 2
 """
 

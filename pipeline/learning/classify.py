@@ -1,12 +1,17 @@
-"""Image classification on latents (12x32x32) vs pixels (3x64x64): same trunk, same budget.
+"""Image classification: latents vs same-size pixels vs full-resolution pixels, same trunk, N seeds.
+
+Arms (ARMS): the codec's latents of the 256x256 image, the image at 64x64 (as many values) and at
+256x256 (what the codec saw: the ceiling). Every arm reaches the trunk's 32x32 grid through a cell
+stem of the same depth (models.cell_stem), gets the same dropout, weight decay, batch order and the
+same augmentation, exact in each domain (Augment). The report answers the comparison's questions
+(comparison): does resolution matter, how much of the gap the latents recover, and whether each
+difference is beyond the seeds' spread.
 
 Data: an ImageNet-layout folder (`train/<class>/*`, `val/<class>/*`; a folder without split
-folders is split 80/20 by key), encoded by the pipeline, or an existing run (`latents`) whose
-samples' source files are still on disk for the pixel arm. The default, data/imagenet-mini from
-scripts/fetch_data.py, is not ImageNet: it holds seeded crops of ~50 real photographs grouped by
-hand into 9 scene classes, and its val crops come from the same photographs as its train crops,
-so its accuracy measures recognising scenes/photos seen in training, not category generalisation.
-The report counts that overlap when the folder's CROPS.tsv is there.
+folders is split 80/20 by key), encoded by the pipeline with flip pairs, or an existing run
+(`latents`) whose samples' source files are still on disk for the pixel arms. The default is elpv
+(scripts/fetch_elpv.py). data/imagenet-mini (scripts/fetch_data.py) is seeded crops of ~50 photos
+whose val crops share photographs with train crops; the report counts that overlap (CROPS.tsv).
 """
 
 from __future__ import annotations
