@@ -177,8 +177,8 @@ class _WindowedSource(Source):
         self.window, self.hop, self.sample_rate = int(window), int(hop or window), int(sample_rate)
 
     @classmethod
-    def options_from_config(cls, config: Any) -> dict[str, Any]:
-        return {"window": config.window, "hop": config.hop, "sample_rate": config.sample_rate}
+    def options_from_policy(cls, policy: Any) -> dict[str, Any]:
+        return {"window": policy.window, "hop": policy.hop, "sample_rate": policy.sample_rate}
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_listing": None}  # workers need no listing

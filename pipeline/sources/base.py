@@ -142,10 +142,10 @@ class Source:
     detect_priority: int = 100  # auto-detection asks lower numbers first (then by name)
 
     @classmethod
-    def options_from_config(cls, config: Any) -> dict[str, Any]:
-        """Constructor options this kind takes from the run's EncodeConfig (audio: window, hop, rate).
-
-        Explicit `source_options` override these; most kinds need nothing from the run."""
+    def options_from_policy(cls, policy: Any) -> dict[str, Any]:
+        """Constructor options this kind takes from the run's settings for its modality (audio:
+        window, hop, rate from AudioSettings). Explicit `source_options` override these; most kinds
+        need nothing from the run."""
         return {}
 
     def list_items(self) -> list[SourceItem]:
