@@ -49,8 +49,9 @@ def child(manifest: str, output: str) -> int:
     started = time.perf_counter()
     from pipeline.config import EncodeConfig
     from pipeline.runtime.dry_run import plan_encode
+    from pipeline.sinks import SinkSpec
 
-    cfg = EncodeConfig(input=manifest, output=output, shard_size=1000, progress=False)
+    cfg = EncodeConfig(input=manifest, sink=SinkSpec(output=output, shard_size=1000), progress=False)
     report = plan_encode(cfg, resources={"CPU": 1600.0, "GPU": 0.0})
     seconds = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

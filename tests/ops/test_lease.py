@@ -18,6 +18,7 @@ from pipeline.runtime.lease import (
     OutputLease,
     read_lease,
 )
+from pipeline.sinks import SinkSpec
 
 
 def _contend(n: int, make_lease, barrier_timeout: float = 10.0) -> list[str | None]:
@@ -160,7 +161,7 @@ def test_run_encode_fails_fast_on_a_held_output(tmp_path: Path) -> None:
     out = tmp_path / "out"
     holder = OutputLease(OutputRoot(str(out)), ttl_s=600, owner="other-driver:1:x")
     holder.acquire()
-    cfg = EncodeConfig(input=str(tmp_path / "missing"), output=str(out), progress=False)
+    cfg = EncodeConfig(input=str(tmp_path / "missing"), sink=SinkSpec(output=str(out)), progress=False)
     with pytest.raises(LeaseHeldError, match="other-driver:1:x"):
         run_encode(cfg)
 
@@ -169,7 +170,7 @@ def test_run_encode_releases_the_lease_when_it_fails(tmp_path: Path) -> None:
     from pipeline.runtime import run_encode
 
     out = tmp_path / "out"
-    cfg = EncodeConfig(input=str(tmp_path / "missing"), output=str(out), progress=False)
+    cfg = EncodeConfig(input=str(tmp_path / "missing"), sink=SinkSpec(output=str(out)), progress=False)
     with pytest.raises(Exception) as err:  # noqa: B017 - whatever the source raises for a missing input
         run_encode(cfg)
     assert not isinstance(err.value, LeaseHeldError)

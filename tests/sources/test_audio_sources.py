@@ -11,9 +11,10 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from source_builders import AUDIO_OPTIONS, audio_tree, musdb_tree, write_wav
 
-from pipeline.config import EncodeConfig
+from pipeline.config import DEFAULT_IMAGE_INPUT, AudioSettings, EncodeConfig
 from pipeline.preprocess.audio import AudioPolicy, decode_audio, rate_ratio
 from pipeline.preprocess.image import DecodeError
+from pipeline.sinks import SinkSpec
 from pipeline.sources import detect_source, open_source
 from pipeline.sources.audio import (
     AudioFolderSource,
@@ -121,10 +122,16 @@ def test_class_folders_give_labels(tmp_path):
 
 def test_run_settings_reach_the_source(tmp_path):
     path, _ = audio_tree(tmp_path)
-    cfg = EncodeConfig(input=path, output="unused", window=1024, hop=512, sample_rate=16000)
-    source = open_source(path, config=cfg)
+    cfg = EncodeConfig(
+        input=path,
+        sink=SinkSpec(output="unused"),
+        audio=AudioSettings(window=1024, hop=512, sample_rate=16000),
+    )
+    source = open_source(path, policies=cfg.policies())
     assert (source.window, source.hop, source.sample_rate) == (1024, 512, 16000)
-    assert open_source(path, config=cfg, window=4096).window == 4096  # explicit options win
+    assert open_source(path, policies=cfg.policies(), window=4096).window == 4096  # explicit options win
+    # an image source takes nothing from the audio settings (nor they from it)
+    assert open_source(DEFAULT_IMAGE_INPUT, policies=cfg.policies()).registry_name == "image-folder"
 
 
 def test_musdb_keys_order_labels(tmp_path):
