@@ -2,7 +2,8 @@
 
     shards:  a directory of .tar files, one .tar, or a brace pattern `train-{000000..000146}.tar`
     members: `<key>.jpg|.jpeg|.png|.webp|...` (the image), optional `<key>.cls` (int label) and
-             `<key>.json` (its "label" is used when there is no .cls); other members are ignored
+             `<key>.json` (its "label" is used when there is no .cls); other members are counted as
+             skipped, by reason (manifest `source.skipped`, the summary)
 
 Listing reads each shard's headers once and records every image member's data offset and size in
 `item.meta`, so `read_bytes` seeks straight to the bytes: nothing is extracted to disk and no shard
@@ -28,7 +29,7 @@ from typing import Any
 import fsspec
 
 from ..registry import register_source
-from .base import NoInputsError, Source, SourceItem, unique_keys
+from .base import NoInputsError, Source, SourceItem, extension_reason, skip, unique_keys
 from .image_folder import IMAGE_EXTENSIONS
 
 LABEL_MEMBER_MAX_BYTES = 1 << 16  # .cls / .json siblings larger than this are not read for labels
@@ -106,9 +107,13 @@ def _members(tar: tarfile.TarFile, shard: str):
             raise tarfile.ReadError(f"{shard}: {err}") from err
 
 
-def scan_shard(shard: str, extensions: set[str]) -> list[dict[str, Any]]:
+def scan_shard(
+    shard: str, extensions: set[str], skipped: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     """One record per image member of a shard, in archive order: name, key, offset, size, label,
-    unsafe reason. Reads headers, plus the small .cls/.json siblings for labels."""
+    unsafe reason. Reads headers, plus the small .cls/.json siblings for labels. Members that are
+    neither images nor labels read are counted in `skipped`, by reason."""
+    skipped = {} if skipped is None else skipped
     records: list[dict[str, Any]] = []
     labels: dict[str, dict[str, int]] = {}
     with fsspec.open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
@@ -122,8 +127,11 @@ def scan_shard(shard: str, extensions: set[str]) -> list[dict[str, Any]]:
                 label = _label_from(handle.read(), ext) if handle is not None else None
                 if label is not None:
                     labels.setdefault(key, {})[ext] = label
+                else:
+                    skip(skipped, f"tar member .{ext} not used as a label")
                 continue
             if "." + ext.rsplit(".", 1)[-1] not in extensions:
+                skip(skipped, f"tar member {extension_reason(member.name)}")
                 continue
             records.append(
                 {
@@ -150,6 +158,7 @@ class TarShardSource(Source):
     def __init__(self, path: str, extensions: set[str] | None = None):
         self.root = str(path)
         self.extensions = {e.lower() for e in (extensions or IMAGE_EXTENSIONS)}
+        self.skipped: dict[str, int] | None = None  # members and files not listed, by reason (listing)
         shards = self.shards()
         listed = "{" not in self.root and _isdir(self.root)  # found by listing: they exist
         missing = [] if listed else [s for s in shards if not _exists(s)]
@@ -173,8 +182,10 @@ class TarShardSource(Source):
 
     def list_items(self) -> list[SourceItem]:
         rows: list[tuple[str, dict[str, Any]]] = []
+        skipped = self._files_not_shards()
         for shard in self.shards():
-            rows.extend((shard, r) for r in scan_shard(shard, self.extensions))
+            rows.extend((shard, r) for r in scan_shard(shard, self.extensions, skipped))
+        self.skipped = dict(sorted(skipped.items()))
         keys = unique_keys([r["key"] for _, r in rows], ids=[f"{s}::{r['name']}" for s, r in rows])
         items = []
         for key, (shard, r) in zip(keys, rows, strict=True):
@@ -205,8 +216,24 @@ class TarShardSource(Source):
             raise OSError(f"tar member {member!r} in {shard} is truncated ({len(data)} of {size} bytes)")
         return data
 
+    def _files_not_shards(self) -> dict[str, int]:
+        """A folder input: its files that are not .tar shards, by reason."""
+        skipped: dict[str, int] = {}
+        if "{" not in self.root and _isdir(self.root):
+            fs, path = fsspec.core.url_to_fs(self.root)
+            for p in fs.find(path):
+                if not p.endswith(".tar"):
+                    skip(skipped, extension_reason(p))
+        return skipped
+
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.registry_name, "root": self.root, "shards": len(self.shards())}
+        if self.skipped is None:  # a resumed run lists nothing: count the same as the first run did
+            skipped = self._files_not_shards()
+            for shard in self.shards():
+                scan_shard(shard, self.extensions, skipped)
+            self.skipped = dict(sorted(skipped.items()))
+        out = {"kind": self.registry_name, "root": self.root, "shards": len(self.shards())}
+        return out | ({"skipped": self.skipped} if self.skipped else {})
 
 
 def _isdir(path: str) -> bool:
