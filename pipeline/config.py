@@ -58,21 +58,20 @@ class ConfigurationError(RuntimeError):
     without a GPU). Jobs print it as one line and exit 2; nothing has been written."""
 
 
+# Refusals read like the jobs' flag errors (pipeline/cli.py): "--flag: got X; accepted: ...".
 def _one_of(flag: str, value: Any, accepted: tuple[str, ...]) -> None:
     if value not in accepted:
-        raise ValueError(f"{flag} must be one of {', '.join(accepted)}, got {value!r}")
+        raise ValueError(f"{flag}: got {value!r}; accepted: {', '.join(accepted)}")
 
 
-def _at_least(flag: str, value: Any, low: float, *, optional: bool = False) -> None:
+def _number(flag: str, value: Any, low: float, *, whole: bool = True, optional: bool = False) -> None:
+    """value is a (whole) number >= low, or None where optional."""
     if optional and value is None:
         return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < low
-    ):
-        raise ValueError(f"{flag} must be a number >= {low:g}, got {value!r}")
+    kinds = int if whole else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < low:
+        what = f"a whole number >= {low:g}" if whole else f"a number >= {low:g}"
+        raise ValueError(f"{flag}: got {value!r}; accepted: {what}" + (" or none" if optional else ""))
 
 
 def _from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
@@ -100,11 +99,13 @@ class ImageSettings:
     buckets: str | None = None
 
     def __post_init__(self) -> None:
-        _at_least("--size", self.size, 1, optional=True)
+        _number("--size", self.size, 1, optional=True)
         _one_of("--crop", self.crop, CROPS)
         if self.buckets is not None:
             if self.crop != "center":
-                raise ValueError("--buckets resizes and center-crops to each bucket: not with --crop none")
+                raise ValueError(
+                    "--buckets: not with --crop none (each bucket is resized and center-cropped)"
+                )
             from .preprocess.image import parse_buckets  # the syntax; the codec's 2^J is checked later
 
             parse_buckets(self.buckets, 1)
@@ -127,9 +128,9 @@ class AudioSettings:
     channel_policy: Literal["refuse", "downmix"] = "refuse"  # > 2 channels into a stereo codec
 
     def __post_init__(self) -> None:
-        _at_least("--window", self.window, 1)
-        _at_least("--hop", self.hop, 1, optional=True)
-        _at_least("--sample-rate", self.sample_rate, 1)
+        _number("--window", self.window, 1)
+        _number("--hop", self.hop, 1, optional=True)
+        _number("--sample-rate", self.sample_rate, 1)
         _one_of("--channel-policy", self.channel_policy, CHANNEL_POLICIES)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +151,7 @@ class RasterSettings:
         if self.value_range is not None:
             lo, hi = (float(v) for v in self.value_range)
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ValueError(f"--range must be two finite numbers LO < HI, got {self.value_range}")
+                raise ValueError(f"--range: got {self.value_range}; accepted: two finite numbers LO < HI")
             object.__setattr__(self, "value_range", (lo, hi))  # a JSON list reads back as a tuple
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,15 +180,16 @@ class RayConfig:
     sample_timeout_s: float = 60.0  # per-sample decode budget; a slower input becomes an error row
 
     def __post_init__(self) -> None:
-        _at_least("--workers", self.workers, 1, optional=True)
-        _at_least("--num-gpus-per-worker", self.num_gpus_per_worker, 0)
-        _at_least("--batch-size", self.batch_size, 1)
-        _at_least("--batch-pixels", self.batch_pixels, 1)
+        _number("--workers", self.workers, 1, optional=True)
+        _number("--num-gpus-per-worker", self.num_gpus_per_worker, 0, whole=False)
+        _number("--batch-size", self.batch_size, 1)
+        _number("--batch-pixels", self.batch_pixels, 1)
         _one_of("--decode", self.decode, DECODE_DEVICES)
         if self.decode_device is not None and self.decode != "gpu":
-            raise ValueError("decode_device applies to decode='gpu' only")
-        if not (isinstance(self.sample_timeout_s, int | float) and self.sample_timeout_s > 0):
-            raise ValueError(f"--sample-timeout must be a number > 0, got {self.sample_timeout_s!r}")
+            raise ValueError(f"decode_device: got {self.decode_device!r} with --decode cpu; accepted: none")
+        _number("--sample-timeout", self.sample_timeout_s, 0, whole=False)
+        if self.sample_timeout_s == 0:
+            raise ValueError("--sample-timeout: got 0; accepted: a number > 0")
 
     @property
     def decode_on_gpu(self) -> bool:
@@ -234,12 +236,12 @@ class EncodeConfig:
         from .registry import SOURCES
 
         if not self.input:
-            raise ValueError("--input is empty")
+            raise ValueError("--input: empty; accepted: a path or an fsspec URL")
         _one_of("--source", self.source, ("auto", *sorted(SOURCES)))
         if not self.codec:
-            raise ValueError("--codec is empty")
+            raise ValueError("--codec: empty; accepted: a bundled codec name or a path")
         _one_of("--mode", self.mode, MODES)
-        _at_least("--limit", self.limit, 1, optional=True)
+        _number("--limit", self.limit, 1, optional=True)
         parts = {"sink": SinkSpec, "image": ImageSettings, "audio": AudioSettings}
         parts |= {"raster": RasterSettings, "ray": RayConfig}
         for name, cls in parts.items():

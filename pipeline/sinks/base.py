@@ -81,15 +81,15 @@ class SinkSpec:
         from ..formats import output_format
 
         if not self.output:
-            raise ValueError("--output is empty")
+            raise ValueError("--output: empty; accepted: a folder path or an fsspec URL")
         if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1:
-            raise ValueError(f"--shard-size must be a whole number >= 1, got {self.shard_size!r}")
+            raise ValueError(f"--shard-size: got {self.shard_size!r}; accepted: a whole number >= 1")
         if self.latent_format != LATENT_NPY:
             from ..codec.entropy import METHODS  # the codec package: only for coded latents
 
             if self.latent_format not in METHODS:
                 accepted = ", ".join([LATENT_NPY, *sorted(METHODS)])
-                raise ValueError(f"--latent-format must be one of {accepted}, got {self.latent_format!r}")
+                raise ValueError(f"--latent-format: got {self.latent_format!r}; accepted: {accepted}")
         output_format(self.format).check_latent_format(self.format, self.latent_format)
 
     def filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
