@@ -96,6 +96,15 @@ class Prepared:
     listing_about: dict[str, Any]  # what the listing was made from (stored with it in the output)
     listing_reused: bool = False  # resume: the output's own listing, not listed again
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Files under the input that are not inputs, by reason (kept with the listing)."""
+        return dict(self.listing_about.get("skipped", {}))
+
+    def source_description(self) -> dict[str, Any]:
+        """What the manifest records about the source (a reused listing's skipped files included)."""
+        return self.source.describe() | ({"skipped": self.skipped} if self.skipped else {})
+
 
 def prepare_run(
     cfg: EncodeConfig, opened: threading.Event | None = None, ray_up: threading.Event | None = None
@@ -114,10 +123,12 @@ def prepare_run(
         # resume continues the listing it started with (--mode append lists again for new inputs)
         listing, about = stored
         listing_hash, label_map = about["listing_hash"], about["label_map"]
+        skipped = about.get("skipped", {})
     else:
         listing = source.listing(cfg.limit, map_fn=ray_exec.partition_map(ray_up or threading.Event()))
         listing.check_keys()
         listing_hash, label_map = listing.hash(), source.label_map()
+        skipped = source.describe().get("skipped", {})  # known once listed
     from ..codec import load as load_codec  # torch: imported here, while Ray starts on the main thread
 
     codec = load_codec(cfg.codec)
@@ -141,7 +152,7 @@ def prepare_run(
     if cfg.sink.flip_pair:  # only when set: unbucketed, unflipped runs keep the settings hash they had
         settings["flip_pair"] = True
     identity = RunIdentity(settings=settings, listing_hash=listing_hash, label_map=label_map)
-    about = made_from | {"listing_hash": listing_hash, "label_map": label_map}
+    about = made_from | {"listing_hash": listing_hash, "label_map": label_map, "skipped": skipped}
     return Prepared(source, listing, codec, preprocessor, settings, identity, root, about, stored is not None)
 
 
@@ -280,7 +291,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
     results, first_commit = results
     encode_seconds = time.perf_counter() - encode_started if plan.todo else 0.0
     prep = out.prep
-    source, settings, identity, root = prep.source, prep.settings, prep.identity, prep.root
+    settings, identity, root = prep.settings, prep.identity, prep.root
     failures = {r.shard: r.failed for r in results if r.failed}
     failed = sorted(failures)
 
@@ -291,7 +302,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         identity=identity,
         codec=out.codec_info,
         latent=out.latent_info,
-        source=source.describe(),
+        source=prep.source_description(),
         label_map=identity.label_map,
         markers=markers,
         inputs=plan.inputs,  # all planned inputs: a failed shard leaves written + errors short of it
@@ -325,7 +336,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         decode=decode,
         first_commit_seconds=first_commit,
         shards_per_node=count_nodes([r.node for r in results if r.failed is None]),
-        skipped=source.describe().get("skipped", {}),
+        skipped=prep.skipped,
     )
 
 

@@ -209,7 +209,7 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
     return PlanReport(
         input=cfg.input,
         output=cfg.output,
-        source=prep.source.describe(),
+        source=prep.source_description(),
         inputs=len(prep.listing),
         mode=cfg.mode,
         modes=modes,
