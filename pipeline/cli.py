@@ -485,6 +485,7 @@ def validate_encode_args(args: argparse.Namespace, modality: str = "image") -> N
         )
     check_source_options(args)
     buckets = getattr(args, "buckets", None)
+    _check_fixed_shape(args, buckets)
     if buckets is not None and getattr(args, "crop", "center") != "center":
         raise FlagError("--buckets", "not with --crop none (each bucket is resized and center-cropped)")
     if buckets is not None:
@@ -501,6 +502,22 @@ def validate_encode_args(args: argparse.Namespace, modality: str = "image") -> N
         raise FlagError(
             "--decode", f"gpu decodes to RGB, {args.codec} has {config['channels']} channels", "cpu"
         )
+
+
+def _check_fixed_shape(args: argparse.Namespace, buckets: str | None) -> None:
+    """--crop none or --size 0 give images of many sizes: a format of one latent shape (Zarr)
+    would refuse them once the run has started."""
+    from .formats import output_format
+
+    crop, size = getattr(args, "crop", "center"), getattr(args, "size", None)
+    if buckets is not None or not output_format(args.format).fixed_shape or (crop != "none" and size != 0):
+        return
+    flag, value = ("--crop", "none") if crop == "none" else ("--size", "0")
+    raise FlagError(
+        flag,
+        f"got {value} (images of varying sizes), --format {args.format} stores one latent shape",
+        "--crop center with a --size, --buckets, or --format webdataset",
+    )
 
 
 def check_source_options(args: argparse.Namespace) -> None:

@@ -68,6 +68,9 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_imagenet", ["--size", "1.5"], "--size", False),
     # conflicts and forms
     ("encode_imagenet", ["--format", "zarr", "--latent-format", "zstd"], "--latent-format", True),
+    ("encode_imagenet", ["--format", "zarr", "--crop", "none"], "--crop", False),
+    ("encode_imagenet", ["--format", "zarr", "--size", "0"], "--size", False),
+    ("encode_raster", [*RASTER, "--format", "zarr", "--crop", "none"], "--crop", False),
     ("encode_imagenet", ["--buckets", "256x256", "--crop", "none"], "--buckets", False),
     ("encode_imagenet", ["--buckets", "256xabc"], "--buckets", False),
     ("encode_imagenet", ["--address", "not an address"], "--address", False),
