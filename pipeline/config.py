@@ -84,10 +84,6 @@ def _from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
     return cls(**d)
 
 
-def sink_from_dict(d: dict[str, Any]) -> SinkSpec:
-    return _from_dict(SinkSpec, d, "sink")
-
-
 @dataclass(frozen=True)
 class ImageSettings:
     """What the run asks of image (and raster) inputs. The codec adds its channels and 2^J when the
@@ -283,5 +279,5 @@ class EncodeConfig:
         }
         if "sink" not in d:
             raise ValueError("EncodeConfig needs a sink (at least its output)")
-        nested["sink"] = sink_from_dict(d.pop("sink"))
+        nested["sink"] = _from_dict(SinkSpec, d.pop("sink"), "sink")
         return _from_dict(cls, d | nested, "encode config")
