@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 
 from ..registry import register_source
 from .base import (
@@ -54,14 +56,17 @@ from .base import (
     extension_reason,
     find_relpaths,
     fingerprint_from_info,
+    safe_key,
     skip,
     unique_keys,
 )
+from .listing import SCHEMA, Listing, MapFn, merge_partitions, serial_map
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3"}
 MUSDB_STEMS = ("mixture", "drums", "bass", "other", "vocals")
 RESAMPLE_ZERO_CROSSINGS = 16  # context read around a window, >= the resampler's 10 (scipy's default)
 DETECT_FILES = 64
+PARTITION_FILES = 64  # audio files whose headers one listing task reads
 DEFAULT_WINDOW = 2**17
 DEFAULT_RATE = 44100
 
@@ -250,19 +255,42 @@ class AudioFolderSource(_WindowedSource):
             self._listing, self.skipped = find_relpaths(self.root, AUDIO_EXTENSIONS)
         return self._listing
 
-    def list_items(self) -> list[SourceItem]:
+    def list_partition(self, rels: list[str]) -> pa.Table:
+        """The windows of some of the files (each header read once) as the listing's columns, with
+        the `id` a repeated key is hashed on (url + window)."""
         fs, p = fsspec.core.url_to_fs(self.root)
         single = fs.isfile(p)
         index = {c: i for i, c in enumerate(self.classes)}
-        rows: list[tuple[str, str, int | None, dict[str, Any]]] = []  # name, url, label, meta
-        for rel in self._relpaths():
-            url = fs.unstrip_protocol(p if single else f"{p.rstrip('/')}/{rel}")
+        columns: dict[str, list] = {n: [] for n in ("key", "id", "uri", "label", "fingerprint", "meta")}
+        for rel in rels:
+            path = p if single else f"{p.rstrip('/')}/{rel}"
+            url = fs.unstrip_protocol(path)
+            try:  # what --mode append compares: the file's size and mtime (one stat per file)
+                fingerprint = fingerprint_from_info(fs.info(path))
+            except OSError:
+                fingerprint = None
             cls = rel.split("/", 1)[0] if self.labelled else None
             base = {"path": rel} | ({"class": cls} if cls is not None else {})
             stem = str(Path(rel).with_suffix(""))
             for name, meta in window_items(url, (stem,), self.window, self.hop, self.sample_rate, base):
-                rows.append((name, url, index[cls] if cls is not None else None, meta))
-        return _items(rows)
+                columns["key"].append(safe_key(name))
+                columns["id"].append(f"{url}#{name}")
+                columns["uri"].append(url)
+                columns["label"].append(index[cls] if cls is not None else None)
+                columns["fingerprint"].append(fingerprint)
+                columns["meta"].append(json.dumps(meta, sort_keys=True))
+        return pa.table(columns, schema=SCHEMA.append(pa.field("id", pa.string())))
+
+    def listing(self, limit: int | None = None, map_fn: MapFn | None = None) -> Listing:
+        """Headers are read in partitions of PARTITION_FILES files (`map_fn`: Ray tasks or threads)."""
+        rels = self._relpaths()
+        parts = [(rels[i : i + PARTITION_FILES],) for i in range(0, len(rels), PARTITION_FILES)]
+        listing = Listing(merge_partitions((map_fn or serial_map)(self.list_partition, parts)))
+        return listing.limit(limit) if limit is not None else listing
+
+    def list_items(self) -> list[SourceItem]:
+        listing = self.listing()
+        return listing.rows(0, len(listing))
 
     def label_map(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.classes)}

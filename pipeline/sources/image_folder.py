@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..registry import register_source
-from .base import NoInputsError, Source, SourceItem, fingerprint_from_info, safe_key
+from .base import NoInputsError, Source, SourceItem, extension_reason, fingerprint_from_info, safe_key, skip
 from .listing import SCHEMA, Listing, MapFn, merge_partitions, serial_map
 
 # torchvision's ImageFolder (IMG_EXTENSIONS: .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp) and GIF
@@ -84,10 +84,8 @@ class ImageFolderSource(Source):
         base = len(self.path.rstrip("/")) + 1
         rows = []
         for path, info in sorted(found, key=lambda f: f[0]):
-            suffix = Path(path).suffix.lower()
-            if suffix not in self.extensions:  # counted in the manifest and the summary, never silently
-                reason = f"extension {suffix}" if suffix else "no extension"
-                skipped[reason] = skipped.get(reason, 0) + 1
+            if not self._accepts(path):  # counted in the manifest and the summary, never silently
+                skip(skipped, extension_reason(path))
                 continue
             rel = path[base:]
             cls = _class_of(rel) if self.labelled else None

@@ -61,6 +61,25 @@ def test_folder_listing_reads_headers_and_windows(tmp_path):
     assert all(i.label is None for i in items) and source.label_map() == {}
 
 
+def test_folder_listing_in_partitions_equals_one_pass(tmp_path, monkeypatch):
+    import threading
+
+    from pipeline.runtime.ray_exec import partition_map
+    from pipeline.sources import audio
+
+    path, options = audio_tree(tmp_path)
+    write_wav(tmp_path / "audio" / "a.flac", 0.05, 16000, 2)  # its window's key is a.wav's first
+    whole = AudioFolderSource(path, **options).list_items()
+    monkeypatch.setattr(audio, "PARTITION_FILES", 1)  # one task per file: keys unique across tasks
+    source = AudioFolderSource(path, **options)
+    parts = source.listing(map_fn=partition_map(threading.Event()))
+    assert parts.rows(0, len(parts)) == whole
+    keys = [i.key for i in whole]
+    assert len(set(keys)) == len(keys) and sum(k.startswith("a_000000_") for k in keys) == 2
+    assert [i.key for i in parts.rows(0, len(parts))] == keys
+    assert all(i.fingerprint for i in whole)  # size + mtime: what --mode append compares
+
+
 def test_excerpt_is_lossless_and_keeps_the_format(tmp_path):
     path, options = audio_tree(tmp_path)
     source = AudioFolderSource(path, **options)
