@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..config import DEFAULT_IMAGE_CODEC, EncodeConfig
+from ..config import DEFAULT_IMAGE_CODEC, EncodeConfig, ImageSettings
 from ..loaders import LatentWebDataset, RunInfo
 from ..preprocess.image import ImagePolicy, decode_image
+from ..sinks import SinkSpec
 
 LATENT_SIDE, PIXEL_SIDE, IMAGE_SIDE = 32, 64, 256  # 12x32x32 latents = 3x64x64 pixels = 12,288 values
 
@@ -37,11 +38,9 @@ def encode_folder(
 
     cfg = EncodeConfig(
         input=str(images),
-        output=str(output),
+        sink=SinkSpec(output=str(output), shard_size=shard_size),
         codec=codec,
-        shard_size=shard_size,
-        size=IMAGE_SIDE,
-        crop="center",
+        image=ImageSettings(size=IMAGE_SIDE, crop="center"),
         mode="resume",
         progress=False,
         flip_pair=flip_pair,

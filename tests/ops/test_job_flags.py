@@ -68,6 +68,9 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_imagenet", ["--size", "1.5"], "--size", False),
     # conflicts and forms
     ("encode_imagenet", ["--format", "zarr", "--latent-format", "zstd"], "--latent-format", True),
+    ("encode_imagenet", ["--format", "zarr", "--crop", "none"], "--crop", False),
+    ("encode_imagenet", ["--format", "zarr", "--size", "0"], "--size", False),
+    ("encode_raster", [*RASTER, "--format", "zarr", "--crop", "none"], "--crop", False),
     ("encode_imagenet", ["--buckets", "256x256", "--crop", "none"], "--buckets", False),
     ("encode_imagenet", ["--buckets", "256xabc"], "--buckets", False),
     ("encode_imagenet", ["--address", "not an address"], "--address", False),
@@ -366,3 +369,33 @@ def test_an_output_in_a_read_only_folder_is_refused(tmp_path, capsys) -> None:
         locked.chmod(0o700)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --output: "), lines
     assert not (locked / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("job", "files"),
+    [
+        ("encode_imagenet", ["notes.txt", "a/README"]),  # image folder: nothing it takes
+        ("encode_audio", ["cover.jpg"]),  # audio folder (forced below): no audio file
+    ],
+)
+def test_an_input_with_nothing_to_encode_leaves_no_trace(job, files, tmp_path, capsys) -> None:
+    """The input exists and holds files, none of them encodable (NoInputsError, found once the
+    source opens, after parsing): one line, exit 2, and no output folder left behind (not even its
+    parents, nor the lease's lock file), while an existing output folder is left as it was."""
+    root = tmp_path / "in"
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("x")
+    source = ["--source", "audio-folder"] if job == "encode_audio" else []
+    new = tmp_path / "new" / "nested" / "out"
+    code, lines, _ = run_case(job, ["--input", str(root), "--output", str(new), *source], tmp_path, capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --input: no "), lines
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    code, lines, _ = run_case(
+        job, ["--input", str(root), "--output", str(existing), *source], tmp_path, capsys
+    )
+    assert code == 2 and len(lines) == 1, lines
+    assert sorted(p.name for p in existing.iterdir()) == ["_lease.lock", "keep.txt"]
