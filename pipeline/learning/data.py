@@ -38,12 +38,11 @@ def encode_folder(
 
     cfg = EncodeConfig(
         input=str(images),
-        sink=SinkSpec(output=str(output), shard_size=shard_size),
+        sink=SinkSpec(output=str(output), shard_size=shard_size, flip_pair=flip_pair),
         codec=codec,
         image=ImageSettings(size=IMAGE_SIDE, crop="center"),
         mode="resume",
         progress=False,
-        flip_pair=flip_pair,
     )
     summary = run_encode(cfg)
     if summary.failed_shards or summary.errors:
