@@ -33,3 +33,22 @@ def test_codec_points_count_the_entropy_coded_bytes():
     assert p.extra["dimensionality_reduction"] == pytest.approx(3 * 16 / 6)
     assert 0 < p.rate <= 8 * (len(codec.to_bytes(z)) + 64) / (32 * 32)  # header + at most 8 bits a value
     assert p.psnr > 20 and recs[0].dtype == np.uint8
+
+
+def test_targets_state_each_goal_as_met_or_missed_by_how_much():
+    from pipeline.training.rd_report import targets
+
+    def pt(method, rate, db):
+        return E.Point(method, "x", rate, db)
+
+    jpeg = [pt("JPEG", 0.2, 30.0), pt("JPEG", 0.4, 32.0)]
+    webp = [pt("WEBP", 0.2, 32.0), pt("WEBP", 0.4, 34.0)]
+    lines = targets([pt("deep", 0.3, 32.5), pt("klt", 0.3, 31.5)], {"JPEG": jpeg, "WebP": webp})
+    text = "\n".join(lines)
+    assert "+1.00 dB PSNR" in text and "target >= +1.5 dB: missed by 0.50 dB" in text
+    assert "vs WebP at the same rate (0.300 bpp): -0.50 dB; target >= 0: missed by 0.50 dB" in text
+    assert "vs JPEG at the same rate (0.300 bpp): +1.50 dB; target > 0: met" in text
+    text = "\n".join(targets([pt("deep", 0.3, 33.5), pt("klt", 0.3, 31.5)], {"JPEG": jpeg, "WebP": webp}))
+    assert "target >= +1.5 dB: met" in text and "target >= 0: met" in text
+    text = "\n".join(targets([pt("deep", 0.9, 33.5), pt("klt", 0.9, 31.5)], {"JPEG": jpeg, "WebP": webp}))
+    assert "vs WebP at the same rate: outside WebP's measured range" in text
