@@ -52,3 +52,16 @@ def test_targets_state_each_goal_as_met_or_missed_by_how_much():
     assert "target >= +1.5 dB: met" in text and "target >= 0: met" in text
     text = "\n".join(targets([pt("deep", 0.9, 33.5), pt("klt", 0.9, 31.5)], {"JPEG": jpeg, "WebP": webp}))
     assert "vs WebP at the same rate: outside WebP's measured range" in text
+
+
+def test_audio_target_compares_the_deep_codec_with_its_klt():
+    from pipeline.training.rd_report import audio_targets
+
+    klt = E.Point("klt", "x", 0.8, 43.0, si_sdr=21.0)
+    (line,) = audio_targets([klt], [False])
+    assert "no deep audio codec evaluated" in line and "missed" in line
+    deep = E.Point("deep", "x", 0.8, 42.5, si_sdr=21.25)
+    (line,) = audio_targets([klt, deep], [False, True])
+    assert "deep vs klt: -0.50 dB PSNR, +0.25 dB SI-SDR" in line and "missed by 0.50 dB" in line
+    (line,) = audio_targets([E.Point("deep", "x", 0.8, 43.5, si_sdr=22.0), klt], [True, False])
+    assert line.rstrip().endswith(": met.")
