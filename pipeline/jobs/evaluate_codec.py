@@ -1,6 +1,6 @@
 """Rate-distortion report: bundled (or given) codecs vs the KLT codec, JPEG, WebP and Vorbis.
 
-    python jobs/evaluate_codec.py                      # rgb-16x, rgb-16x-klt, stereo-44k-klt -> docs/
+    python jobs/evaluate_codec.py     # rgb-16x, rgb-16x-klt, stereo-44k, stereo-44k-klt -> docs/
     python jobs/evaluate_codec.py --image-codecs path/to/codec.json --audio-codecs --out /tmp/rd
 
 Images: held-out photos of the first image codec's training split (centre crops up to 512 px);
@@ -21,7 +21,9 @@ from ..cli import FlagError, JobArgumentParser, check_codec, check_output, codec
 def build_parser() -> argparse.ArgumentParser:
     p = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image-codecs", nargs="*", default=["rgb-16x", "rgb-16x-klt"], help="names or paths")
-    p.add_argument("--audio-codecs", nargs="*", default=["stereo-44k-klt"], help="names or paths")
+    p.add_argument(
+        "--audio-codecs", nargs="*", default=["stereo-44k", "stereo-44k-klt"], help="names or paths"
+    )
     p.add_argument("--audio-length", type=positive_int, default=1 << 19, help="samples per held-out clip")
     p.add_argument("--out", default="docs", help="output folder")
     p.add_argument("--missing-ok", action="store_true", help="evaluate the held-out files that are there")

@@ -32,6 +32,18 @@ from ..cli import (
 )
 from ..training.codec_loop import CodecTrainConfig
 
+
+def choice(*names: str):
+    """A flag that takes one of `names` (typed like the others, so the loop below needs no special case)."""
+
+    def parse(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"got {text!r}; accepted: {', '.join(names)}")
+        return text
+
+    return parse
+
+
 # the range of each CodecTrainConfig field's flag (--steps, --lr, ...; --device: `device` below); a new
 # field without an entry here fails build_parser (KeyError), so its flag cannot go unchecked
 TRAIN_FLAG_TYPES = {
@@ -40,6 +52,8 @@ TRAIN_FLAG_TYPES = {
     "lr": positive_float,
     "min_lr": positive_float,
     "warmup_steps": nonnegative_int,
+    "schedule": choice("cosine", "plateau"),
+    "lr_floor": float_range(0.0, 1.0),
     "weight_decay": nonnegative_float,
     "plateau_every": positive_int,
     "plateau_patience": nonnegative_int,
@@ -111,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kinds", nargs="+", default=["photo"], help="2d: MANIFEST.tsv kinds to use")
     p.add_argument("--work-dir", help="checkpoints and log.jsonl (default: OUT.work); reruns resume")
+    p.add_argument(
+        "--stop-at",
+        type=positive_int,
+        help="end this session at step N (checkpointed, codec written); rerun to resume towards --steps",
+    )
     p.add_argument("--workers", type=positive_int, default=1, help=">1: Ray Train data parallel workers")
     p.add_argument("--address", help="Ray cluster address (implies Ray even with one worker)")
     p.add_argument("--note", default="", help="free text stored in the codec metadata")
@@ -146,6 +165,8 @@ def validate(a: argparse.Namespace) -> None:
         raise FlagError("--post-filter", f"with --kind {a.kind}", "--kind 1d (audio codecs only)")
     if a.address is not None:
         check_address("--address", a.address)
+    if a.stop_at is not None and (a.workers > 1 or a.address is not None):
+        raise FlagError("--stop-at", "with Ray Train (--workers/--address)", "a single-process run")
     if a.init_codec is not None:
         check_codec("--init-codec", a.init_codec, a.kind)
 
@@ -167,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         post_filter=a.post_filter, decoder=a.decoder, init=a.init, klt_batches=a.klt_batches,
         klt_gain=a.klt_gain, freeze_encoder=a.freeze_encoder, init_codec=a.init_codec, crop=a.crop,
         window=a.window, valid_fraction=a.valid_fraction, kinds=tuple(a.kinds), work_dir=a.work_dir,
-        workers=a.workers, address=a.address, note=a.note, train=cfg,
+        stop_at=a.stop_at, workers=a.workers, address=a.address, note=a.note, train=cfg,
         command=shlex.join([*_invocation(), *(argv if argv is not None else sys.argv[1:])]),
     )  # fmt: skip
     print(f"wrote {run_job(job)}")

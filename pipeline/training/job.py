@@ -68,6 +68,7 @@ class CodecJob:
     freeze_encoder: bool = False  # train the decoder only (the encoder keeps its KLT init, and the rate)
     init_codec: str | None = None  # start from this codec's weights (name or path; same config): fine-tune
     work_dir: str | None = None  # checkpoints + log (default: <out>.work)
+    stop_at: int | None = None  # end this session at this step (resumable; the schedule aims at steps)
     workers: int = 1  # >1 or address: Ray Train data parallel
     address: str | None = None  # Ray cluster address ("auto", "ray://host:10001", ...)
     command: str = ""  # recorded in the metadata
@@ -192,7 +193,7 @@ def run_job(job: CodecJob) -> Path:
         )
     else:
         codec, data, valid = setup(job)
-        result = train(codec, data, valid, job.train, job.ckpt_dir)
+        result = train(codec, data, valid, job.train, job.ckpt_dir, stop_at=job.stop_at)
     codec = codec.cpu().freeze()
     training = {
         "data": D.describe_split(train_items, valid_items),

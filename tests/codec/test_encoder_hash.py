@@ -123,3 +123,15 @@ def test_saved_codec_records_and_verifies_its_encoder_hash(tmp_path):
     del description["encoder_hash"]  # a file written before encoder hashes: computed on load
     path.write_text(json.dumps(description))
     assert load_project(path).encoder_hash == codec.encoder_hash
+
+
+def test_stereo_klt_latents_decode_with_stereo44k():
+    klt, deep = load("stereo-44k-klt"), load("stereo-44k")
+    assert deep.encoder_hash == klt.encoder_hash and deep.hash != klt.hash
+    x = torch.rand(1, 2, 4096, generator=torch.Generator().manual_seed(3)) - 0.5
+    z = klt.encode(x)
+    assert torch.equal(deep.encode(x), z)  # identical latents: only the decoder differs
+    z_back = deep.from_bytes(klt.to_bytes(z, method="zstd", size=(4096,)))
+    assert torch.equal(z_back, z)
+    x_hat = deep.decode(z_back, size=(4096,))
+    assert x_hat.shape == x.shape and torch.isfinite(x_hat).all()

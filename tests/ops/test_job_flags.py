@@ -109,6 +109,10 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("train_codec", [*TRAIN, "--kind", "1d", "--latent-dim", "108", "--Nd", "128"], "--Nd", True),
     ("train_codec", [*TRAIN, "--init-codec", "nosuch"], "--init-codec", True),
     ("train_codec", [*TRAIN, "--address", "x y"], "--address", True),
+    ("train_codec", [*TRAIN, "--schedule", "step"], "--schedule", True),
+    ("train_codec", [*TRAIN, "--lr-floor", "2"], "--lr-floor", True),
+    ("train_codec", [*TRAIN, "--stop-at", "0"], "--stop-at", True),
+    ("train_codec", [*TRAIN, "--stop-at", "5", "--workers", "2"], "--stop-at", True),
     # the rate-distortion report
     ("evaluate_codec", ["--out", OUT, "--image-codecs", "nosuch"], "--image-codecs", True),
     ("evaluate_codec", ["--out", OUT, "--audio-codecs", "nosuch.json"], "--audio-codecs", True),

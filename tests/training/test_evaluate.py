@@ -33,3 +33,35 @@ def test_codec_points_count_the_entropy_coded_bytes():
     assert p.extra["dimensionality_reduction"] == pytest.approx(3 * 16 / 6)
     assert 0 < p.rate <= 8 * (len(codec.to_bytes(z)) + 64) / (32 * 32)  # header + at most 8 bits a value
     assert p.psnr > 20 and recs[0].dtype == np.uint8
+
+
+def test_targets_state_each_goal_as_met_or_missed_by_how_much():
+    from pipeline.training.rd_report import targets
+
+    def pt(method, rate, db):
+        return E.Point(method, "x", rate, db)
+
+    jpeg = [pt("JPEG", 0.2, 30.0), pt("JPEG", 0.4, 32.0)]
+    webp = [pt("WEBP", 0.2, 32.0), pt("WEBP", 0.4, 34.0)]
+    lines = targets([pt("deep", 0.3, 32.5), pt("klt", 0.3, 31.5)], {"JPEG": jpeg, "WebP": webp})
+    text = "\n".join(lines)
+    assert "+1.00 dB PSNR" in text and "target >= +1.5 dB: missed by 0.50 dB" in text
+    assert "vs WebP at the same rate (0.300 bpp): -0.50 dB; target >= 0: missed by 0.50 dB" in text
+    assert "vs JPEG at the same rate (0.300 bpp): +1.50 dB; target > 0: met" in text
+    text = "\n".join(targets([pt("deep", 0.3, 33.5), pt("klt", 0.3, 31.5)], {"JPEG": jpeg, "WebP": webp}))
+    assert "target >= +1.5 dB: met" in text and "target >= 0: met" in text
+    text = "\n".join(targets([pt("deep", 0.9, 33.5), pt("klt", 0.9, 31.5)], {"JPEG": jpeg, "WebP": webp}))
+    assert "vs WebP at the same rate: outside WebP's measured range" in text
+
+
+def test_audio_target_compares_the_deep_codec_with_its_klt():
+    from pipeline.training.rd_report import audio_targets
+
+    klt = E.Point("klt", "x", 0.8, 43.0, si_sdr=21.0)
+    (line,) = audio_targets([klt], [False])
+    assert "no deep audio codec evaluated" in line and "missed" in line
+    deep = E.Point("deep", "x", 0.8, 42.5, si_sdr=21.25)
+    (line,) = audio_targets([klt, deep], [False, True])
+    assert "deep vs klt: -0.50 dB PSNR, +0.25 dB SI-SDR" in line and "missed by 0.50 dB" in line
+    (line,) = audio_targets([E.Point("deep", "x", 0.8, 43.5, si_sdr=22.0), klt], [True, False])
+    assert line.rstrip().endswith(": met.")
