@@ -129,3 +129,21 @@ def job_config(name: str, cfg: Any, device: Any) -> dict[str, Any]:
         "train": asdict(cfg.train),
         "device": str(device),
     }
+
+
+def seed_summary(results: dict[str, list[ArmResult]], metrics: list[str]) -> str:
+    """Markdown table: per arm, each metric's mean +- sample standard deviation over seeds, and the
+    per-seed values (the spread is what a difference between arms has to beat)."""
+    import statistics
+
+    head = ["arm", "seeds", *[f"{m} mean +- sd" for m in metrics], *[f"{m} per seed" for m in metrics]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in results.items():
+        cells = [name, str(len(runs))]
+        values = [[r.final[m] for r in runs] for m in metrics]
+        for v in values:
+            sd = statistics.stdev(v) if len(v) > 1 else float("nan")
+            cells.append(f"{statistics.fmean(v):.4f} +- {sd:.4f}")
+        cells += [", ".join(f"{x:.4f}" for x in v) for v in values]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""The document task's ground truth: glyph positions from a PDF's text layer, in the rendered page's
+pixels (checked against the rendered ink), and the per-cell labels built from them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pypdfium2")
+
+from tiny_pdf import write_pdf  # noqa: E402
+
+from pipeline.learning.documents import (  # noqa: E402
+    CELL,
+    CLASSES,
+    DocumentsConfig,
+    cell_labels,
+    cell_metrics,
+    char_class,
+    make_model,
+    pdf_splits,
+    render_tiles,
+)
+from pipeline.learning.loop import LearnConfig  # noqa: E402
+from pipeline.learning.models import NetConfig  # noqa: E402
+from pipeline.learning.pdf_text import page_count, render_page  # noqa: E402
+
+
+def test_text_layer_glyphs_sit_on_the_rendered_ink(tmp_path):
+    pdf = write_pdf(
+        tmp_path / "a.pdf", [[(72, 700, 24, "HI there"), (300, 100, 12, "x9")], [(72, 72, 12, "Z")]]
+    )
+    assert page_count(pdf) == 2
+    page = render_page(pdf, 0, scale=2.0)
+    assert page.image.mode == "L" and page.image.size == (1224, 1584)
+    assert "".join(g.char for g in page.glyphs) == "HIthere" + "x9"  # spaces are not glyphs
+    ink = np.asarray(page.image)
+    for g in page.glyphs:
+        r = max(2, int(g.height / 3))
+        y, x = int(round(g.cy)), int(round(g.cx))
+        assert ink[y - r : y + r + 1, x - r : x + r + 1].min() < 100, g  # ink at the box centre
+        assert ink[y - 3 * r - 20 : y - 3 * r, x - r : x + r + 1].min() > 200, g  # paper above the line
+    # points from the bottom-left -> pixels from the top-left: the 24 pt line is near the top
+    h = next(g for g in page.glyphs if g.char == "H")
+    assert 2 * 72 < h.cx < 2 * (72 + 24) and abs(h.cy - 2 * (792 - 700 - 0.718 * 24 / 2)) < 3
+    nine = next(g for g in page.glyphs if g.char == "9")
+    assert nine.cy > 2 * (792 - 120)  # the 12 pt line at y = 100 pt is near the bottom
+    assert [g.char for g in render_page(pdf, 1, scale=1.0).glyphs] == ["Z"]
+
+
+def test_char_classes_fold_case_and_pool_the_rest():
+    assert char_class("a") == char_class("A") == CLASSES.index("A")
+    assert char_class("7") == CLASSES.index("7")
+    assert char_class("\\") == char_class("é") == char_class("∑") == len(CLASSES) - 1
+    assert CLASSES[0] == " "
+
+
+def test_a_cell_takes_the_glyph_nearest_its_centre():
+    # tile at (100, 50); cell (row 2, col 3) has its centre at (100 + 3*32 + 16, 50 + 2*32 + 16)
+    cx, cy = 100 + 3 * CELL + CELL / 2, 50 + 2 * CELL + CELL / 2
+    chars = ["q", "w", "5", "k"]
+    centres = np.array([[cx + 5, cy - 4], [cx - 2, cy + 1], [cx + CELL, cy], [cx, cy + 9]])
+    y = cell_labels(chars, centres, 100, 50, radius=6)
+    assert y[2, 3] == char_class("w")  # nearer than "q"; "k" is 9 px off vertically: too far
+    assert y[2, 4] == char_class("5")
+    assert (y != 0).sum() == 2
+    assert (cell_labels([], np.zeros((0, 2)), 0, 0, radius=6) == 0).all()
+
+
+def test_cell_metrics_score_text_cells_apart():
+    y = torch.zeros(1, 8, 8, dtype=torch.long)
+    y[0, 0, :4] = torch.tensor([1, 2, 3, 4])
+    logits = torch.zeros(1, len(CLASSES), 8, 8)
+    logits[0, 0] = 1.0  # predicts blank everywhere...
+    logits[0, 1, 0, 0] = 2.0  # ...except the first text cell, which it gets right
+    m = cell_metrics(logits, y)
+    assert m["glyph_accuracy"] == pytest.approx(1 / 4)
+    assert m["cell_accuracy"] == pytest.approx(61 / 64)
+
+
+@pytest.mark.parametrize(
+    "arm,shape", [("latent", (4, 32, 32)), ("pixel", (1, 64, 64)), ("full", (1, 256, 256))]
+)
+def test_every_arm_reads_an_8x8_grid(arm, shape):
+    model = make_model(arm, shape[0], NetConfig(width=8)).eval()
+    assert model(torch.zeros(2, *shape)).shape == (2, len(CLASSES), 8, 8)
+
+
+def _collections(root, pdfs_per_collection=5):
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "0123456789"]
+    for c, name in enumerate(["alpha", "beta"]):
+        (root / name).mkdir(parents=True)
+        for i in range(pdfs_per_collection):
+            rng = np.random.default_rng([c, i])
+            lines = [
+                (36, 750 - 12 * k, 10, " ".join(rng.choice(words, 12)))
+                for k in range(60)  # a page full of 10 pt text
+            ]
+            write_pdf(root / name / f"doc{i}.pdf", [lines, lines[::-1]])
+
+
+def test_tiles_come_from_split_pdfs_with_their_labels(tmp_path):
+    _collections(tmp_path / "docs")
+    splits = pdf_splits(tmp_path / "docs")
+    assert [p.name for p in splits["val"]] == ["doc4.pdf", "doc4.pdf"]  # every 5th of each collection
+    assert len(splits["train"]) == 8
+    cfg = DocumentsConfig(
+        documents=str(tmp_path / "docs"), train_tiles=6, val_tiles=2, train=LearnConfig(progress=False)
+    )
+    labels = render_tiles(cfg, tmp_path / "tiles")
+    assert sorted(k.split("/")[0] for k in labels) == ["train"] * 6 + ["val"] * 2
+    info = json.loads((tmp_path / "tiles" / "labels.json").read_text())
+    assert info["tiles"] == labels and info["scale"] == cfg.scale
+    grids = np.array(list(labels.values()))
+    assert grids.shape == (8, 64) and (grids != 0).mean() > 0.2  # a page full of text labels many cells
+    letters = {CLASSES[v] for v in grids.ravel()}
+    assert letters <= set(" THEQUICKBROWNFXJMPSVLAZYDG0123456789")  # only what the PDFs say
+    assert render_tiles(cfg, tmp_path / "again") == labels  # seeded: the same tiles again
