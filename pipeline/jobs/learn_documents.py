@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latents", help="reuse the latents of a previous run of this job (its tiles/ must exist)"
     )
     p.add_argument(
-        "--val-samples", type=positive_int, default=320, help="held-out tiles (default: %(default)s)"
+        "--val-samples", type=positive_int, default=240, help="held-out tiles (default: %(default)s)"
     )
     p.add_argument(
         "--seeds",
@@ -56,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scale",
         type=positive_float,
-        default=2.0,
-        help="render scale, pixels per PDF point (default: %(default)s = 144 dpi)",
+        default=2.5,
+        help="render scale, pixels per PDF point (default: %(default)s = 180 dpi)",
     )
     # codec=None: the bundled grey codec (tiles are rendered grey)
-    add_learning_flags(p, output="out/learn-documents", epochs=8, samples=1600, codec=None)
+    add_learning_flags(p, output="out/learn-documents", epochs=5, samples=1200, codec=None)
     return p
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip("pypdfium2")
 
@@ -20,6 +21,7 @@ from pipeline.learning.documents import (  # noqa: E402
     cell_labels,
     cell_metrics,
     char_class,
+    glyph_loss,
     make_model,
     pdf_splits,
     render_tiles,
@@ -70,15 +72,17 @@ def test_a_cell_takes_the_glyph_nearest_its_centre():
     assert (cell_labels([], np.zeros((0, 2)), 0, 0, radius=6) == 0).all()
 
 
-def test_cell_metrics_score_text_cells_apart():
+def test_only_text_cells_are_trained_on_and_scored():
     y = torch.zeros(1, 8, 8, dtype=torch.long)
     y[0, 0, :4] = torch.tensor([1, 2, 3, 4])
     logits = torch.zeros(1, len(CLASSES), 8, 8)
-    logits[0, 0] = 1.0  # predicts blank everywhere...
-    logits[0, 1, 0, 0] = 2.0  # ...except the first text cell, which it gets right
-    m = cell_metrics(logits, y)
-    assert m["glyph_accuracy"] == pytest.approx(1 / 4)
-    assert m["cell_accuracy"] == pytest.approx(61 / 64)
+    logits[0, 0] = 5.0  # predicts blank everywhere...
+    logits[0, 1, 0, 0] = 9.0  # ...except the first text cell, which it gets right
+    assert cell_metrics(logits, y)["glyph_accuracy"] == pytest.approx(1 / 4)
+    worse = logits.clone()
+    worse[0, :, 1:] = torch.randn(len(CLASSES), 7, 8)  # blank cells: anything goes, nothing changes
+    assert glyph_loss(worse, y) == pytest.approx(float(glyph_loss(logits, y)))
+    assert glyph_loss(logits, y) > glyph_loss(logits + 20 * F.one_hot(y, len(CLASSES)).permute(0, 3, 1, 2), y)
 
 
 @pytest.mark.parametrize(
