@@ -24,17 +24,13 @@ import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from ..config import image_codec_for  # noqa: E402
-from .data import (  # noqa: E402
+from ..config import image_codec_for
+from .data import (
     IMAGE_SIDE,
     PIXEL_SIDE,
     Standardizer,
@@ -45,11 +41,11 @@ from .data import (  # noqa: E402
     split_of,
     to_model_pixels,
 )
-from .loop import ArmResult, LearnConfig, interleaved_speed, predict, train_arm  # noqa: E402
-from .measure import pick_device  # noqa: E402
-from .models import GridReader, NetConfig, strided_stem  # noqa: E402
-from .pdf_text import page_count, render_page  # noqa: E402
-from .report import Report, job_config, seed_summary, summary_table, write_report  # noqa: E402
+from .loop import ArmResult, LearnConfig, interleaved_speed, predict, train_arm
+from .measure import pick_device
+from .models import GridReader, NetConfig, strided_stem
+from .pdf_text import page_count, render_page
+from .report import Report, job_config, plot_seeds, seed_summary, summary_table, write_report
 
 CLASSES = " ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*"  # 0: blank cell, last: any other glyph
 GRID, CELL = 8, IMAGE_SIDE // 8  # 8x8 cells of 32 px: one cell = 4x4 latent positions = 8x8 px at 64
@@ -291,7 +287,7 @@ def run(cfg: DocumentsConfig) -> Report:
         },
         figures=[("seeds.png", "held-out glyph accuracy per arm: every seed and the mean")],
     )
-    _plot_seeds(glyph, out / "seeds.png")
+    plot_seeds(glyph, "held-out glyph accuracy", "small print on PDF pages", out / "seeds.png")
     write_report(report, out)
     table = seed_summary(results, ["glyph_accuracy"])
     with open(out / "report.md", "a") as f:
@@ -302,16 +298,3 @@ def run(cfg: DocumentsConfig) -> Report:
     print(summary_table(report))
     print(table)
     return report
-
-
-def _plot_seeds(values: dict[str, list[float]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for i, (_arm, v) in enumerate(values.items()):
-        ax.bar(i, statistics.fmean(v), color=f"C{i}", alpha=0.5)
-        ax.plot([i] * len(v), v, "o", color=f"C{i}")
-    ax.set_xticks(range(len(values)), [f"{a}" for a in values])
-    ax.set(ylabel="held-out glyph accuracy", title="small print on PDF pages")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

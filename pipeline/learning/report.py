@@ -147,3 +147,19 @@ def seed_summary(results: dict[str, list[ArmResult]], metrics: list[str]) -> str
         cells += [", ".join(f"{x:.4f}" for x in v) for v in values]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_seeds(values: dict[str, list[float]], ylabel: str, title: str, path: Path) -> None:
+    """One bar per arm at its mean over seeds, every seed's value as a dot (the spread at a glance)."""
+    import statistics
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for i, v in enumerate(values.values()):
+        ax.bar(i, statistics.fmean(v), color=f"C{i}", alpha=0.5)
+        ax.plot([i] * len(v), v, "o", color=f"C{i}")
+    ax.set_xticks(range(len(values)), list(values))
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
