@@ -113,6 +113,7 @@ def render_tiles(cfg: DocumentsConfig, dest: Path, seed: int = 0) -> dict[str, l
     at a seeded page and position, a few tries to find one with text, else from the next PDF; a PDF
     that PDFium cannot open is skipped and counted."""
     labels: dict[str, list[int]] = {}
+    sources: dict[str, list] = {}  # tile -> [pdf, page index, x0, y0]: where it was cut from
     skipped = 0
     for split, pdfs in pdf_splits(Path(cfg.documents)).items():
         want = cfg.train_tiles if split == "train" else cfg.val_tiles
@@ -132,19 +133,27 @@ def render_tiles(cfg: DocumentsConfig, dest: Path, seed: int = 0) -> dict[str, l
                     break
             else:
                 raise RuntimeError(f"{cfg.documents}: no PDF gives a tile with {cfg.min_glyphs} glyphs")
-            image, y = tile
+            image, y, where = tile
             rel = f"{split}/{pdf.parent.name}/{n:05d}.png"
+            sources[rel] = [f"{pdf.parent.name}/{pdf.name}", *where]
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             image.save(dest / rel)
             labels[rel] = y.ravel().tolist()
-    info = {"scale": cfg.scale, "radius": cfg.radius, "skipped_pdfs": skipped, "tiles": labels}
+    info = {
+        "scale": cfg.scale,
+        "radius": cfg.radius,
+        "skipped_pdfs": skipped,
+        "tiles": labels,
+        "sources": sources,
+    }
     (dest / LABELS).write_text(json.dumps(info))
     return labels
 
 
 def _find_tile(pdf: Path, pages: int, rng: np.random.Generator, cfg: DocumentsConfig, tries: int = 6):
     for _ in range(tries):
-        page = render_page(pdf, int(rng.integers(pages)), cfg.scale)
+        index = int(rng.integers(pages))
+        page = render_page(pdf, index, cfg.scale)
         w, h = page.image.size
         if w < IMAGE_SIDE or h < IMAGE_SIDE or len(page.glyphs) < cfg.min_glyphs:
             continue
@@ -160,7 +169,7 @@ def _find_tile(pdf: Path, pages: int, rng: np.random.Generator, cfg: DocumentsCo
             )
             if inside.sum() >= cfg.min_glyphs:
                 tile = page.image.crop((x0, y0, x0 + IMAGE_SIDE, y0 + IMAGE_SIDE))
-                return tile, cell_labels(chars, centres, x0, y0, cfg.radius)
+                return tile, cell_labels(chars, centres, x0, y0, cfg.radius), (index, x0, y0)
     return None
 
 

@@ -42,7 +42,8 @@ def render_page(path: str | Path, index: int, scale: float) -> RenderedPage:
 
     with _Opened(path) as doc:
         page = doc[index]
-        height_pt = page.get_height()
+        # the rendered area is the page's crop box, which need not start at the PDF origin
+        left0, _, _, top0 = page.get_bbox()
         image = page.render(scale=scale, grayscale=True).to_pil().convert("L")
         text = page.get_textpage()
         glyphs = []
@@ -56,8 +57,8 @@ def render_page(path: str | Path, index: int, scale: float) -> RenderedPage:
             glyphs.append(
                 Glyph(
                     char=char,
-                    cx=(left + right) / 2 * scale,
-                    cy=(height_pt - (bottom + top) / 2) * scale,
+                    cx=((left + right) / 2 - left0) * scale,
+                    cy=(top0 - (bottom + top) / 2) * scale,
                     height=(top - bottom) * scale,
                 )
             )

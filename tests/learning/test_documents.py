@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 pytest.importorskip("pypdfium2")
 
@@ -51,6 +52,19 @@ def test_text_layer_glyphs_sit_on_the_rendered_ink(tmp_path):
     nine = next(g for g in page.glyphs if g.char == "9")
     assert nine.cy > 2 * (792 - 120)  # the 12 pt line at y = 100 pt is near the bottom
     assert [g.char for g in render_page(pdf, 1, scale=1.0).glyphs] == ["Z"]
+
+
+def test_a_crop_box_that_does_not_start_at_the_origin(tmp_path):
+    pdf = write_pdf(tmp_path / "a.pdf", [[(72, 700, 24, "HI")]])
+    plain = render_page(pdf, 0, scale=1.0).glyphs
+    data = pdf.read_bytes().replace(
+        b"/MediaBox [0 0 612 792]", b"/MediaBox [0 0 612 792] /CropBox [50 60 400 760]"
+    )
+    (tmp_path / "b.pdf").write_bytes(data)  # the xref offsets move: PDFium rebuilds the table
+    page = render_page(tmp_path / "b.pdf", 0, scale=1.0)
+    assert page.image.size == (350, 700)
+    for a, b in zip(plain, page.glyphs, strict=True):  # same glyphs, shifted by the box's corner
+        assert b.cx == pytest.approx(a.cx - 50) and b.cy == pytest.approx(a.cy - (792 - 760))
 
 
 def test_char_classes_fold_case_and_pool_the_rest():
@@ -118,6 +132,11 @@ def test_tiles_come_from_split_pdfs_with_their_labels(tmp_path):
     assert sorted(k.split("/")[0] for k in labels) == ["train"] * 6 + ["val"] * 2
     info = json.loads((tmp_path / "tiles" / "labels.json").read_text())
     assert info["tiles"] == labels and info["scale"] == cfg.scale
+    for rel, (pdf, page, x0, y0) in info["sources"].items():  # each tile: where it was cut from
+        assert pdf.split("/")[0] == rel.split("/")[1] and page in (0, 1)
+        rendered = render_page(tmp_path / "docs" / pdf, page, cfg.scale).image
+        tile = rendered.crop((x0, y0, x0 + 256, y0 + 256))
+        assert np.array_equal(np.asarray(tile), np.asarray(Image.open(tmp_path / "tiles" / rel)))
     grids = np.array(list(labels.values()))
     assert grids.shape == (8, 64) and (grids != 0).mean() > 0.2  # a page full of text labels many cells
     letters = {CLASSES[v] for v in grids.ravel()}
