@@ -142,3 +142,38 @@ def test_tiles_come_from_split_pdfs_with_their_labels(tmp_path):
     letters = {CLASSES[v] for v in grids.ravel()}
     assert letters <= set(" THEQUICKBROWNFXJMPSVLAZYDG0123456789")  # only what the PDFs say
     assert render_tiles(cfg, tmp_path / "again") == labels  # seeded: the same tiles again
+
+
+@pytest.mark.slow
+def test_the_job_end_to_end(tmp_path):
+    """Fetch-layout PDFs -> tiles -> the encode pipeline (local Ray, grey codec) -> three arms, two
+    seeds -> report files; figures only checked for range (they go to the report)."""
+    from pipeline.jobs.learn_documents import main
+
+    _collections(tmp_path / "docs")
+    out = tmp_path / "run"
+    argv = [
+        "--documents",
+        str(tmp_path / "docs"),
+        "--output",
+        str(out),
+        "--samples",
+        "6",
+        "--val-samples",
+        "2",
+    ]
+    assert (
+        main([*argv, "--seeds", "0,1", "--epochs", "1", "--width", "8", "--batch-size", "4", "--no-progress"])
+        == 0
+    )
+    for name in ("report.md", "report.json", "seeds.json", "curves.png", "seeds.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    shapes = {name: arm["input_shape"] for name, arm in report["arms"].items()}
+    assert shapes == {"latent": [4, 32, 32], "pixel": [1, 64, 64], "full": [1, 256, 256]}  # the grey codec
+    seeds = json.loads((out / "seeds.json").read_text())
+    assert {arm: len(runs) for arm, runs in seeds.items()} == {"latent": 2, "pixel": 2, "full": 2}
+    for runs in seeds.values():
+        assert all(0 <= r["final"]["glyph_accuracy"] <= 1 for r in runs)
+    assert "## Over seeds" in (out / "report.md").read_text()
+    assert report["data"]["train tiles"] == 6 and report["data"]["val tiles"] == 2
