@@ -26,27 +26,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import EncodeConfig  # noqa: E402
+from pipeline.config import EncodeConfig, ImageSettings  # noqa: E402
 from pipeline.formats import formats, output_format  # noqa: E402
 from pipeline.loaders import RunInfo  # noqa: E402
+from pipeline.sinks import SinkSpec  # noqa: E402
 
 DEFAULT_INPUT = ROOT / "data" / "imagenet-mini" / "train"
 BUCKETS = "256x256,320x192,192x320,288x224,224x288"
 
 
-def encode(input_dir: Path, output: Path, fmt: str, limit: int, shard_size: int, **extra) -> None:
+def encode(input_dir: Path, output: Path, fmt: str, limit: int, shard_size: int, **image) -> None:
     from pipeline.runtime import run_encode
 
     if (output / "manifest.json").exists():
         return
     cfg = EncodeConfig(
         input=str(input_dir),
-        output=str(output),
-        format=fmt,
+        sink=SinkSpec(output=str(output), format=fmt, shard_size=shard_size),
         limit=limit,
-        shard_size=shard_size,
+        image=ImageSettings(**image),
         progress=True,
-        **extra,
     )
     summary = run_encode(cfg)
     print(f"encoded {output.name}: {summary.written} samples in {summary.seconds:.1f} s", flush=True)

@@ -237,9 +237,10 @@ def pipeline_rows(args, jpegs: list[bytes], device: str, tmp: Path) -> dict:
     import ray
     from pipeline_vs_bare import steady_rate
 
-    from pipeline.config import EncodeConfig
+    from pipeline.config import EncodeConfig, ImageSettings, RayConfig
     from pipeline.manifest import MARKERS
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     folder = tmp / "jpegs" / "train" / "photos"
     folder.mkdir(parents=True)
@@ -252,16 +253,17 @@ def pipeline_rows(args, jpegs: list[bytes], device: str, tmp: Path) -> dict:
     def config(decode: str, name: str, limit: int | None = None) -> EncodeConfig:
         return EncodeConfig(
             input=str(folder.parent.parent),
-            output=str(tmp / name),
-            size=args.size,
-            shard_size=args.shard_size,
+            sink=SinkSpec(output=str(tmp / name), shard_size=args.shard_size),
+            image=ImageSettings(size=args.size),
             mode="overwrite",
             limit=limit,
-            batch_size=args.batch,
+            ray=RayConfig(
+                batch_size=args.batch,
+                decode=decode,
+                decode_device=None if on_gpu or decode == "cpu" else "cpu",
+                num_gpus_per_worker=1.0 if on_gpu else 0.0,
+            ),
             progress=False,
-            decode=decode,
-            decode_device=None if on_gpu or decode == "cpu" else "cpu",
-            num_gpus_per_worker=1.0 if on_gpu else 0.0,
         )
 
     for decode in () if args.no_warmup else ("gpu", "cpu"):  # one shard each: neither pays Ray's first start

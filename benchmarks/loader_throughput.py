@@ -46,6 +46,7 @@ from PIL import Image  # noqa: E402
 from pipeline.config import DEFAULT_IMAGE_CODEC, EncodeConfig  # noqa: E402
 from pipeline.learning.data import image_files  # noqa: E402
 from pipeline.loaders import LatentWebDataset, LatentZarrDataset  # noqa: E402
+from pipeline.sinks import SinkSpec  # noqa: E402
 
 
 @dataclass
@@ -74,11 +75,9 @@ def encode(images: str, output: Path, fmt: str, limit: int, shard_size: int, cod
 
     cfg = EncodeConfig(
         input=images,
-        output=str(output),
-        format=fmt,
+        sink=SinkSpec(output=str(output), format=fmt, shard_size=shard_size),
         codec=codec,
         limit=limit,
-        shard_size=shard_size,
         mode="resume",
         progress=False,
     )

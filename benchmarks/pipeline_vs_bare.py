@@ -187,22 +187,20 @@ def run_pipeline(
     chunk: int,
     address: str | None = None,
 ):
-    from pipeline.config import EncodeConfig
+    from pipeline.config import EncodeConfig, ImageSettings, RayConfig
     from pipeline.manifest import MARKERS
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     started = time.time()
     cfg = EncodeConfig(
         input=input_dir,
-        output=output,
-        format=fmt,
+        sink=SinkSpec(output=output, format=fmt, latent_format=latent_format, shard_size=chunk),
         codec=codec,
-        size=size,
-        latent_format=latent_format,
-        shard_size=chunk,
+        image=ImageSettings(size=size),
         mode="overwrite",
         progress=False,
-        address=address,
+        ray=RayConfig(address=address),
     )
     s = run_encode(cfg)
     ended = time.time()

@@ -213,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from pipeline.config import EncodeConfig
+    from pipeline.config import EncodeConfig, ImageSettings, RayConfig
     from pipeline.manifest import MARKERS
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     SOURCES[SyntheticImages.registry_name] = SyntheticImages
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -223,16 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, logging_level="ERROR")
     cfg = EncodeConfig(
         input=f"synthetic://{args.samples}",
-        output=str(output),
+        sink=SinkSpec(output=str(output), format=args.format, shard_size=args.shard_size),
         source=SyntheticImages.registry_name,
         source_options={"count": args.samples, "side": args.side},
-        format=args.format,
         codec=args.codec,
-        size=args.side,
-        crop="center",
-        shard_size=args.shard_size,
+        image=ImageSettings(size=args.side, crop="center"),
         mode="overwrite",
-        workers=args.workers,
+        ray=RayConfig(workers=args.workers),
         progress=False,
     )
     monitor = Monitor(output / MARKERS, args.shard_size, args.samples, args.checkpoint_every)

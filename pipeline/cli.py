@@ -17,12 +17,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import ConfigurationError, EncodeConfig
+from .config import (
+    CROPS,
+    DECODE_DEVICES,
+    MODES,
+    AudioSettings,
+    ConfigurationError,
+    EncodeConfig,
+    ImageSettings,
+    RasterSettings,
+    RayConfig,
+)
 from .registry import SINKS, SOURCES
-from .sinks import base as _sinks  # noqa: F401  (registers sinks)
+from .sinks.base import LATENT_NPY, SinkSpec
 from .sources import detect_source as _detect  # noqa: F401  (registers sources)
 
-LATENT_NPY = "npy"  # int8 .npy per sample; every other --latent-format is an entropy coding method
+# Every default below is the config's (pipeline/config.py, SinkSpec): written once, there.
 
 
 class FlagError(ValueError):
@@ -285,7 +295,7 @@ def add_common_flags(
     )
     io.add_argument(
         "--source",
-        default="auto",
+        default=EncodeConfig.source,
         choices=["auto", *sorted(SOURCES)],
         help="input kind (default: detected from the input)",
     )
@@ -304,60 +314,74 @@ def add_common_flags(
     )
     io.add_argument(
         "--format",
-        default="webdataset",
+        default=SinkSpec.format,
         choices=sorted(SINKS),
         help="webdataset: tar shards readable by stock webdataset; zarr: one v3 store (fixed size)",
     )
     io.add_argument(
         "--latent-format",
-        default=LATENT_NPY,
+        default=SinkSpec.latent_format,
         type=latent_format,
         help="npy: int8 .npy per sample; zstd/png/webp: entropy-coded latents (.latent.wlat)",
     )
     io.add_argument(
-        "--shard-size", type=positive_int, default=256, help="samples per shard (unit of work and of resume)"
+        "--shard-size",
+        type=positive_int,
+        default=SinkSpec.shard_size,
+        help="samples per shard (unit of work and of resume)",
     )
     io.add_argument(
         "--mode",
-        default="resume",
-        choices=["overwrite", "resume", "append"],
+        default=EncodeConfig.mode,
+        choices=MODES,
         help="resume: continue an interrupted run, refuse changed inputs/settings; "
         "append: encode only inputs not yet in the output, and again those whose source changed (size, "
         "mtime or ETag; the old entry is listed as superseded in the manifest); overwrite: start again",
     )
     io.add_argument(
-        "--limit", type=positive_int, default=None, help="encode only the first N inputs of the listing"
+        "--limit",
+        type=positive_int,
+        default=EncodeConfig.limit,
+        help="encode only the first N inputs of the listing",
     )
     codec = parser.add_argument_group("codec")
     codec.add_argument(
         "--codec", default=default_codec, help="bundled codec name or path (.json/.safetensors/.pth)"
     )
     codec.add_argument(
-        "--batch-size", type=positive_int, default=64, help="at most this many samples per codec call"
+        "--batch-size",
+        type=positive_int,
+        default=RayConfig.batch_size,
+        help="at most this many samples per codec call",
     )
     codec.add_argument(
         "--batch-pixels",
         type=positive_int,
-        default=EncodeConfig.batch_pixels,
+        default=RayConfig.batch_pixels,
         help="at most this many input values (channels x pixels, or x audio samples) per codec call, so "
         "large images go in smaller batches (default: 64 RGB images of 256x256); a batch that runs out "
         "of memory is retried in halves, down to one sample",
     )
     ray = parser.add_argument_group("ray")
-    ray.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     ray.add_argument(
-        "--workers", type=positive_int, default=None, help="encoder actors (default: one per CPU, or per GPU)"
+        "--address", default=RayConfig.address, help="Ray cluster address (default: start a local Ray)"
+    )
+    ray.add_argument(
+        "--workers",
+        type=positive_int,
+        default=RayConfig.workers,
+        help="encoder actors (default: one per CPU, or per GPU)",
     )
     ray.add_argument(
         "--num-gpus-per-worker",
         type=nonnegative_float,
-        default=0.0,
+        default=RayConfig.num_gpus_per_worker,
         help="GPUs per encoder actor; decoding stays on CPUs unless --decode gpu (0: encode on CPUs)",
     )
     ray.add_argument(
         "--decode",
-        choices=["cpu", "gpu"],
-        default="cpu",
+        choices=DECODE_DEVICES,
+        default=RayConfig.decode,
         help="cpu: Pillow decodes and resizes on the CPUs (default); gpu: JPEG bytes go to the encoder "
         "actors, which decode (nvJPEG, batched), resize and encode on their GPU (1 GPU per actor unless "
         "--num-gpus-per-worker); other inputs fall back to the CPU path per sample, counted. Needs a GPU "
@@ -366,7 +390,7 @@ def add_common_flags(
     ray.add_argument(
         "--sample-timeout",
         type=positive_float,
-        default=60.0,
+        default=RayConfig.sample_timeout_s,
         help="seconds one input may take to read and decode before it becomes an error row",
     )
     ray.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
@@ -378,11 +402,37 @@ def add_common_flags(
     )
 
 
+def add_geometry_flags(group: argparse._ArgumentGroup) -> None:
+    """--size and --crop (images and rasters): ImageSettings."""
+    group.add_argument(
+        "--size",
+        type=nonnegative_int,
+        default=ImageSettings.size,
+        help="target side (crop=center) or shorter side (crop=none); 0 keeps the original size",
+    )
+    group.add_argument(
+        "--crop",
+        choices=CROPS,
+        default=ImageSettings.crop,
+        help="center: resize the shorter side to --size and center-crop a square; "
+        "none: keep the aspect ratio (padded to a multiple of 2^J by the codec)",
+    )
+
+
+def image_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """ImageSettings' fields from --size/--crop (and --buckets where the job has it)."""
+    return {
+        "size": args.size or None,  # --size 0: keep the original size
+        "crop": args.crop,
+        "buckets": getattr(args, "buckets", ImageSettings.buckets),
+    }
+
+
 def add_bucket_flags(group: argparse._ArgumentGroup) -> None:
     """--buckets and --flip-pair (images): variable aspect ratios and mirrored latents."""
     group.add_argument(
         "--buckets",
-        default=None,
+        default=ImageSettings.buckets,
         metavar="SPEC",
         help="aspect-ratio buckets instead of one square size: a list of W x H codec input sizes "
         "(e.g. 256x256,320x192,192x320; sides multiples of 2^J) or area=PIXELS:ratios=W:H,... "
@@ -435,6 +485,7 @@ def validate_encode_args(args: argparse.Namespace, modality: str = "image") -> N
         )
     check_source_options(args)
     buckets = getattr(args, "buckets", None)
+    _check_fixed_shape(args, buckets)
     if buckets is not None and getattr(args, "crop", "center") != "center":
         raise FlagError("--buckets", "not with --crop none (each bucket is resized and center-cropped)")
     if buckets is not None:
@@ -451,6 +502,22 @@ def validate_encode_args(args: argparse.Namespace, modality: str = "image") -> N
         raise FlagError(
             "--decode", f"gpu decodes to RGB, {args.codec} has {config['channels']} channels", "cpu"
         )
+
+
+def _check_fixed_shape(args: argparse.Namespace, buckets: str | None) -> None:
+    """--crop none or --size 0 give images of many sizes: a format of one latent shape (Zarr)
+    would refuse them once the run has started."""
+    from .formats import output_format
+
+    crop, size = getattr(args, "crop", "center"), getattr(args, "size", None)
+    if buckets is not None or not output_format(args.format).fixed_shape or (crop != "none" and size != 0):
+        return
+    flag, value = ("--crop", "none") if crop == "none" else ("--size", "0")
+    raise FlagError(
+        flag,
+        f"got {value} (images of varying sizes), --format {args.format} stores one latent shape",
+        "--crop center with a --size, --buckets, or --format webdataset",
+    )
 
 
 def check_source_options(args: argparse.Namespace) -> None:
@@ -498,45 +565,51 @@ def _check_buckets(spec: str, multiple: int) -> None:
         ) from None
 
 
-def config_from_args(args: argparse.Namespace, **extra: Any) -> EncodeConfig:
+def config_from_args(
+    args: argparse.Namespace,
+    *,
+    image: dict[str, Any] | None = None,
+    audio: dict[str, Any] | None = None,
+    raster: dict[str, Any] | None = None,
+) -> EncodeConfig:
+    """The run's config: the common flags, plus the job's own settings (keywords of ImageSettings,
+    AudioSettings, RasterSettings; a job that has none of a kind leaves its defaults)."""
     return EncodeConfig(
         input=args.input,
-        output=args.output,
+        sink=SinkSpec(
+            output=args.output,
+            format=args.format,
+            latent_format=args.latent_format,
+            shard_size=args.shard_size,
+            flip_pair=getattr(args, "flip_pair", SinkSpec.flip_pair),
+        ),
         source=args.source,
         source_options=dict(getattr(args, "source_option", None) or []),
-        format=args.format,
         codec=args.codec,
-        latent_format=args.latent_format,
-        shard_size=args.shard_size,
         mode=args.mode,
         limit=args.limit,
-        address=args.address,
-        workers=args.workers,
-        num_gpus_per_worker=args.num_gpus_per_worker,
-        batch_size=args.batch_size,
-        batch_pixels=args.batch_pixels,
-        sample_timeout_s=args.sample_timeout,
+        image=ImageSettings(**(image or {})),
+        audio=AudioSettings(**(audio or {})),
+        raster=RasterSettings(**(raster or {})),
+        ray=RayConfig(
+            address=args.address,
+            workers=args.workers,
+            num_gpus_per_worker=args.num_gpus_per_worker,
+            batch_size=args.batch_size,
+            batch_pixels=args.batch_pixels,
+            decode=getattr(args, "decode", RayConfig.decode),
+            sample_timeout_s=args.sample_timeout,
+        ),
         progress=not args.no_progress,
-        decode=getattr(args, "decode", "cpu"),
-        **_bucket_settings(args),
-        **extra,
     )
 
 
-def _bucket_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """--buckets / --flip-pair when the job has them (only the image job does)."""
-    out: dict[str, Any] = {}
-    if getattr(args, "buckets", None):
-        out["buckets"] = args.buckets
-    if getattr(args, "flip_pair", False):
-        out["flip_pair"] = True
-    return out
-
-
-def encode_config(parser: argparse.ArgumentParser, args: argparse.Namespace, **extra: Any) -> EncodeConfig:
-    """config_from_args; a setting EncodeConfig refuses is a flag error (one line, exit 2)."""
+def encode_config(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, **settings: dict[str, Any] | None
+) -> EncodeConfig:
+    """config_from_args; a setting the config refuses is a flag error (one line, exit 2)."""
     try:
-        return config_from_args(args, **extra)
+        return config_from_args(args, **settings)
     except ValueError as err:
         parser.error(str(err))
 

@@ -44,6 +44,8 @@ class OutputFormat:
     stream: str  # "module:Class" of the streaming loader (imported on use: sinks stay torch-free)
     size: SizeModel
     coded_latents: bool  # stores entropy-coded latents (--latent-format zstd/png/webp), not only npy
+    # every sample has one latent shape (one per bucket with --buckets): variable-size images refused
+    fixed_shape: bool = False
     dataset: str | None = None  # "module:Class" of a map-style (random access) loader, if any
     # a store under the output root whose attributes describe the codec and latents while the run is
     # still being written (before manifest.json exists); None: only the manifest does

@@ -28,9 +28,9 @@ from ..cli import (
     run_encode_job,
     validate_encode_args,
 )
-from ..config import DEFAULT_AUDIO_CODEC, DEFAULT_AUDIO_INPUT, EncodeConfig
+from ..config import CHANNEL_POLICIES, DEFAULT_AUDIO_CODEC, DEFAULT_AUDIO_INPUT, AudioSettings
 
-DEFAULTS = EncodeConfig(input="", output="")
+DEFAULTS = AudioSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     audio.add_argument(
         "--hop",
         type=positive_int,
-        default=None,
+        default=DEFAULTS.hop,
         help="samples between window starts (default: --window, no overlap; smaller overlaps)",
     )
     audio.add_argument(
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audio.add_argument(
         "--channel-policy",
-        choices=["refuse", "downmix"],
+        choices=CHANNEL_POLICIES,
         default=DEFAULTS.channel_policy,
         help="inputs with more channels than the codec: refuse (an error row per window, the default) "
         "or downmix (ITU-R BS.775 matrix to stereo, LFE dropped; 3 to 8 channels). Mono inputs "
@@ -77,14 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_checked(argv, lambda a: validate_encode_args(a, "audio"))
-    cfg = encode_config(
-        parser,
-        args,
-        window=args.window,
-        hop=args.hop,
-        sample_rate=args.sample_rate,
-        channel_policy=args.channel_policy,
-    )
+    audio = {
+        "window": args.window,
+        "hop": args.hop,
+        "sample_rate": args.sample_rate,
+        "channel_policy": args.channel_policy,
+    }
+    cfg = encode_config(parser, args, audio=audio)
     return run_encode_job(cfg, dry_run=args.dry_run)
 
 

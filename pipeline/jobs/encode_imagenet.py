@@ -17,8 +17,9 @@ from ..cli import (
     JobArgumentParser,
     add_bucket_flags,
     add_common_flags,
+    add_geometry_flags,
     encode_config,
-    nonnegative_int,
+    image_settings,
     run_encode_job,
     validate_encode_args,
 )
@@ -35,19 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         default_codec=DEFAULT_IMAGE_CODEC,
     )
     images = parser.add_argument_group("images")
-    images.add_argument(
-        "--size",
-        type=nonnegative_int,
-        default=256,
-        help="target side (crop=center) or shorter side (crop=none); 0 keeps the original size",
-    )
-    images.add_argument(
-        "--crop",
-        choices=["center", "none"],
-        default="center",
-        help="center: resize the shorter side to --size and center-crop a square; "
-        "none: keep the aspect ratio (padded to a multiple of 2^J by the codec)",
-    )
+    add_geometry_flags(images)
     images.add_argument(
         "--extensions",
         type=parse_extensions,
@@ -79,7 +68,7 @@ def validate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_checked(argv, validate)
-    cfg = encode_config(parser, args, size=args.size or None, crop=args.crop)
+    cfg = encode_config(parser, args, image=image_settings(args))
     return run_encode_job(cfg, dry_run=args.dry_run)
 
 

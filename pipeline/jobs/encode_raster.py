@@ -20,11 +20,13 @@ from ..cli import (
     FlagError,
     JobArgumentParser,
     add_common_flags,
+    add_geometry_flags,
     encode_config,
-    nonnegative_int,
+    image_settings,
     run_encode_job,
     validate_encode_args,
 )
+from ..config import RasterSettings
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -50,23 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(parser, default_input="data/rasters", default_output="out/raster-wds", default_codec="")
     raster = parser.add_argument_group("rasters")
-    raster.add_argument(
-        "--size",
-        type=nonnegative_int,
-        default=256,
-        help="target side (crop=center) or shorter side (crop=none); 0 keeps the original size",
-    )
-    raster.add_argument(
-        "--crop",
-        choices=["center", "none"],
-        default="center",
-        help="center: resize the shorter side to --size and center-crop a square; "
-        "none: keep the aspect ratio (padded to a multiple of 2^J by the codec)",
-    )
+    add_geometry_flags(raster)
     raster.add_argument(
         "--range",
         type=parse_range,
-        default=None,
+        default=RasterSettings.value_range,
         metavar="LO,HI",
         help="clip values to [LO, HI] and scale that to [-0.5, 0.5] (default: the per-dtype rule)",
     )
@@ -76,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_checked(argv, validate)
-    cfg = encode_config(parser, args, size=args.size or None, crop=args.crop, value_range=args.range)
+    cfg = encode_config(parser, args, image=image_settings(args), raster={"value_range": args.range})
     return run_encode_job(cfg, dry_run=args.dry_run)
 
 

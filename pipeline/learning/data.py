@@ -17,26 +17,30 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..config import DEFAULT_IMAGE_CODEC, EncodeConfig
+from ..config import DEFAULT_IMAGE_CODEC, EncodeConfig, ImageSettings
 from ..loaders import LatentWebDataset, RunInfo
 from ..preprocess.image import ImagePolicy, decode_image
+from ..sinks import SinkSpec
 
 LATENT_SIDE, PIXEL_SIDE, IMAGE_SIDE = 32, 64, 256  # 12x32x32 latents = 3x64x64 pixels = 12,288 values
 
 
 def encode_folder(
-    images: str | Path, output: str | Path, codec: str = DEFAULT_IMAGE_CODEC, shard_size: int = 64
+    images: str | Path,
+    output: str | Path,
+    codec: str = DEFAULT_IMAGE_CODEC,
+    shard_size: int = 64,
+    flip_pair: bool = False,
 ) -> str:
-    """Run the encode pipeline (local Ray) over an image folder into `output`; resumes a finished run."""
+    """Run the encode pipeline (local Ray) over an image folder into `output`; resumes a finished run.
+    flip_pair: also store each image's mirrored latent (exact flips for the loaders' flip="pair")."""
     from ..runtime import run_encode  # Ray is imported only when encoding
 
     cfg = EncodeConfig(
         input=str(images),
-        output=str(output),
+        sink=SinkSpec(output=str(output), shard_size=shard_size, flip_pair=flip_pair),
         codec=codec,
-        shard_size=shard_size,
-        size=IMAGE_SIDE,
-        crop="center",
+        image=ImageSettings(size=IMAGE_SIDE, crop="center"),
         mode="resume",
         progress=False,
     )
@@ -150,6 +154,15 @@ class Standardizer:
         return cls(
             z.mean(dim=(0, 2, 3), keepdim=True)[0], z.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
         )
+
+    @classmethod
+    def from_run(cls, root: str) -> Standardizer:
+        """The run manifest's per-channel statistics of the dequantized latents (docs/statistics.md):
+        computed by the pipeline over every latent of the run, exactly, without reading a shard."""
+        from ..loaders.common import channel_stats
+
+        mean, std = channel_stats([run_info(root)], "float")
+        return cls(mean[:, None, None], std[:, None, None].clamp_min(1e-3))
 
     def __call__(self, z: Tensor) -> Tensor:
         return (z - self.mean) / self.std

@@ -45,7 +45,7 @@ from .loop import ArmResult, LearnConfig, interleaved_speed, predict, train_arm
 from .measure import pick_device
 from .models import GridReader, NetConfig, strided_stem
 from .pdf_text import page_count, render_page
-from .report import Report, job_config, plot_seeds, seed_summary, summary_table, write_report
+from .report import Report, job_config, plot_seeds, seed_summary, seed_table, summary_table, write_report
 
 CLASSES = " ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*"  # 0: blank cell, last: any other glyph
 GRID, CELL = 8, IMAGE_SIDE // 8  # 8x8 cells of 32 px: one cell = 4x4 latent positions = 8x8 px at 64
@@ -296,9 +296,9 @@ def run(cfg: DocumentsConfig) -> Report:
         },
         figures=[("seeds.png", "held-out glyph accuracy per arm: every seed and the mean")],
     )
-    plot_seeds(glyph, "held-out glyph accuracy", "small print on PDF pages", out / "seeds.png")
+    plot_seeds(results, "glyph_accuracy", out / "seeds.png")
     write_report(report, out)
-    table = seed_summary(results, ["glyph_accuracy"])
+    table = seed_table(seed_summary(results, "glyph_accuracy"))
     with open(out / "report.md", "a") as f:
         f.write("\n## Over seeds\n\n" + table + "\n")
     (out / "seeds.json").write_text(

@@ -160,3 +160,40 @@ def strided_stem(in_channels: int, width: int, factor: int) -> nn.Module:
         nn.BatchNorm2d(width),
         nn.ReLU(inplace=True),
     )
+
+
+def cell_stem(in_channels: int, cell: int, width: int) -> nn.Module:
+    """Input -> width x (side / cell)^2 for inputs of any resolution, in two nonlinear embedding steps
+    and a 3x3 conv: a (cell/2)-strided conv then a 2x2 stride-2 conv embed each grid cell (1x1 then
+    2x2 on 64x64 pixels: cell 2; 4x4 then 2x2 on 256x256 pixels: cell 8), two 1x1 convs on latents
+    (cell 1: channels mixed per position before anything looks across positions), so every input
+    reaches the trunk's 32x32 grid through the same depth and width."""
+    first = max(1, cell // 2)
+    second = cell // first  # 1 (latents) or 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, first, stride=first, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, second, stride=second, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    )
+
+
+class CellClassifier(nn.Module):
+    """cell_stem -> trunk -> global average pool -> dropout -> linear: one classifier for latents and
+    pixels at any resolution whose grid of cells is the trunk's 32x32 (classify's three arms)."""
+
+    def __init__(
+        self, in_channels: int, cell: int, classes: int, cfg: NetConfig = NetConfig(), dropout: float = 0.0
+    ):
+        super().__init__()
+        self.stem, self.trunk = cell_stem(in_channels, cell, cfg.width), Trunk(cfg)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.trunk.out_channels, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.drop(self.trunk(self.stem(x))[2].mean(dim=(2, 3))))

@@ -28,6 +28,7 @@ class Report:
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific reference figures
     figures: list[tuple[str, str]] = field(default_factory=list)  # (file name, caption)
+    tables: list[tuple[str, str]] = field(default_factory=list)  # (title, markdown) after the arms' table
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +107,8 @@ def write_report(report: Report, out: str | Path) -> Path:
     figures = [("curves.png", "learning curves, latent vs pixel"), *report.figures]
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
     md = [f"# {report.title}", "", summary_table(report), ""]
+    for title, table in report.tables:
+        md += [f"## {title}", "", table, ""]
     if report.extra:
         md += ["## Reference points", ""]
         md += [f"- {k}: {_fmt(v)}" for k, v in report.extra.items()]
@@ -131,34 +134,55 @@ def job_config(name: str, cfg: Any, device: Any) -> dict[str, Any]:
     }
 
 
-def seed_summary(results: dict[str, list[ArmResult]], metrics: list[str]) -> str:
-    """Markdown table: per arm, each metric's mean +- sample standard deviation over seeds, and the
-    per-seed values (the spread is what a difference between arms has to beat)."""
-    import statistics
-
-    head = ["arm", "seeds", *[f"{m} mean +- sd" for m in metrics], *[f"{m} per seed" for m in metrics]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def seed_summary(results: dict[str, list[ArmResult]], metric: str) -> dict[str, dict[str, float]]:
+    """Per arm over its seeds: mean, standard deviation (n - 1; 0 for one seed), min, max and the
+    seeds' values of the final `metric`, and the median train samples/s."""
+    out = {}
     for name, runs in results.items():
-        cells = [name, str(len(runs))]
-        values = [[r.final[m] for r in runs] for m in metrics]
-        for v in values:
-            sd = statistics.stdev(v) if len(v) > 1 else float("nan")
-            cells.append(f"{statistics.fmean(v):.4f} +- {sd:.4f}")
-        cells += [", ".join(f"{x:.4f}" for x in v) for v in values]
-        lines.append("| " + " | ".join(cells) + " |")
+        v = torch.tensor([r.final[metric] for r in runs], dtype=torch.float64)
+        speeds = sorted(r.samples_per_s for r in runs)
+        out[name] = {
+            "mean": round(v.mean().item(), 4),
+            "std": round(v.std().item(), 4) if len(v) > 1 else 0.0,
+            "min": round(v.min().item(), 4),
+            "max": round(v.max().item(), 4),
+            "seeds": [round(x, 4) for x in v.tolist()],
+            "samples_per_s": round(speeds[len(speeds) // 2], 1),
+        }
+    return out
+
+
+def seed_table(summary: dict[str, dict[str, float]]) -> str:
+    """Markdown: one row per arm, mean +- std, range and each seed's value."""
+    lines = [
+        "| arm | mean | std | min | max | per seed | train samples/s (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        seeds = ", ".join(f"{x:.4f}" for x in s["seeds"])
+        lines.append(
+            f"| {name} | {s['mean']:.4f} | {s['std']:.4f} | {s['min']:.4f} | {s['max']:.4f} | {seeds} "
+            f"| {s['samples_per_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 
-def plot_seeds(values: dict[str, list[float]], ylabel: str, title: str, path: Path) -> None:
-    """One bar per arm at its mean over seeds, every seed's value as a dot (the spread at a glance)."""
-    import statistics
-
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for i, v in enumerate(values.values()):
-        ax.bar(i, statistics.fmean(v), color=f"C{i}", alpha=0.5)
-        ax.plot([i] * len(v), v, "o", color=f"C{i}")
-    ax.set_xticks(range(len(values)), list(values))
-    ax.set(ylabel=ylabel, title=title)
+def plot_seeds(results: dict[str, list[ArmResult]], metric: str, path: Path) -> None:
+    """The final metric per arm: each seed a dot, the mean a bar with +- one standard deviation."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(results), 3.4))
+    for i, runs in enumerate(results.values()):
+        v = torch.tensor([r.final[metric] for r in runs], dtype=torch.float64)
+        std = v.std().item() if len(v) > 1 else 0.0
+        ax.bar(i, v.mean().item(), yerr=std, color=f"C{i}", alpha=0.35, capsize=6, width=0.6)
+        ax.plot([i] * len(v), v.tolist(), "o", color=f"C{i}")
+    ax.set_xticks(
+        range(len(results)), [f"{n}\n{'x'.join(map(str, r[0].input_shape))}" for n, r in results.items()]
+    )
+    values = [r.final[metric] for runs in results.values() for r in runs]
+    pad = max(0.02, (max(values) - min(values)) * 0.5)
+    low = min(values) - pad if min(values) < 0 else max(0.0, min(values) - pad)  # SI-SDR can be < 0
+    ax.set_ylim(low, min(1.0, max(values) + pad) if max(values) <= 1 else None)
+    ax.set(ylabel=f"held-out {metric}", title=f"{metric} per arm ({len(next(iter(results.values())))} seeds)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

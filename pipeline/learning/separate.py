@@ -50,8 +50,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..config import DEFAULT_AUDIO_CODEC, EncodeConfig
+from ..config import DEFAULT_AUDIO_CODEC, AudioSettings, EncodeConfig, RayConfig
 from ..metrics import si_sdr_batch
+from ..sinks import SinkSpec
 
 STEMS = ("vocals", "bass", "other")  # predicted, in this order (MUSDB names; no drums in the rendered set)
 RATE = 44100
@@ -137,14 +138,13 @@ def encode_stems(cfg: SeparateConfig) -> str:
     for split in SPLITS:
         enc = EncodeConfig(
             input=cfg.stems,
-            output=str(out / split),
+            sink=SinkSpec(output=str(out / split), shard_size=256),
             source="musdb",
             source_options={"split": split},
             codec=cfg.codec,
-            window=cfg.window,
-            shard_size=256,
+            audio=AudioSettings(window=cfg.window),
             mode="resume",
-            workers=cfg.workers,
+            ray=RayConfig(workers=cfg.workers),
             progress=cfg.progress,
         )
         summary = run_encode(enc)

@@ -6,7 +6,7 @@ Steps, in order (each recorded in the sample's meta):
    (the audio sources send a WAV excerpt: the window plus resampler context); without it the bytes
    are a whole file and the window is `meta["offset"]` (default 0). NaN/inf -> DecodeError;
    no frames -> DecodeError.
-2. resample to the codec's rate (`cfg.sample_rate`) by a polyphase FIR: Kaiser-windowed sinc
+2. resample to the codec's rate (`AudioSettings.sample_rate`) by a polyphase FIR: Kaiser-windowed sinc
    (beta 5, 10 zero crossings a side, cutoff at the lower Nyquist) -- scipy.signal.resample_poly
    when scipy is installed, else `resample_numpy`, the same filter and phase in numpy (agrees to
    ~1e-12). Rates are reduced by their gcd, so 48k -> 44.1k is 147/160.
@@ -300,8 +300,9 @@ class AudioPreprocessor:
     device_decode: ClassVar[bool] = False  # decoded on the CPU (pipeline.preprocess.factory.Preprocessor)
 
     @classmethod
-    def from_config(cls, cfg: Any, codec: Any) -> AudioPreprocessor:
-        """Built from the run's window/hop/sample_rate/channel_policy and the codec's channels."""
+    def from_settings(cls, audio: Any, codec: Any) -> AudioPreprocessor:
+        """Built from the run's AudioSettings (window, hop, sample rate, channel policy; checked
+        there) and the codec's channels."""
         try:
             import soundfile  # noqa: F401
         except ImportError as err:
@@ -309,16 +310,12 @@ class AudioPreprocessor:
         c = codec.config
         if c.kind != "1d":
             raise ValueError(f"audio needs a 1-D codec; {getattr(codec, 'name', 'this codec')} is {c.kind}")
-        if cfg.channel_policy not in ("refuse", "downmix"):
-            raise ValueError(f"channel_policy must be 'refuse' or 'downmix', got {cfg.channel_policy!r}")
-        if cfg.window < 1 or (cfg.hop is not None and cfg.hop < 1) or cfg.sample_rate < 1:
-            raise ValueError("window, hop and sample_rate must be positive")
         policy = AudioPolicy(
-            sample_rate=int(cfg.sample_rate),
-            window=int(cfg.window),
-            hop=int(cfg.hop or cfg.window),
+            sample_rate=int(audio.sample_rate),
+            window=int(audio.window),
+            hop=int(audio.hop or audio.window),
             channels=c.channels,
-            channel_policy=cfg.channel_policy,
+            channel_policy=audio.channel_policy,
         )
         return cls(policy)
 

@@ -6,9 +6,10 @@ follows from the source's modality and the run's decode setting, decided here an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..config import EncodeConfig
+from ..config import AudioSettings, ImageSettings, RasterSettings, RayConfig
 from .image import Decoded, ImagePolicy, ImagePreprocessor, parse_buckets
 from .raster import RasterPreprocessor
 
@@ -48,38 +49,64 @@ def latent_shape_of(codec: Any, shape: tuple[int, ...]) -> list[int]:
 
 
 def make_preprocessor(
-    cfg: EncodeConfig, modality: str, codec: Any, stems: tuple[str, ...] | None = None
+    modality: str,
+    codec: Any,
+    *,
+    image: ImageSettings | None = None,
+    audio: AudioSettings | None = None,
+    raster: RasterSettings | None = None,
+    decode: DeviceDecode | None = None,
+    stems: tuple[str, ...] | None = None,
 ) -> Preprocessor:
     """The preprocessing for a source's modality, parameterised by the codec (channels, 2^J).
 
-    stems: the signals each item holds together (Source.grouped_stems(): MUSDB mixture + stems);
-    audio only, decoded to (S, C, window)."""
+    Each preprocessor gets only its own settings (image: `image`; rasters: `image` for the geometry,
+    `raster` for the values; audio: `audio`; left out: the defaults). decode: --decode gpu (images
+    only). stems: the signals each item holds together (Source.grouped_stems(): MUSDB mixture +
+    stems); audio only, decoded to (S, C, window)."""
+    image, audio, raster = image or ImageSettings(), audio or AudioSettings(), raster or RasterSettings()
     if stems and modality != "audio":
         raise ValueError(f"grouped stems are audio; these inputs are {modality}")
-    if cfg.buckets and modality != "image":
+    if image.buckets and modality != "image":
         raise ValueError(f"--buckets is for images; these inputs are {modality}")
-    if cfg.decode == "gpu" and modality != "image":
+    if decode is not None and modality != "image":
         raise ValueError(f"--decode gpu decodes JPEG images; {modality} inputs decode on CPUs (--decode cpu)")
     c = codec.config
     if modality == "image":
         policy = ImagePolicy(
-            size=cfg.size,
-            crop=cfg.crop,
+            size=image.size,
+            crop=image.crop,
             channels=c.channels,
             multiple=c.block,
-            buckets=parse_buckets(cfg.buckets, c.block) if cfg.buckets else None,
+            buckets=parse_buckets(image.buckets, c.block) if image.buckets else None,
         )
-        return _device_preprocessor(cfg, policy) if cfg.decode == "gpu" else ImagePreprocessor(policy)
+        return _device_preprocessor(decode, policy) if decode is not None else ImagePreprocessor(policy)
     if modality == "raster":
-        return RasterPreprocessor.from_config(cfg, codec)
+        return RasterPreprocessor.from_settings(image, raster, codec)
     if modality == "audio":
         from .audio import AudioPreprocessor  # the audio stack is optional at import time
 
-        return AudioPreprocessor.from_config(cfg, codec).with_stems(stems)
+        return AudioPreprocessor.from_settings(audio, codec).with_stems(stems)
     raise ValueError(f"no preprocessing for {modality!r} inputs")
 
 
-def _device_preprocessor(cfg: EncodeConfig, policy: ImagePolicy) -> Preprocessor:
+@dataclass(frozen=True)
+class DeviceDecode:
+    """--decode gpu: decode JPEGs in the encoder actors, on `device` (tests: "cpu"); `remote`: the
+    actors run on a cluster's nodes, so this machine's devices say nothing about theirs."""
+
+    device: str = "cuda"
+    remote: bool = False
+
+    @classmethod
+    def from_ray(cls, ray: RayConfig) -> DeviceDecode | None:
+        """The run's --decode / decode_device / --address; None for --decode cpu."""
+        if ray.decode != "gpu":
+            return None
+        return cls(device=ray.decode_device or "cuda", remote=ray.decode_device is None and ray.remote)
+
+
+def _device_preprocessor(decode: DeviceDecode, policy: ImagePolicy) -> Preprocessor:
     """--decode gpu: the image preprocessor that decodes in the encoder actors, on their device.
 
     Fails at once without a GPU: on the driver for a local Ray (torch.cuda.is_available()), from
@@ -88,9 +115,8 @@ def _device_preprocessor(cfg: EncodeConfig, policy: ImagePolicy) -> Preprocessor
 
     if policy.channels != 3:
         raise ValueError("--decode gpu decodes to RGB: it needs a 3-channel codec (use --decode cpu)")
-    device = cfg.decode_device or "cuda"
-    if cfg.decode_device is None and cfg.address not in (None, "local"):
-        spec = DeviceDecodeSpec(device=device, backend="torchvision-nvjpeg")
+    if decode.remote:
+        spec = DeviceDecodeSpec(device=decode.device, backend="torchvision-nvjpeg")
     else:
-        spec = DeviceDecodeSpec.for_device(device)
+        spec = DeviceDecodeSpec.for_device(decode.device)
     return DeviceImagePreprocessor(policy, spec=spec)

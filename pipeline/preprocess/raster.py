@@ -172,13 +172,15 @@ class RasterPreprocessor:
                 raise ValueError(f"--range must be two finite numbers LO < HI, got {self.value_range}")
 
     @classmethod
-    def from_config(cls, cfg: Any, codec: Any) -> RasterPreprocessor:
+    def from_settings(cls, image: Any, raster: Any, codec: Any) -> RasterPreprocessor:
+        """Built from the run's ImageSettings (size, crop), RasterSettings (value range) and the
+        codec's channels and 2^J."""
         c = codec.config
         if c.kind != "2d":
             raise ValueError(f"rasters need a 2-D codec; {getattr(codec, 'name', 'this codec')} is {c.kind}")
-        value_range = getattr(cfg, "value_range", None)
+        value_range = raster.value_range
         return cls(
-            ImagePolicy(size=cfg.size, crop=cfg.crop, channels=c.channels, multiple=c.block),
+            ImagePolicy(size=image.size, crop=image.crop, channels=c.channels, multiple=c.block),
             tuple(value_range) if value_range is not None else None,
         )
 

@@ -25,9 +25,8 @@ from ..manifest import (
     liveness,
     stable_hash,
 )
-from ..preprocess.factory import Preprocessor, latent_shape_of, make_preprocessor
+from ..preprocess.factory import DeviceDecode, Preprocessor, latent_shape_of, make_preprocessor
 from ..registry import SINKS, lookup
-from ..sinks import SinkSpec
 from ..sources import Source, open_source
 from ..sources.listing import Listing
 from . import ray_exec
@@ -53,15 +52,15 @@ def log_flip_pair(codec) -> None:
 def worker_plan(cfg: EncodeConfig, resources: dict[str, float]) -> tuple[int, int, str]:
     """(shard workers, torch threads per worker, device) for these resources (also the dry run's)."""
     cpus = int(resources.get("CPU", 1))
-    gpus_per_worker = cfg.gpus_per_worker  # --num-gpus-per-worker, or 1 with --decode gpu
+    gpus_per_worker = cfg.ray.gpus_per_worker  # --num-gpus-per-worker, or 1 with --decode gpu
     if gpus_per_worker > 0:
         gpus = resources.get("GPU", 0)
         if gpus <= 0:
-            flag = "--decode gpu" if cfg.decode_on_gpu else "--num-gpus-per-worker"
+            flag = "--decode gpu" if cfg.ray.decode_on_gpu else "--num-gpus-per-worker"
             raise ConfigurationError(f"{flag} was given but the Ray cluster has no GPUs")
-        workers = cfg.workers or max(1, int(gpus / gpus_per_worker))
+        workers = cfg.ray.workers or max(1, int(gpus / gpus_per_worker))
         return workers, 1, "cuda"
-    workers = cfg.workers or max(1, cpus)
+    workers = cfg.ray.workers or max(1, cpus)
     return workers, max(1, cpus // workers), "cpu"
 
 
@@ -70,7 +69,7 @@ def executor_plan(cfg: EncodeConfig, resources: dict[str, float]) -> tuple[ray_e
     workers, threads, device = worker_plan(cfg, resources)
     if device != "cpu":
         return (
-            ray_exec.ExecutorPlan(workers, cpus_per_worker=1, gpus_per_worker=cfg.gpus_per_worker),
+            ray_exec.ExecutorPlan(workers, cpus_per_worker=1, gpus_per_worker=cfg.ray.gpus_per_worker),
             1,
             device,
         )
@@ -97,6 +96,15 @@ class Prepared:
     listing_about: dict[str, Any]  # what the listing was made from (stored with it in the output)
     listing_reused: bool = False  # resume: the output's own listing, not listed again
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Files under the input that are not inputs, by reason (kept with the listing)."""
+        return dict(self.listing_about.get("skipped", {}))
+
+    def source_description(self) -> dict[str, Any]:
+        """What the manifest records about the source (a reused listing's skipped files included)."""
+        return self.source.describe() | ({"skipped": self.skipped} if self.skipped else {})
+
 
 def prepare_run(
     cfg: EncodeConfig, opened: threading.Event | None = None, ray_up: threading.Event | None = None
@@ -105,36 +113,46 @@ def prepare_run(
 
     `opened` is set once the source is open (the input exists and holds inputs of its kind);
     partitioned sources list their partitions as Ray tasks once `ray_up` is set, on threads before."""
-    source = open_source(cfg.input, cfg.source, config=cfg, **cfg.source_options)
+    source = open_source(cfg.input, cfg.source, cfg.policies(), **cfg.source_options)
     if opened is not None:
         opened.set()
-    root = OutputRoot(cfg.output, cfg.storage_options)
+    root = OutputRoot(cfg.output, cfg.sink.storage_options)
     made_from = {"input": cfg.input, "source": source.registry_name, "limit": cfg.limit}
     stored = root.stored_listing() if cfg.mode == "resume" else None
     if stored is not None and {k: stored[1].get(k) for k in made_from} == made_from:
         # resume continues the listing it started with (--mode append lists again for new inputs)
         listing, about = stored
         listing_hash, label_map = about["listing_hash"], about["label_map"]
+        skipped = about.get("skipped", {})
     else:
         listing = source.listing(cfg.limit, map_fn=ray_exec.partition_map(ray_up or threading.Event()))
         listing.check_keys()
         listing_hash, label_map = listing.hash(), source.label_map()
+        skipped = source.describe().get("skipped", {})  # known once listed
     from ..codec import load as load_codec  # torch: imported here, while Ray starts on the main thread
 
     codec = load_codec(cfg.codec)
     stems = source.grouped_stems()  # MUSDB: (S, C, L) per item, latents (S, ...)
-    preprocessor = make_preprocessor(cfg, source.modality, codec, stems=stems)
+    preprocessor = make_preprocessor(
+        source.modality,
+        codec,
+        image=cfg.image,
+        audio=cfg.audio,
+        raster=cfg.raster,
+        decode=DeviceDecode.from_ray(cfg.ray),
+        stems=stems,
+    )
     settings = {
         "codec_hash": codec.hash,
         "preprocessing": preprocessor.to_dict(),
-        "sink": cfg.format,
-        "shard_size": cfg.shard_size,
-        "latent_format": cfg.latent_format,
+        "sink": cfg.sink.format,
+        "shard_size": cfg.sink.shard_size,
+        "latent_format": cfg.sink.latent_format,
     }
-    if cfg.flip_pair:  # only when set: unbucketed, unflipped runs keep the settings hash they had
+    if cfg.sink.flip_pair:  # only when set: unbucketed, unflipped runs keep the settings hash they had
         settings["flip_pair"] = True
     identity = RunIdentity(settings=settings, listing_hash=listing_hash, label_map=label_map)
-    about = made_from | {"listing_hash": listing_hash, "label_map": label_map}
+    about = made_from | {"listing_hash": listing_hash, "label_map": label_map, "skipped": skipped}
     return Prepared(source, listing, codec, preprocessor, settings, identity, root, about, stored is not None)
 
 
@@ -147,26 +165,13 @@ def worker_spec(cfg: EncodeConfig, prep: Prepared, *, threads: int = 1, device: 
         codec_ref=cfg.codec,
         codec_hash=prep.codec.hash,
         cache_salt=f"{prep.codec.hash}:{stable_hash(prep.settings['preprocessing'])}",
-        sink_name=cfg.format,
-        sink_spec=sink_spec(cfg),
+        sink_spec=cfg.sink,
         settings_hash=prep.identity.settings_hash,
-        batch_size=cfg.batch_size,
-        batch_pixels=cfg.batch_pixels,
-        latent_format=cfg.latent_format,
-        flip_pair=cfg.flip_pair,
-        sample_timeout_s=cfg.sample_timeout_s,
+        batch_size=cfg.ray.batch_size,
+        batch_pixels=cfg.ray.batch_pixels,
+        sample_timeout_s=cfg.ray.sample_timeout_s,
         threads=threads,
         device=device,
-    )
-
-
-def sink_spec(cfg: EncodeConfig) -> SinkSpec:
-    return SinkSpec(
-        output=cfg.output,
-        latent_format=cfg.latent_format,
-        shard_size=cfg.shard_size,
-        storage_options=cfg.storage_options,
-        flip_pair=cfg.flip_pair,
     )
 
 
@@ -175,7 +180,7 @@ def run_encode(cfg: EncodeConfig) -> RunSummary:
 
     The output's lease (runtime/lease.py) is held from before the listing to the end, errors
     included: a second run on the same output fails fast instead of interleaving shards."""
-    with OutputLease(OutputRoot(cfg.output, cfg.storage_options)) as lease:
+    with OutputLease(OutputRoot(cfg.output, cfg.sink.storage_options)) as lease:
         return _run_encode(cfg, lease)
 
 
@@ -196,10 +201,10 @@ def prepare_output(
     """List, plan (--mode), and prepare the sink (e.g. size a Zarr store): everything before encoding."""
     prep = prepare_run(cfg, opened, ray_up)
     codec, preprocessor = prep.codec, prep.preprocessor
-    plan = plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, cfg.mode)
+    plan = plan_run(prep.root, prep.listing, prep.identity, cfg.sink.shard_size, cfg.mode)
     if not prep.listing_reused:
         prep.root.write_listing(prep.listing, prep.listing_about, row_group=LISTING_ROW_GROUP)
-    sink = lookup(SINKS, cfg.format, "sink")(sink_spec(cfg))
+    sink = lookup(SINKS, cfg.sink.format, "sink")(cfg.sink)
     # append: re-encoded (changed) sources carry the statistics of the samples they supersede
     plan.todo = attach_superseded_statistics(plan.todo, plan.replaced, sink, codec)
     fixed = preprocessor.fixed_shape()
@@ -208,7 +213,7 @@ def prepare_output(
     bucket_latents = (
         {b: list(codec.latent_shape(shape)) for b, shape in bucket_inputs.items()} if bucket_inputs else None
     )
-    if cfg.flip_pair:
+    if cfg.sink.flip_pair:
         log_flip_pair(codec)
     codec_info = codec.identity()  # name, hash, encoder hash, config
     latent_info = {
@@ -234,7 +239,7 @@ def prepare_output(
 
 def _output_is_complete(cfg: EncodeConfig) -> bool:
     """A finished run on this output: resuming it will most likely find nothing to do."""
-    root = OutputRoot(cfg.output, cfg.storage_options)
+    root = OutputRoot(cfg.output, cfg.sink.storage_options)
     try:
         return cfg.mode == "resume" and bool(root.read_json(RUN_STATE).get("complete"))
     except Exception:  # noqa: BLE001 - no state (yet): a new run
@@ -243,7 +248,7 @@ def _output_is_complete(cfg: EncodeConfig) -> bool:
 
 def _start_workers(cfg: EncodeConfig) -> tuple[ray_exec.WorkerPool, float]:
     """Ray up and the shard workers loading the codec; returns the pool and when Ray was up."""
-    ray_exec.init_ray(cfg.address)
+    ray_exec.init_ray(cfg.ray.address)
     up = time.perf_counter()
     executor, threads, device = executor_plan(cfg, ray_exec.cluster_resources())
     return ray_exec.WorkerPool(executor, cfg.codec, device, threads), up
@@ -264,7 +269,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
                 if preparing.done():
                     preparing.result()  # the source's error
                     break
-            if not _output_is_complete(cfg) and cfg.gpus_per_worker == 0:
+            if not _output_is_complete(cfg) and cfg.ray.gpus_per_worker == 0:
                 try:
                     pool, encode_started = _start_workers(cfg)
                     ray_up.set()
@@ -283,7 +288,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
     results, first_commit = results
     encode_seconds = time.perf_counter() - encode_started if plan.todo else 0.0
     prep = out.prep
-    source, settings, identity, root = prep.source, prep.settings, prep.identity, prep.root
+    settings, identity, root = prep.settings, prep.identity, prep.root
     failures = {r.shard: r.failed for r in results if r.failed}
     failed = sorted(failures)
 
@@ -294,7 +299,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         identity=identity,
         codec=out.codec_info,
         latent=out.latent_info,
-        source=source.describe(),
+        source=prep.source_description(),
         label_map=identity.label_map,
         markers=markers,
         inputs=plan.inputs,  # all planned inputs: a failed shard leaves written + errors short of it
@@ -328,7 +333,7 @@ def _run_encode(cfg: EncodeConfig, lease: OutputLease) -> RunSummary:
         decode=decode,
         first_commit_seconds=first_commit,
         shards_per_node=count_nodes([r.node for r in results if r.failed is None]),
-        skipped=source.describe().get("skipped", {}),
+        skipped=prep.skipped,
     )
 
 

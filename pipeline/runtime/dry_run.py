@@ -174,7 +174,7 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
     modes: dict[str, ModePlan] = {}
     for mode in MODES:
         try:
-            plan = plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, mode, write=False)
+            plan = plan_run(prep.root, prep.listing, prep.identity, cfg.sink.shard_size, mode, write=False)
         except OutputConflictError as err:
             modes[mode] = ModePlan(0, 0, 0, refused=str(err))
             continue
@@ -182,7 +182,7 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
         modes[mode] = ModePlan(len(plan.todo), len(plan.done), inputs)
 
     if resources is None:
-        resources, where = cluster_resources(cfg.address)
+        resources, where = cluster_resources(cfg.ray.address)
     else:
         where = "given resources"
     try:
@@ -198,7 +198,9 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
         resources.get("GPU", 0.0),
         where,
         error,
-        decoding="JPEGs in the encoder actors (CPU path per sample)" if cfg.decode == "gpu" else "on CPUs",
+        decoding="JPEGs in the encoder actors (CPU path per sample)"
+        if cfg.ray.decode == "gpu"
+        else "on CPUs",
     )
 
     shape, latent_bytes, notes = _latent_shape(prep)
@@ -207,19 +209,19 @@ def plan_encode(cfg: EncodeConfig, resources: dict[str, float] | None = None) ->
     return PlanReport(
         input=cfg.input,
         output=cfg.output,
-        source=prep.source.describe(),
+        source=prep.source_description(),
         inputs=len(prep.listing),
         mode=cfg.mode,
         modes=modes,
         codec=f"{prep.codec.name} ({prep.codec.hash[:12]})",
         latent_shape=shape,
         latent_bytes_per_sample=latent_bytes,
-        bytes_per_sample=output_format(cfg.format).size.bytes_per_sample(
-            latent_bytes, labelled, cfg.flip_pair
+        bytes_per_sample=output_format(cfg.sink.format).size.bytes_per_sample(
+            latent_bytes, labelled, cfg.sink.flip_pair
         ),
-        shard_size=cfg.shard_size,
-        format=cfg.format,
-        latent_format=cfg.latent_format,
+        shard_size=cfg.sink.shard_size,
+        format=cfg.sink.format,
+        latent_format=cfg.sink.latent_format,
         workers=workers,
         lease=lease.describe() if lease else None,
         lease_live=bool(lease and lease.live(time.time())),

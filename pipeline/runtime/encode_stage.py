@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import EncodeConfig
+from ..config import RayConfig
 from ..preprocess.factory import Preprocessor, signal_ndim
 from ..sinks import EncodedSample
 from ..statistics import HistogramAccumulator
@@ -69,8 +69,8 @@ class ShardEncoder:
         codec: Any,
         preprocessor: Preprocessor,
         *,
-        batch_size: int = EncodeConfig.batch_size,
-        batch_pixels: int = EncodeConfig.batch_pixels,
+        batch_size: int = RayConfig.batch_size,
+        batch_pixels: int = RayConfig.batch_pixels,
         latent_format: str = "npy",
         device: str = "cpu",
         flip_pair: bool = False,

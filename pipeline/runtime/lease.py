@@ -10,7 +10,9 @@ interleave markers. The lease makes the second run fail fast and say who holds t
 - renew:   a background thread pushes `expires` forward every ttl/3; if the file names another owner
            (our lease expired and was taken over) the lease is marked lost and `check()` raises, so
            the run does not commit its manifest over another writer's work.
-- release: at the end of the run (also on errors), only if the file still names us.
+- release: at the end of the run (also on errors), only if the file still names us. A local root
+           the lease created is removed again when the run left nothing in it (an input with
+           nothing to encode, a refused listing): a failed start leaves no trace.
 
 Guarantees. Local filesystems: creation is atomic (O_CREAT|O_EXCL) and every read-modify-write
 (takeover, renew, release) runs under an flock on `_lease.lock`, so exactly one acquirer wins.
@@ -148,6 +150,9 @@ class OutputLease:
         self.path = f"{root.path}/{LEASE}"
         self.local = isinstance(root.fs, LocalFileSystem)
         self.lost: str | None = None  # set by renew() when another owner holds the file
+        # local: the folders this lease created (the root and any missing parents, topmost first);
+        # release() removes them again when the run left nothing in them but the lock file
+        self.created: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -203,6 +208,8 @@ class OutputLease:
     # --- the protocol ---------------------------------------------------------------------
     def acquire(self) -> LeaseInfo:
         """Take the lease, or raise LeaseHeldError naming the live holder."""
+        if self.local:
+            self.created = _missing_folders(self.root.path)
         with self._locked():
             current = read_lease(self.root)
             now = self.clock()
@@ -248,6 +255,12 @@ class OutputLease:
             current = read_lease(self.root)
             if current is not None and current.owner == self.owner:
                 self._remove()
+            root = self.root.path
+            left_nothing = bool(self.created) and os.path.isdir(root) and os.listdir(root) == [LEASE_LOCK]
+            if left_nothing:  # removed under the lock; the folders after it, and only while empty
+                os.unlink(f"{root}/{LEASE_LOCK}")
+        if left_nothing:
+            _remove_empty(self.created)
 
     def check(self) -> None:
         """Raise LeaseLostError if a renewal found that another run took the output over."""
@@ -291,6 +304,25 @@ class OutputLease:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _missing_folders(path: str) -> list[str]:
+    """The folders of `path` (itself, then its parents) that do not exist yet, topmost first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing[::-1]
+
+
+def _remove_empty(folders: list[str]) -> None:
+    """Remove these folders, deepest first, while they are empty (a concurrent run's files stay)."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (another run is starting there) or already gone
+            return
 
 
 def holder_message(root: OutputRoot, now: float | None = None) -> str | None:

@@ -83,9 +83,12 @@ def resources_of_cluster(address: str) -> dict[str, float]:
         ray.shutdown()
 
 
-def partition_map(ray_up: threading.Event, threads: int = 8) -> Callable:
-    """A listing.MapFn: one Ray task per partition once Ray is up (a cluster lists its prefixes,
-    folders and manifest files in parallel, on its nodes), threads before that (listing is I/O)."""
+def partition_map(ray_up: threading.Event, threads: int = 8, max_tasks: int = 64) -> Callable:
+    """A listing.MapFn: Ray tasks once Ray is up (a cluster lists its prefixes, folders and manifest
+    files in parallel, on its nodes), threads before that (listing is I/O). Results in argument order.
+
+    At most `max_tasks` tasks, each a run of consecutive partitions: ImageNet's 1,000 class folders
+    must not become 1,000 worker processes."""
 
     def map_fn(fn: Callable, args: list[tuple]) -> list:
         if len(args) < 2:
@@ -95,16 +98,18 @@ def partition_map(ray_up: threading.Event, threads: int = 8) -> Callable:
 
             # no CPU reserved: listing waits on storage, and the shard workers may hold every CPU
             # already (they start while the driver lists): a CPU-holding task would never be scheduled
-            task = ray.remote(num_cpus=0, max_retries=TASK_RETRIES)(_call)
-            return ray.get([task.remote(fn, a) for a in args])
+            task = ray.remote(num_cpus=0, max_retries=TASK_RETRIES)(_call_each)
+            step = -(-len(args) // max_tasks)
+            runs = [args[i : i + step] for i in range(0, len(args), step)]
+            return [r for done in ray.get([task.remote(fn, run) for run in runs]) for r in done]
         with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
             return list(pool.map(lambda a: fn(*a), args))
 
     return map_fn
 
 
-def _call(fn: Callable, args: tuple):
-    return fn(*args)
+def _call_each(fn: Callable, args: list[tuple]) -> list:
+    return [fn(*a) for a in args]
 
 
 class _ShardActor:

@@ -30,14 +30,11 @@ class WorkerSpec:
     codec_ref: str  # bundled name or path: each worker loads the codec once
     codec_hash: str  # ... and checks it is the one the driver planned with
     cache_salt: str
-    sink_name: str
-    sink_spec: SinkSpec
+    sink_spec: SinkSpec  # the run's sink: format, latent format, flip pairs, output
     settings_hash: str
     batch_size: int
     batch_pixels: int
-    latent_format: str
-    flip_pair: bool = False
-    sample_timeout_s: float = 60.0
+    sample_timeout_s: float
     threads: int = 1  # torch threads per worker (CPU encoding)
     device: str = "cpu"
 
@@ -65,12 +62,12 @@ class ShardWorker:
             spec.preprocessor,
             batch_size=spec.batch_size,
             batch_pixels=spec.batch_pixels,
-            latent_format=spec.latent_format,
+            latent_format=spec.sink_spec.latent_format,
             device=spec.device,
-            flip_pair=spec.flip_pair,
+            flip_pair=spec.sink_spec.flip_pair,
             cpu_decoder=self.decoder,
         )
-        self.committer = ShardCommitter(spec.sink_name, spec.sink_spec, spec.settings_hash)
+        self.committer = ShardCommitter(spec.sink_spec, spec.settings_hash)
 
     def process(self, task: ShardTask) -> ShardResult:
         """Read, decode, encode and commit one shard."""

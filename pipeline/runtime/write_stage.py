@@ -21,8 +21,8 @@ WRITE_ATTEMPTS = 3  # bounded retries of a shard write before the shard is repor
 class ShardCommitter:
     """EncodedShard -> ShardResult: the shard's files, then its marker under `_shards/`."""
 
-    def __init__(self, sink_name: str, spec: SinkSpec, settings_hash: str):
-        self.sink = lookup(SINKS, sink_name, "sink")(spec)
+    def __init__(self, spec: SinkSpec, settings_hash: str):
+        self.sink = lookup(SINKS, spec.format, "sink")(spec)
         self.root = OutputRoot(spec.output, spec.storage_options)
         self.settings_hash = settings_hash
 

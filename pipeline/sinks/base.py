@@ -18,6 +18,8 @@ import numpy as np
 if TYPE_CHECKING:
     from ..formats import OutputFormat
 
+LATENT_NPY = "npy"  # int8 .npy per sample; every other latent format is an entropy coding method
+
 
 @dataclass
 class EncodedSample:
@@ -65,13 +67,30 @@ class ShardStats:
 
 @dataclass(frozen=True)
 class SinkSpec:
-    """Everything a sink needs, picklable so it travels to Ray workers."""
+    """Everything a sink needs, picklable so it travels to Ray workers; also the output part of a
+    run's EncodeConfig (pipeline/config.py), checked against the registries when it is made."""
 
     output: str  # local path or fsspec URL of the output root
-    latent_format: str = "npy"  # npy, or an entropy coding method (zstd, png, webp)
-    shard_size: int = 256
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    format: str = "webdataset"  # the registered sink that writes it (pipeline/formats.py)
+    latent_format: str = LATENT_NPY  # npy, or an entropy coding method (pipeline/codec/entropy.py)
+    shard_size: int = 256  # samples per shard: the unit of work, of commit and of resume
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for the output
     flip_pair: bool = False  # samples carry latent_flip too (Zarr creates latents_flip arrays)
+
+    def __post_init__(self) -> None:
+        from ..formats import output_format
+
+        if not self.output:
+            raise ValueError("--output: empty; accepted: a folder path or an fsspec URL")
+        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise ValueError(f"--shard-size: got {self.shard_size!r}; accepted: a whole number >= 1")
+        if self.latent_format != LATENT_NPY:
+            from ..codec.entropy import METHODS  # the codec package: only for coded latents
+
+            if self.latent_format not in METHODS:
+                accepted = ", ".join([LATENT_NPY, *sorted(METHODS)])
+                raise ValueError(f"--latent-format: got {self.latent_format!r}; accepted: {accepted}")
+        output_format(self.format).check_latent_format(self.format, self.latent_format)
 
     def filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
         fs, root = fsspec.core.url_to_fs(self.output, **self.storage_options)

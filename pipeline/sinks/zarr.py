@@ -157,6 +157,7 @@ class ZarrSink(Sink):
         dataset="pipeline.loaders.zarr:LatentZarrDataset",
         size=ZarrSizeModel(),
         coded_latents=False,
+        fixed_shape=True,
         live_description=STORE,
     )
 

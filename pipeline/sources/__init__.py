@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
@@ -34,11 +35,14 @@ def detect_source(path: str) -> str:
     return "image-folder"
 
 
-def open_source(path: str, kind: str = "auto", config: Any = None, **options: Any) -> Source:
-    """The source for `path`. With the run's EncodeConfig, kinds that need run settings (audio:
-    window, hop, sample rate) take them from it; explicit options win."""
+def open_source(
+    path: str, kind: str = "auto", policies: Mapping[str, Any] | None = None, **options: Any
+) -> Source:
+    """The source for `path`. `policies`: the run's settings by modality (EncodeConfig.policies());
+    a kind that needs run settings takes them from its own modality's (audio: window, hop, sample
+    rate), and sees no other; explicit options win."""
     name = detect_source(path) if kind == "auto" else kind
     cls = lookup(SOURCES, name, "source")
-    if config is not None:
-        options = cls.options_from_config(config) | options
+    if policies is not None and cls.modality in policies:
+        options = cls.options_from_policy(policies[cls.modality]) | options
     return cls(path, **options)

@@ -39,20 +39,34 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 
 from ..registry import register_source
-from .base import NoInputsError, Source, SourceItem, find_relpaths, fingerprint_from_info, unique_keys
+from .base import (
+    NoInputsError,
+    Source,
+    SourceItem,
+    extension_reason,
+    find_relpaths,
+    fingerprint_from_info,
+    safe_key,
+    skip,
+    unique_keys,
+)
+from .listing import SCHEMA, Listing, MapFn, merge_partitions, serial_map
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3"}
 MUSDB_STEMS = ("mixture", "drums", "bass", "other", "vocals")
 RESAMPLE_ZERO_CROSSINGS = 16  # context read around a window, >= the resampler's 10 (scipy's default)
 DETECT_FILES = 64
+PARTITION_FILES = 64  # audio files whose headers one listing task reads
 DEFAULT_WINDOW = 2**17
 DEFAULT_RATE = 44100
 
@@ -177,8 +191,8 @@ class _WindowedSource(Source):
         self.window, self.hop, self.sample_rate = int(window), int(hop or window), int(sample_rate)
 
     @classmethod
-    def options_from_config(cls, config: Any) -> dict[str, Any]:
-        return {"window": config.window, "hop": config.hop, "sample_rate": config.sample_rate}
+    def options_from_policy(cls, policy: Any) -> dict[str, Any]:
+        return {"window": policy.window, "hop": policy.hop, "sample_rate": policy.sample_rate}
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_listing": None}  # workers need no listing
@@ -211,6 +225,7 @@ class AudioFolderSource(_WindowedSource):
         super().__init__(window, hop, sample_rate)
         self.root = str(root)
         self._listing: list[str] | None = None
+        self.skipped: dict[str, int] = {}  # files under root that are not audio, by reason
         relpaths = self._relpaths()
         if not relpaths:
             raise NoInputsError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {self.root}")
@@ -236,33 +251,57 @@ class AudioFolderSource(_WindowedSource):
         )
 
     def _relpaths(self) -> list[str]:
-        if self._listing is None:
-            self._listing = find_relpaths(self.root, AUDIO_EXTENSIONS)
+        if self._listing is None:  # other files: counted by reason in self.skipped
+            self._listing, self.skipped = find_relpaths(self.root, AUDIO_EXTENSIONS)
         return self._listing
 
-    def list_items(self) -> list[SourceItem]:
+    def list_partition(self, rels: list[str]) -> pa.Table:
+        """The windows of some of the files (each header read once) as the listing's columns, with
+        the `id` a repeated key is hashed on (url + window)."""
         fs, p = fsspec.core.url_to_fs(self.root)
         single = fs.isfile(p)
         index = {c: i for i, c in enumerate(self.classes)}
-        rows: list[tuple[str, str, int | None, dict[str, Any]]] = []  # name, url, label, meta
-        for rel in self._relpaths():
-            url = fs.unstrip_protocol(p if single else f"{p.rstrip('/')}/{rel}")
+        columns: dict[str, list] = {n: [] for n in ("key", "id", "uri", "label", "fingerprint", "meta")}
+        for rel in rels:
+            path = p if single else f"{p.rstrip('/')}/{rel}"
+            url = fs.unstrip_protocol(path)
+            try:  # what --mode append compares: the file's size and mtime (one stat per file)
+                fingerprint = fingerprint_from_info(fs.info(path))
+            except OSError:
+                fingerprint = None
             cls = rel.split("/", 1)[0] if self.labelled else None
             base = {"path": rel} | ({"class": cls} if cls is not None else {})
             stem = str(Path(rel).with_suffix(""))
             for name, meta in window_items(url, (stem,), self.window, self.hop, self.sample_rate, base):
-                rows.append((name, url, index[cls] if cls is not None else None, meta))
-        return _items(rows)
+                columns["key"].append(safe_key(name))
+                columns["id"].append(f"{url}#{name}")
+                columns["uri"].append(url)
+                columns["label"].append(index[cls] if cls is not None else None)
+                columns["fingerprint"].append(fingerprint)
+                columns["meta"].append(json.dumps(meta, sort_keys=True))
+        return pa.table(columns, schema=SCHEMA.append(pa.field("id", pa.string())))
+
+    def listing(self, limit: int | None = None, map_fn: MapFn | None = None) -> Listing:
+        """Headers are read in partitions of PARTITION_FILES files (`map_fn`: Ray tasks or threads)."""
+        rels = self._relpaths()
+        parts = [(rels[i : i + PARTITION_FILES],) for i in range(0, len(rels), PARTITION_FILES)]
+        listing = Listing(merge_partitions((map_fn or serial_map)(self.list_partition, parts)))
+        return listing.limit(limit) if limit is not None else listing
+
+    def list_items(self) -> list[SourceItem]:
+        listing = self.listing()
+        return listing.rows(0, len(listing))
 
     def label_map(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.classes)}
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.registry_name,
             "root": self.root,
             "labelled": self.labelled,
         } | self._segmentation()
+        return out | ({"skipped": dict(sorted(self.skipped.items()))} if self.skipped else {})
 
 
 def _items(rows: list[tuple[str, str, int | None, dict[str, Any]]]) -> list[SourceItem]:
@@ -319,6 +358,7 @@ class MusdbSource(_WindowedSource):
             raise ValueError(f"group must be true or false, got {group!r}")
         self.group = group
         self._listing: list[tuple[str, str, str, str]] | None = None
+        self.skipped: dict[str, int] = {}  # files under root that are not listed stems, by reason
         if not self._tracks():
             raise NoInputsError(f"no MUSDB tracks (<split>/<track>/mixture.wav) under {self.root}")
         if self.group and stems is None:  # every stem that every track has (rendered sets lack drums)
@@ -327,6 +367,9 @@ class MusdbSource(_WindowedSource):
                 per_track.setdefault((split_, track), set()).add(stem)
             common = set.intersection(*per_track.values())
             self.stems = tuple(s for s in MUSDB_STEMS if s in common)
+            for t in self._listing:
+                if t[2] not in common:
+                    skip(self.skipped, f"stem {t[2]} not in every track")
             self._listing = [t for t in self._listing if t[2] in common]
 
     @staticmethod
@@ -341,26 +384,53 @@ class MusdbSource(_WindowedSource):
         return any(_mixture(fs, t) for d in top for t in _subdirs(fs, d)[:4])
 
     def _tracks(self) -> list[tuple[str, str, str, str]]:
-        """(split, track, stem, url) for every stem file, in listing order (cached on the driver)."""
+        """(split, track, stem, url) for every stem file, in listing order (cached on the driver);
+        every other file under the root is counted in self.skipped, by reason."""
         if self._listing is None:
             fs, p = fsspec.core.url_to_fs(self.root)
             root_is_split = any(_mixture(fs, d) for d in _subdirs(fs, p)[:8])
             splits = [p] if root_is_split else _subdirs(fs, p)
+            skipped: dict[str, int] = {}
+            if not root_is_split:
+                skip(skipped, "not in a split folder", len(_plain_files(fs, p)))
             found = []
             for split_dir in splits:
                 split = split_dir.rstrip("/").rsplit("/", 1)[-1]
                 if self.split is not None and split != self.split:
+                    skip(skipped, f"split {split} not asked for", _count_files(fs, split_dir))
                     continue
+                skip(skipped, "not in a track folder", len(_plain_files(fs, split_dir)))
                 for track_dir in _subdirs(fs, split_dir):
-                    files = {Path(f).stem: f for f in fs.ls(track_dir, detail=False)}
                     if _mixture(fs, track_dir) is None:
+                        skip(skipped, "track folder without a mixture", _count_files(fs, track_dir))
                         continue
+                    entries = fs.ls(track_dir, detail=True)
+                    files = {Path(e["name"]).stem: e["name"] for e in entries}
                     track = track_dir.rstrip("/").rsplit("/", 1)[-1]
+                    used = set()
                     for stem in self.stems:
                         if stem in files and Path(files[stem]).suffix.lower() in AUDIO_EXTENSIONS:
                             found.append((split, track, stem, fs.unstrip_protocol(files[stem])))
-            self._listing = found
+                            used.add(files[stem])
+                    for e in entries:
+                        if e["name"] not in used:
+                            skip(skipped, *self._skip_reason(fs, e))
+            self._listing, self.skipped = found, skipped
         return self._listing
+
+    def _skip_reason(self, fs, entry: dict[str, Any]) -> tuple[str, int]:
+        """Why a track folder's entry is not one of the stems listed, and how many files it holds."""
+        name = entry["name"]
+        if entry["type"] == "directory":
+            return "in a folder inside a track folder", _count_files(fs, name)
+        stem = Path(name).stem
+        if Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
+            return extension_reason(name), 1
+        if stem not in MUSDB_STEMS:
+            return f"not a MUSDB stem ({stem})", 1
+        if stem not in self.stems:
+            return f"stem {stem} not asked for", 1
+        return f"a second {stem} file in its track folder", 1
 
     def list_items(self) -> list[SourceItem]:
         return self._grouped_items() if self.group else self._stem_items()
@@ -429,13 +499,14 @@ class MusdbSource(_WindowedSource):
         return self.stems if self.group else None
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.registry_name,
             "root": self.root,
             "split": self.split,
             "stems": list(self.stems),
             "group": self.group,
         } | self._segmentation()
+        return out | ({"skipped": dict(sorted(self.skipped.items()))} if self.skipped else {})
 
 
 def _header_or_error(url: str) -> tuple[int, int, int, str] | str:
@@ -472,6 +543,14 @@ def _track_fingerprint(urls: dict[str, str]) -> str | None:
             return None
         parts.append(f"{stem}={token}")
     return ";".join(parts)
+
+
+def _plain_files(fs, path: str) -> list[str]:
+    return [e["name"] for e in fs.ls(path, detail=True) if e["type"] != "directory"]
+
+
+def _count_files(fs, path: str) -> int:
+    return len(fs.find(path))
 
 
 def _subdirs(fs, path: str) -> list[str]:

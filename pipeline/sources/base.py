@@ -142,10 +142,10 @@ class Source:
     detect_priority: int = 100  # auto-detection asks lower numbers first (then by name)
 
     @classmethod
-    def options_from_config(cls, config: Any) -> dict[str, Any]:
-        """Constructor options this kind takes from the run's EncodeConfig (audio: window, hop, rate).
-
-        Explicit `source_options` override these; most kinds need nothing from the run."""
+    def options_from_policy(cls, policy: Any) -> dict[str, Any]:
+        """Constructor options this kind takes from the run's settings for its modality (audio:
+        window, hop, rate from AudioSettings). Explicit `source_options` override these; most kinds
+        need nothing from the run."""
         return {}
 
     def list_items(self) -> list[SourceItem]:
@@ -182,11 +182,30 @@ class Source:
         return None
 
 
-def find_relpaths(root: str, extensions: set[str]) -> list[str]:
-    """Sorted paths (relative to root) of the files with these extensions; a file root lists itself."""
+def skip(skipped: dict[str, int], reason: str, n: int = 1) -> None:
+    """Count n files under an input that are not listed, by reason (manifest `source.skipped`, the
+    run's summary): every file is either an input or counted, never silently dropped."""
+    if n:
+        skipped[reason] = skipped.get(reason, 0) + n
+
+
+def extension_reason(path: str) -> str:
+    """The skip reason of a file whose extension the source does not take ('extension .txt')."""
+    suffix = Path(path).suffix.lower()
+    return f"extension {suffix}" if suffix else "no extension"
+
+
+def find_relpaths(root: str, extensions: set[str]) -> tuple[list[str], dict[str, int]]:
+    """Sorted paths (relative to root) of the files with these extensions, and the other files
+    counted by reason (skip); a file root lists itself."""
     fs, p = fsspec.core.url_to_fs(root)
     if fs.isfile(p):
-        return [Path(p).name]
+        return [Path(p).name], {}
     base = p.rstrip("/")
-    found = sorted(f for f in fs.find(p) if Path(f).suffix.lower() in extensions)
-    return [f[len(base) + 1 :] for f in found]
+    found, skipped = [], {}
+    for f in sorted(fs.find(p)):
+        if Path(f).suffix.lower() in extensions:
+            found.append(f[len(base) + 1 :])
+        else:
+            skip(skipped, extension_reason(f))
+    return found, dict(sorted(skipped.items()))

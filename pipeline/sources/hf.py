@@ -22,14 +22,18 @@ Sources travel to Ray workers: opened datasets are cached per process and never 
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import threading
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 
 from ..registry import register_source
 from .base import NoInputsError, Source, SourceItem
+from .listing import SCHEMA, Listing, MapFn, serial_map
 
 IMAGE_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
 LABEL_NAMES = ("label", "labels", "cls", "class")
@@ -247,40 +251,71 @@ class HFSource(Source):
         return self._cached(("parquet", url, group), read)
 
     # --- the Source API -------------------------------------------------------------------------
-    def list_items(self) -> list[SourceItem]:
-        rows: list[tuple[dict[str, Any], int | None]] = []  # (meta, label)
+    def _file_rows(self, url: str) -> int:
+        """Rows in one data file (parquet: from its footer; arrow: memory-mapped)."""
         if self.layout == "parquet":
             import pyarrow.parquet as pq
 
-            for url in self._split_files():
-                with fsspec.open(url, "rb") as f:
-                    pf = pq.ParquetFile(f)
-                    column = pf.read(columns=[self.label_column]).column(0) if self.label_column else None
-                    labels = self._labels(column, pf.metadata.num_rows)
-                    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-                i = 0
-                for group, n in enumerate(sizes):
-                    for r in range(n):
-                        rows.append(({"file": url, "row_group": group, "group_row": r}, labels[i]))
-                        i += 1
-        elif self.layout == "arrow":
-            for url in self._split_files():
-                view = self._arrow_file(url)
-                labels = self._labels(view, len(view))
-                rows.extend(({"file": url, "file_row": r}, labels[r]) for r in range(len(view)))
-        else:
-            view = self._view()
-            labels = self._labels(view, len(view))
-            rows.extend(({}, labels[r]) for r in range(len(view)))
-        width = max(8, len(str(len(rows))))
-        items = []
-        for row, (where, label) in enumerate(rows):
-            meta = {"split": self.split, "row": row} | where
+            with fsspec.open(url, "rb") as f:
+                return pq.ParquetFile(f).metadata.num_rows
+        return len(self._arrow_file(url))
+
+    def _file_rows_where(self, url: str) -> tuple[list[dict[str, Any]], list[int | None]]:
+        """Where each row of one data file is (file, row group, row in it) and its label."""
+        if self.layout == "parquet":
+            import pyarrow.parquet as pq
+
+            with fsspec.open(url, "rb") as f:
+                pf = pq.ParquetFile(f)
+                column = pf.read(columns=[self.label_column]).column(0) if self.label_column else None
+                labels = self._labels(column, pf.metadata.num_rows)
+                sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+            where = [
+                {"file": url, "row_group": g, "group_row": r} for g, n in enumerate(sizes) for r in range(n)
+            ]
+            return where, labels
+        view = self._arrow_file(url)
+        return [{"file": url, "file_row": r} for r in range(len(view))], self._labels(view, len(view))
+
+    def list_partition(self, where: list[dict[str, Any]], labels: list[int | None], first: int, width: int):
+        """Rows [first, first + len(where)) of the split as the listing's columns."""
+        rows = []
+        for i, (at, label) in enumerate(zip(where, labels, strict=True)):
+            row = first + i
+            meta = {"split": self.split, "row": row} | at
             if label is not None and label < len(self.label_names):
                 meta["class"] = self.label_names[label]
             key = f"{self.split}_{row:0{width}d}"
-            items.append(SourceItem(key=key, uri=f"{self.path}#{self.split}/{row}", label=label, meta=meta))
-        return items
+            rows.append((key, f"{self.path}#{self.split}/{row}", label, json.dumps(meta, sort_keys=True)))
+        key, uri, label, meta = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
+        n = len(key)
+        return pa.table(
+            {"key": key, "uri": uri, "label": label, "fingerprint": [None] * n, "meta": meta}, schema=SCHEMA
+        )
+
+    def _file_partition(self, url: str, first: int, width: int) -> pa.Table:
+        return self.list_partition(*self._file_rows_where(url), first, width)
+
+    def listing(self, limit: int | None = None, map_fn: MapFn | None = None) -> Listing:
+        """parquet / arrow layouts: one partition per data file (row counts from the files' footers
+        first, so every row's number is known); a saved or Hub dataset: one table."""
+        if self.layout in ("parquet", "arrow"):
+            files = self._split_files()
+            counts = [self._file_rows(f) for f in files]
+            width = max(8, len(str(sum(counts))))
+            firsts = [0, *itertools.accumulate(counts)][:-1]
+            args = [(f, first, width) for f, first in zip(files, firsts, strict=True)]
+            tables = (map_fn or serial_map)(self._file_partition, args)
+        else:
+            view = self._view()
+            labels = self._labels(view, len(view))
+            tables = [self.list_partition([{}] * len(view), labels, 0, max(8, len(str(len(view)))))]
+        listing = Listing(pa.concat_tables(tables) if tables else SCHEMA.empty_table())
+        return listing.limit(limit) if limit is not None else listing
+
+    def list_items(self) -> list[SourceItem]:
+        listing = self.listing()
+        return listing.rows(0, len(listing))
 
     def _labels(self, data: Any, n: int) -> list[int | None]:
         """Integer labels (None where null, negative or unlabelled) from an arrow column, or from an

@@ -45,6 +45,27 @@ def serial_map(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
     return [fn(*a) for a in args]
 
 
+def merge_partitions(tables: Sequence[pa.Table]) -> pa.Table:
+    """Partitions (a folder, a prefix, a tar each) in listing order -> one table, keys made unique
+    as base.unique_keys makes them: a key that repeats anywhere gets a short hash of its row's `id`.
+
+    Each partition's table has tar-safe `key`s and a unique `id` per row (its full path); the `id`
+    column is dropped, other columns are kept. Vectorised (Arrow counts the keys): the driver does no
+    per-input Python work unless keys repeat."""
+    table = pa.concat_tables(tables)
+    keys = table.column("key")
+    counts = pc.value_counts(keys)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        hit = pc.is_in(keys, value_set=repeated).to_pylist()
+        fixed = [
+            f"{k}_{hashlib.sha1(i.encode()).hexdigest()[:8]}" if h else k
+            for k, i, h in zip(keys.to_pylist(), table.column("id").to_pylist(), hit, strict=True)
+        ]
+        table = table.set_column(table.schema.get_field_index("key"), "key", pa.array(fixed, pa.string()))
+    return table.drop_columns(["id"])
+
+
 def items_table(items: Sequence[SourceItem]) -> pa.Table:
     """SourceItems -> the listing's columns."""
     return pa.table(

@@ -57,6 +57,7 @@ class RasterSource(Source):
     def __init__(self, root: str, labels: str = "auto"):
         self.root = str(root)
         self._listing: list[str] | None = None
+        self.skipped: dict[str, int] = {}  # files under root that are not rasters, by reason
         relpaths = self._relpaths()
         if not relpaths:
             raise NoInputsError(f"no rasters ({', '.join(sorted(RASTER_EXTENSIONS))}) under {self.root}")
@@ -88,8 +89,8 @@ class RasterSource(Source):
 
     def _relpaths(self) -> list[str]:
         """Relative paths of the rasters ('' for a single-file input), cached on the driver."""
-        if self._listing is None:
-            self._listing = find_relpaths(self.root, RASTER_EXTENSIONS)
+        if self._listing is None:  # other files: counted by reason in self.skipped
+            self._listing, self.skipped = find_relpaths(self.root, RASTER_EXTENSIONS)
         return self._listing
 
     def list_items(self) -> list[SourceItem]:
@@ -115,7 +116,8 @@ class RasterSource(Source):
         return {c: i for i, c in enumerate(self.classes)}
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.registry_name, "root": self.root, "labelled": self.labelled}
+        out = {"kind": self.registry_name, "root": self.root, "labelled": self.labelled}
+        return out | ({"skipped": dict(sorted(self.skipped.items()))} if self.skipped else {})
 
 
 def _picture_like() -> set[str]:

@@ -2,14 +2,16 @@
 
     shards:  a directory of .tar files, one .tar, or a brace pattern `train-{000000..000146}.tar`
     members: `<key>.jpg|.jpeg|.png|.webp|...` (the image), optional `<key>.cls` (int label) and
-             `<key>.json` (its "label" is used when there is no .cls); other members are ignored
+             `<key>.json` (its "label" is used when there is no .cls); other members are counted as
+             skipped, by reason (manifest `source.skipped`, the summary)
 
 Listing reads each shard's headers once and records every image member's data offset and size in
 `item.meta`, so `read_bytes` seeks straight to the bytes: nothing is extracted to disk and no shard
 is rescanned per sample. The key is the WebDataset key (member name up to the first dot of its
 basename), made tar-safe; a key repeated across shards gets a hash of its "<shard>::<member>".
 Items come in shard order (sorted paths), then archive order within a shard (an archive is
-immutable, so this is as deterministic as sorting, and reads walk each shard forwards).
+immutable, so this is as deterministic as sorting, and reads walk each shard forwards). Each shard
+is one partition of the listing: a cluster reads the headers of many shards at once.
 
 Members that would be dangerous to extract (`..` in the name, absolute names, symlinks, hardlinks,
 devices, fifos, sparse files) are listed too, and their read raises `UnsafeTarMemberError`: they
@@ -26,12 +28,15 @@ import tarfile
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 
 from ..registry import register_source
-from .base import NoInputsError, Source, SourceItem, unique_keys
+from .base import NoInputsError, Source, SourceItem, extension_reason, safe_key, skip
 from .image_folder import IMAGE_EXTENSIONS
+from .listing import SCHEMA, Listing, MapFn, merge_partitions, serial_map
 
 LABEL_MEMBER_MAX_BYTES = 1 << 16  # .cls / .json siblings larger than this are not read for labels
+SKIPPED = "walloc.skipped"  # a partition table's metadata key: its members not listed, by reason (JSON)
 
 
 class UnsafeTarMemberError(ValueError):
@@ -106,9 +111,13 @@ def _members(tar: tarfile.TarFile, shard: str):
             raise tarfile.ReadError(f"{shard}: {err}") from err
 
 
-def scan_shard(shard: str, extensions: set[str]) -> list[dict[str, Any]]:
+def scan_shard(
+    shard: str, extensions: set[str], skipped: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     """One record per image member of a shard, in archive order: name, key, offset, size, label,
-    unsafe reason. Reads headers, plus the small .cls/.json siblings for labels."""
+    unsafe reason. Reads headers, plus the small .cls/.json siblings for labels. Members that are
+    neither images nor labels read are counted in `skipped`, by reason."""
+    skipped = {} if skipped is None else skipped
     records: list[dict[str, Any]] = []
     labels: dict[str, dict[str, int]] = {}
     with fsspec.open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
@@ -122,8 +131,11 @@ def scan_shard(shard: str, extensions: set[str]) -> list[dict[str, Any]]:
                 label = _label_from(handle.read(), ext) if handle is not None else None
                 if label is not None:
                     labels.setdefault(key, {})[ext] = label
+                else:
+                    skip(skipped, f"tar member .{ext} not used as a label")
                 continue
             if "." + ext.rsplit(".", 1)[-1] not in extensions:
+                skip(skipped, f"tar member {extension_reason(member.name)}")
                 continue
             records.append(
                 {
@@ -150,6 +162,7 @@ class TarShardSource(Source):
     def __init__(self, path: str, extensions: set[str] | None = None):
         self.root = str(path)
         self.extensions = {e.lower() for e in (extensions or IMAGE_EXTENSIONS)}
+        self.skipped: dict[str, int] = {}  # members and files not listed, by reason (known once listed)
         shards = self.shards()
         listed = "{" not in self.root and _isdir(self.root)  # found by listing: they exist
         missing = [] if listed else [s for s in shards if not _exists(s)]
@@ -171,23 +184,43 @@ class TarShardSource(Source):
         """The shard paths, in listing order (computed, not stored: sources travel to workers)."""
         return expand_shards(self.root)
 
-    def list_items(self) -> list[SourceItem]:
-        rows: list[tuple[str, dict[str, Any]]] = []
-        for shard in self.shards():
-            rows.extend((shard, r) for r in scan_shard(shard, self.extensions))
-        keys = unique_keys([r["key"] for _, r in rows], ids=[f"{s}::{r['name']}" for s, r in rows])
-        items = []
-        for key, (shard, r) in zip(keys, rows, strict=True):
+    def list_partition(self, shard: str) -> pa.Table:
+        """One shard's image members as the listing's columns (keys unique across shards later);
+        the members that are not samples, counted by reason, in the table's metadata (SKIPPED)."""
+        columns: dict[str, list] = {n: [] for n in ("key", "id", "uri", "label", "fingerprint", "meta")}
+        skipped: dict[str, int] = {}
+        for r in scan_shard(shard, self.extensions, skipped):
             meta: dict[str, Any] = {"shard": posixpath.basename(shard), "member": r["name"]}
             if r["unsafe"]:
                 meta["unsafe"] = r["unsafe"]
             else:
                 meta |= {"tar_offset": r["offset"], "tar_size": r["size"]}
+            columns["key"].append(safe_key(r["key"]))
+            columns["id"].append(f"{shard}::{r['name']}")
+            columns["uri"].append(f"{shard}::{r['name']}")
+            columns["label"].append(r["label"])
             # the member's header (size, mtime) changes when a rewritten shard holds other bytes
-            fp = f"{r['size']}:tar-mtime={r['mtime']}"
-            uri = f"{shard}::{r['name']}"
-            items.append(SourceItem(key=key, uri=uri, label=r["label"], meta=meta, fingerprint=fp))
-        return items
+            columns["fingerprint"].append(f"{r['size']}:tar-mtime={r['mtime']}")
+            columns["meta"].append(json.dumps(meta, sort_keys=True))
+        table = pa.table(columns, schema=SCHEMA.append(pa.field("id", pa.string())))
+        return table.replace_schema_metadata({SKIPPED: json.dumps(skipped)})
+
+    def listing(self, limit: int | None = None, map_fn: MapFn | None = None) -> Listing:
+        """One partition per shard (`map_fn`: Ray tasks or threads, chosen by the runtime); what is
+        not listed (members of every shard, other files of a folder input) is counted in self.skipped."""
+        tables = (map_fn or serial_map)(self.list_partition, [(s,) for s in self.shards()])
+        skipped = self._files_not_shards()
+        for t in tables:
+            for reason, n in json.loads((t.schema.metadata or {}).get(SKIPPED.encode(), b"{}")).items():
+                skip(skipped, reason, n)
+        self.skipped = dict(sorted(skipped.items()))
+        tables = [t.replace_schema_metadata(None) for t in tables]
+        listing = Listing(merge_partitions(tables).select(SCHEMA.names))
+        return listing.limit(limit) if limit is not None else listing
+
+    def list_items(self) -> list[SourceItem]:
+        listing = self.listing()
+        return listing.rows(0, len(listing))
 
     def read_bytes(self, item: SourceItem) -> bytes:
         meta = item.meta
@@ -205,8 +238,19 @@ class TarShardSource(Source):
             raise OSError(f"tar member {member!r} in {shard} is truncated ({len(data)} of {size} bytes)")
         return data
 
+    def _files_not_shards(self) -> dict[str, int]:
+        """A folder input: its files that are not .tar shards, by reason."""
+        skipped: dict[str, int] = {}
+        if "{" not in self.root and _isdir(self.root):
+            fs, path = fsspec.core.url_to_fs(self.root)
+            for p in fs.find(path):
+                if not p.endswith(".tar"):
+                    skip(skipped, extension_reason(p))
+        return skipped
+
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.registry_name, "root": self.root, "shards": len(self.shards())}
+        out = {"kind": self.registry_name, "root": self.root, "shards": len(self.shards())}
+        return out | ({"skipped": self.skipped} if self.skipped else {})  # known once listed
 
 
 def _isdir(path: str) -> bool:

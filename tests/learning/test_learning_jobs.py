@@ -45,33 +45,48 @@ def _check_report(out: Path, metric: str, lo: float, hi: float) -> dict:
     return report
 
 
+def _check_classify(out: Path, shapes: dict[str, list[int]], seeds: int) -> dict:
+    for name in ("report.md", "report.json", "curves.png", "samples.png", "accuracy.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["arms"]) == {f"{a} s{k}" for a in shapes for k in range(seeds)}
+    for name, arm in report["arms"].items():
+        assert arm["input_shape"] == shapes[name.split()[0]]
+        assert 0.0 <= arm["final"]["accuracy"] <= 1.0
+        assert arm["samples_per_s"] > 0 and arm["memory"]["step_tensors_mb"] > 0
+        assert all(math.isfinite(h["train_loss"]) for h in arm["history"])
+    seeds_table = report["extra"]["seeds"]
+    for a in shapes:
+        accs = [report["arms"][f"{a} s{k}"]["final"]["accuracy"] for k in range(seeds)]
+        assert seeds_table[a]["seeds"] == [round(x, 4) for x in accs]
+    md = (out / "report.md").read_text()
+    assert f"## Accuracy over {seeds} seeds" in md
+    assert ("gap full - pixel" in md) == ("full" in shapes)
+    return report
+
+
 def test_learn_classify_end_to_end(tmp_path):
+    """Three arms, two seeds, flip pairs and rolls, on the 24 RGB sample photos."""
     job = _load("jobs/learn_classify.py")
-    assert job.main(["--images", DEFAULT_IMAGE_INPUT, "--output", str(tmp_path), *TINY]) == 0
-    report = _check_report(tmp_path, "accuracy", 0.0, 1.0)
+    argv = ["--images", DEFAULT_IMAGE_INPUT, "--output", str(tmp_path), "--seeds", "2", *TINY]
+    assert job.main(argv) == 0
+    shapes = {"latent": [12, 32, 32], "pixel": [3, 64, 64], "full": [3, 256, 256]}
+    report = _check_classify(tmp_path, shapes, seeds=2)
     assert report["data"]["classes"] == 4 and report["data"]["val samples"] == 5  # every 5th of 24 keys
-    # a second run trains from the first run's shards (--latents), no encoding
+    manifest = json.loads((tmp_path / "latents" / "manifest.json").read_text())
+    assert manifest["run"]["flip_pair"] is True  # the latent arm's exact flips
+    # a second run trains from the first run's shards (--latents), no encoding; arms as asked
     again = tmp_path / "again"
-    assert (
-        job.main(
-            [
-                "--latents",
-                str(tmp_path / "latents"),
-                "--images",
-                DEFAULT_IMAGE_INPUT,
-                "--output",
-                str(again),
-                *TINY,
-            ]
-        )
-        == 0
-    )
-    assert json.loads((again / "report.json").read_text())["data"]["train samples"] == 19
+    argv = ["--latents", str(tmp_path / "latents"), "--images", DEFAULT_IMAGE_INPUT, "--output", str(again)]
+    assert job.main([*argv, "--arms", "pixel", "latent", "--seeds", "1", *TINY]) == 0
+    report = _check_classify(again, {"pixel": [3, 64, 64], "latent": [12, 32, 32]}, seeds=1)
+    assert report["data"]["train samples"] == 19
+    assert "share of the gap the latents recover" not in report["extra"]  # no full arm, no gap
 
 
 def test_learn_classify_picks_the_grey_codec_for_grey_images(tmp_path):
     """Grey photos stored as RGB (R = G = B), as many real sets are: the job picks grey-16x-klt and
-    both arms see one channel (4x32x32 latents vs 1x64x64 pixels: the same 4,096 values)."""
+    every arm sees one channel (4x32x32 latents vs 1x64x64 pixels: the same 4,096 values)."""
     from PIL import Image
 
     from pipeline.learning.data import image_channels, image_files
@@ -87,12 +102,9 @@ def test_learn_classify_picks_the_grey_codec_for_grey_images(tmp_path):
     assert image_channels(image_files(grey)) == 1 and image_channels(image_files(DEFAULT_IMAGE_INPUT)) == 3
     job = _load("jobs/learn_classify.py")
     out = tmp_path / "run"
-    assert job.main(["--images", str(grey), "--output", str(out), *TINY]) == 0
-    report = json.loads((out / "report.json").read_text())
+    assert job.main(["--images", str(grey), "--output", str(out), "--seeds", "1", "--no-flip", *TINY]) == 0
+    report = _check_classify(out, {"latent": [4, 32, 32], "pixel": [1, 64, 64], "full": [1, 256, 256]}, 1)
     assert report["data"]["codec"] == "grey-16x-klt"
-    assert report["arms"]["latent"]["input_shape"] == [4, 32, 32]
-    assert report["arms"]["pixel"]["input_shape"] == [1, 64, 64]
-    assert all(0 <= arm["final"]["accuracy"] <= 1 for arm in report["arms"].values())
 
 
 def test_learn_colorize_end_to_end(tmp_path):

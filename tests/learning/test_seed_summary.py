@@ -18,7 +18,7 @@ def _script():
 
 def _report(path: Path, seed: int, latent: float, waveform: float) -> Path:
     arms = {
-        name: {"final": {"si_sdr": v}, "samples_per_s": 10.0 + seed}
+        name: {"final": {"si_sdr": v}, "samples_per_s": 10.0 + seed, "input_shape": [108, 256]}
         for name, v in (("latent", latent), ("waveform", waveform))
     }
     path.write_text(json.dumps({"metric": "si_sdr", "config": {"seed": seed}, "arms": arms}))
@@ -30,6 +30,6 @@ def test_mean_and_spread_per_arm(tmp_path, capsys):
     assert _script().main([*map(str, paths), "--plot", str(tmp_path / "p.png")]) == 0
     out = capsys.readouterr().out
     assert "seeds: [0, 1]" in out
-    assert "| latent | 2.000 +- 1.414 | 1.000, 3.000 | 10.5 |" in out  # sample sd of 1 and 3
-    assert "| waveform | 4.000 +- 0.000 |" in out
+    assert "| latent | 2.0000 | 1.4142 | 1.0000 | 3.0000 | 1.0000, 3.0000 | 11.0 |" in out  # sample sd
+    assert "| waveform | 4.0000 | 0.0000 |" in out
     assert (tmp_path / "p.png").stat().st_size > 0

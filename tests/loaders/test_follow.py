@@ -73,18 +73,17 @@ def test_follow_of_an_unfinished_webdataset_run_needs_the_codec(tmp_path, small_
 @pytest.mark.parametrize("fmt", sorted(LOADERS))
 def test_follower_beside_a_real_encode_run(fmt, tmp_path, small_codec, ray_session):
     """A real run (local Ray, small shards) and a follower started together: each sample once."""
-    from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig
+    from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig, ImageSettings
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     root = tmp_path / "live"
     cfg = EncodeConfig(
         input=DEFAULT_IMAGE_INPUT,
-        output=str(root),
-        format=fmt,
+        sink=SinkSpec(output=str(root), format=fmt, shard_size=2),
         codec=small_codec,
-        shard_size=2,
         limit=16,
-        size=64,
+        image=ImageSettings(size=64),
         progress=False,
     )
     result = {}

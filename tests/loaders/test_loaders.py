@@ -12,9 +12,10 @@ import webdataset as wds
 
 from pipeline.codec import CodecConfig, build, save
 from pipeline.codec.bottleneck import Compander
-from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig
+from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig, ImageSettings
 from pipeline.loaders import CodecMismatchError, LatentWebDataset, LatentZarrDataset, RunInfo
 from pipeline.loaders.webdataset import TamperedShardError
+from pipeline.sinks import SinkSpec
 
 pytestmark = pytest.mark.slow
 N = 16
@@ -37,13 +38,10 @@ def runs(tmp_path_factory):
     ]:
         cfg = EncodeConfig(
             input=DEFAULT_IMAGE_INPUT,
-            output=str(tmp / name),
-            format=fmt,
+            sink=SinkSpec(output=str(tmp / name), format=fmt, latent_format=latent_format, shard_size=4),
             codec=codec_path,
-            latent_format=latent_format,
-            shard_size=4,
             limit=N,
-            size=64,
+            image=ImageSettings(size=64),
             progress=False,
         )
         summary = run_encode(cfg)

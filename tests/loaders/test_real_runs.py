@@ -23,19 +23,22 @@ N = 20
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, small_codec, ray_session):
-    from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig
+    from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig, ImageSettings
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     tmp = tmp_path_factory.mktemp("real")
     out = {}
     common = {"input": DEFAULT_IMAGE_INPUT, "codec": small_codec, "limit": N, "progress": False}
-    for name, fmt, extra in [
-        ("webdataset", "webdataset", {"size": 64, "shard_size": 3}),
-        ("zarr", "zarr", {"size": 64, "shard_size": 3}),
-        ("buckets", "webdataset", {"buckets": "64x64,96x64,64x96", "flip_pair": True, "shard_size": 4}),
-        ("zbuckets", "zarr", {"buckets": "64x64,96x64,64x96", "flip_pair": True, "shard_size": 4}),
+    square, buckets = {"size": 64}, {"buckets": "64x64,96x64,64x96"}
+    for name, fmt, image, sink in [
+        ("webdataset", "webdataset", square, {"shard_size": 3}),
+        ("zarr", "zarr", square, {"shard_size": 3}),
+        ("buckets", "webdataset", buckets, {"flip_pair": True, "shard_size": 4}),
+        ("zbuckets", "zarr", buckets, {"flip_pair": True, "shard_size": 4}),
     ]:
-        summary = run_encode(EncodeConfig(output=str(tmp / name), format=fmt, **common, **extra))
+        sink = SinkSpec(output=str(tmp / name), format=fmt, **sink)
+        summary = run_encode(EncodeConfig(sink=sink, image=ImageSettings(**image), **common))
         assert summary.written == N and summary.errors == 0
         out[name] = str(tmp / name)
     return out

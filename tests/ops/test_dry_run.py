@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.codec import CodecConfig, build, save
-from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig
+from pipeline.config import DEFAULT_IMAGE_INPUT, EncodeConfig, RayConfig
 from pipeline.manifest import OutputRoot, ShardMarker
 from pipeline.runtime.driver import prepare_run, worker_spec
 from pipeline.runtime.dry_run import plan_encode
 from pipeline.runtime.lease import OutputLease
 from pipeline.runtime.plan import chunk, plan_run
 from pipeline.runtime.worker import ShardWorker
+from pipeline.sinks import SinkSpec
 
 SAMPLES = 24  # images in the bundled sample corpus
 
@@ -27,7 +28,11 @@ def codec_path(tmp_path_factory) -> str:
 
 def _cfg(codec_path: str, output: Path, **kw) -> EncodeConfig:
     return EncodeConfig(
-        input=DEFAULT_IMAGE_INPUT, output=str(output), codec=codec_path, shard_size=10, progress=False, **kw
+        input=DEFAULT_IMAGE_INPUT,
+        sink=SinkSpec(output=str(output), shard_size=10),
+        codec=codec_path,
+        progress=False,
+        **kw,
     )
 
 
@@ -55,8 +60,8 @@ def test_partial_output_resume_skips_committed_and_writes_nothing(codec_path: st
     out = tmp_path / "out"
     cfg = _cfg(codec_path, out)
     prep = prepare_run(cfg)
-    plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, "resume")  # writes _run.json
-    first = chunk(prep.listing, cfg.shard_size, 0, 0)[0]
+    plan_run(prep.root, prep.listing, prep.identity, cfg.sink.shard_size, "resume")  # writes _run.json
+    first = chunk(prep.listing, cfg.sink.shard_size, 0, 0)[0]
     stats = {"shard": 0, "name": "shard-000000.tar", "samples": 10, "bytes": 1, "sha256": "x"}
     stats |= {"first_key": None, "last_key": None}
     keys = [it.key for it in first.items]
@@ -79,7 +84,7 @@ def test_partial_output_resume_skips_committed_and_writes_nothing(codec_path: st
 
 
 def test_gpu_workers_from_cluster_resources(codec_path: str, tmp_path: Path) -> None:
-    cfg = _cfg(codec_path, tmp_path / "out", num_gpus_per_worker=1.0)
+    cfg = _cfg(codec_path, tmp_path / "out", ray=RayConfig(num_gpus_per_worker=1.0))
     report = plan_encode(cfg, resources={"CPU": 64.0, "GPU": 8.0})
     assert (report.workers.encoders, report.workers.device) == (8, "cuda")
     no_gpu = plan_encode(cfg, resources={"CPU": 64.0})
@@ -101,7 +106,7 @@ def test_size_estimate_matches_real_shards(codec_path: str, tmp_path: Path) -> N
     cfg = _cfg(codec_path, out)
     report = plan_encode(cfg, resources={"CPU": 2.0})
     prep = prepare_run(cfg)
-    tasks = chunk(prep.listing, cfg.shard_size, 0, 0)
+    tasks = chunk(prep.listing, cfg.sink.shard_size, 0, 0)
     worker = ShardWorker(worker_spec(cfg, prep))
     written = [worker.process(t) for t in tasks]
     actual = sum(r.bytes for r in written)

@@ -68,6 +68,9 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("encode_imagenet", ["--size", "1.5"], "--size", False),
     # conflicts and forms
     ("encode_imagenet", ["--format", "zarr", "--latent-format", "zstd"], "--latent-format", True),
+    ("encode_imagenet", ["--format", "zarr", "--crop", "none"], "--crop", False),
+    ("encode_imagenet", ["--format", "zarr", "--size", "0"], "--size", False),
+    ("encode_raster", [*RASTER, "--format", "zarr", "--crop", "none"], "--crop", False),
     ("encode_imagenet", ["--buckets", "256x256", "--crop", "none"], "--buckets", False),
     ("encode_imagenet", ["--buckets", "256xabc"], "--buckets", False),
     ("encode_imagenet", ["--address", "not an address"], "--address", False),
@@ -118,6 +121,9 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("learn_classify", ["--images", IMG, "--output", OUT, "--epochs", "0"], "--epochs", False),
     ("learn_classify", ["--images", IMG, "--output", OUT, "--codec", "nosuch"], "--codec", True),
     ("learn_classify", ["--images", IMG, "--output", OUT, "--device", "tpu"], "--device", False),
+    ("learn_classify", ["--images", IMG, "--output", OUT, "--arms", "jpeg"], "--arms", False),
+    ("learn_classify", ["--images", IMG, "--output", OUT, "--seeds", "0"], "--seeds", False),
+    ("learn_classify", ["--images", IMG, "--output", OUT, "--dropout", "1"], "--dropout", False),
     ("learn_colorize", ["--images", MISSING, "--output", OUT], "--images", False),
     ("learn_colorize", ["--images", IMG, "--output", OUT, "--val-samples", "0"], "--val-samples", False),
     ("learn_ocr", ["--output", OUT, "--samples", "0"], "--samples", False),
@@ -316,6 +322,29 @@ print(json.dumps(results))
         assert heavy or not torch_loaded, (job, argv, "imported torch")
 
 
+def test_the_default_elpv_folder_missing_says_how_to_fetch_it(tmp_path, capsys, monkeypatch) -> None:
+    """learn_classify's default data (data/elpv-binary) is fetched, not bundled: without it, one line
+    that names the script, before anything is encoded or written."""
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    code, lines, out = run_case("learn_classify", ["--output", "{out}"], tmp_path, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: --images: data/elpv-binary does not exist"), lines
+    assert "scripts/fetch_elpv.py" in lines[0] and not out.exists()
+
+
+def test_latents_without_flip_pairs_need_no_flip(tmp_path, capsys) -> None:
+    """learn_classify flips through the run's stored mirrored latents: a run without them is one line
+    (and --no-flip is the way out), before anything is trained."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"run": {"codec_hash": "x"}}))
+    code, lines, _ = run_case(
+        "learn_classify", ["--latents", str(run), "--output", "{out}"], tmp_path, capsys
+    )
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --latents: "), lines
+    assert "--no-flip" in lines[0]
+
+
 def test_the_report_needs_its_held_out_files(tmp_path, capsys) -> None:
     """evaluate_codec measures on the first codec's held-out files: missing ones (data/ not fetched)
     are one line naming the flag, before anything is measured or written."""
@@ -344,3 +373,33 @@ def test_an_output_in_a_read_only_folder_is_refused(tmp_path, capsys) -> None:
         locked.chmod(0o700)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --output: "), lines
     assert not (locked / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("job", "files"),
+    [
+        ("encode_imagenet", ["notes.txt", "a/README"]),  # image folder: nothing it takes
+        ("encode_audio", ["cover.jpg"]),  # audio folder (forced below): no audio file
+    ],
+)
+def test_an_input_with_nothing_to_encode_leaves_no_trace(job, files, tmp_path, capsys) -> None:
+    """The input exists and holds files, none of them encodable (NoInputsError, found once the
+    source opens, after parsing): one line, exit 2, and no output folder left behind (not even its
+    parents, nor the lease's lock file), while an existing output folder is left as it was."""
+    root = tmp_path / "in"
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("x")
+    source = ["--source", "audio-folder"] if job == "encode_audio" else []
+    new = tmp_path / "new" / "nested" / "out"
+    code, lines, _ = run_case(job, ["--input", str(root), "--output", str(new), *source], tmp_path, capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --input: no "), lines
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    code, lines, _ = run_case(
+        job, ["--input", str(root), "--output", str(existing), *source], tmp_path, capsys
+    )
+    assert code == 2 and len(lines) == 1, lines
+    assert sorted(p.name for p in existing.iterdir()) == ["_lease.lock", "keep.txt"]

@@ -18,6 +18,7 @@ from pipeline.runtime.lease import (
     OutputLease,
     read_lease,
 )
+from pipeline.sinks import SinkSpec
 
 
 def _contend(n: int, make_lease, barrier_timeout: float = 10.0) -> list[str | None]:
@@ -160,7 +161,7 @@ def test_run_encode_fails_fast_on_a_held_output(tmp_path: Path) -> None:
     out = tmp_path / "out"
     holder = OutputLease(OutputRoot(str(out)), ttl_s=600, owner="other-driver:1:x")
     holder.acquire()
-    cfg = EncodeConfig(input=str(tmp_path / "missing"), output=str(out), progress=False)
+    cfg = EncodeConfig(input=str(tmp_path / "missing"), sink=SinkSpec(output=str(out)), progress=False)
     with pytest.raises(LeaseHeldError, match="other-driver:1:x"):
         run_encode(cfg)
 
@@ -169,7 +170,7 @@ def test_run_encode_releases_the_lease_when_it_fails(tmp_path: Path) -> None:
     from pipeline.runtime import run_encode
 
     out = tmp_path / "out"
-    cfg = EncodeConfig(input=str(tmp_path / "missing"), output=str(out), progress=False)
+    cfg = EncodeConfig(input=str(tmp_path / "missing"), sink=SinkSpec(output=str(out)), progress=False)
     with pytest.raises(Exception) as err:  # noqa: B017 - whatever the source raises for a missing input
         run_encode(cfg)
     assert not isinstance(err.value, LeaseHeldError)
@@ -199,3 +200,28 @@ def test_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     taker = OutputLease(root, ttl_s=3600)
     assert taker.acquire().owner == taker.owner
     taker.release()
+
+
+def test_a_root_the_lease_created_is_removed_when_the_run_wrote_nothing(tmp_path: Path) -> None:
+    """A failed start (nothing to encode, a refused listing) leaves no folder behind: the root and
+    the parents the lease made are removed again; roots that held something, or existed, stay."""
+    new = tmp_path / "a" / "b" / "out"
+    with OutputLease(OutputRoot(str(new))):
+        assert (new / "_lease.json").exists()
+    assert not (tmp_path / "a").exists()
+
+    kept = tmp_path / "c" / "out"
+    with OutputLease(OutputRoot(str(kept))):
+        (kept / "shard-000000.tar").write_bytes(b"x")  # the run wrote something: its output stays
+    assert sorted(p.name for p in kept.iterdir()) == ["_lease.lock", "shard-000000.tar"]
+
+    sibling = tmp_path / "d" / "out"
+    with OutputLease(OutputRoot(str(sibling))):
+        (tmp_path / "d" / "other").mkdir()  # something else appeared beside it: only ours goes
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["other"]
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with OutputLease(OutputRoot(str(existing))):
+        pass
+    assert existing.is_dir()  # not created by the lease: left (with its lock file)

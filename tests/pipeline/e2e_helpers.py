@@ -51,21 +51,31 @@ def job_command(corpus: Path, output: Path, codec: Path, *extra: str) -> list[st
     return [sys.executable, str(JOB), *standard_args(corpus, output, codec), *extra]
 
 
-def encode(corpus: Path, output: Path, codec: Path, **overrides: Any):
-    """A standard run in this process (on the session's Ray)."""
+def encode(
+    corpus: Path,
+    output: Path,
+    codec: Path,
+    *,
+    sink: dict[str, Any] | None = None,
+    image: dict[str, Any] | None = None,
+    ray: dict[str, Any] | None = None,
+    **top: Any,
+):
+    """A standard run in this process (on the session's Ray). `sink`, `image`, `ray`: the fields of
+    those parts of EncodeConfig that differ from the standard run's; `top`: its own fields (mode...)."""
     from pipeline.config import EncodeConfig
     from pipeline.runtime import run_encode
 
     settings: dict[str, Any] = {
         "input": str(corpus),
-        "output": str(output),
         "codec": str(codec),
-        "size": SIZE,
-        "shard_size": SHARD_SIZE,
         "progress": False,
+        "sink": {"output": str(output), "shard_size": SHARD_SIZE} | (sink or {}),
+        "image": {"size": SIZE} | (image or {}),
+        "ray": ray or {},
+        **top,
     }
-    settings.update(overrides)
-    return run_encode(EncodeConfig(**settings))
+    return run_encode(EncodeConfig.from_dict(settings))
 
 
 def run_job(argv: list[str]) -> int:

@@ -5,7 +5,7 @@ the test, and workers inherit the environment of the raylet that forks them): th
 WALLOC_TEST_KILL_SWITCH in this process's environment, this process starts a private local Ray
 (its own temp dir, so no other `ray.init` joins it), and every worker it forks sees the variable.
 
-SPEC (JSON): {"runs": [{"config": {EncodeConfig keyword arguments}, "kill_switch": "<lines>" | null}]}
+SPEC (JSON): {"runs": [{"config": {EncodeConfig.to_dict() layout}, "kill_switch": "<lines>" | null}]}
     before each run the kill-switch file ($WALLOC_TEST_KILL_SWITCH) is written with those lines, or
     removed when null (see pipeline.runtime.faults.kill_switch);
 RESULT (JSON): one RunSummary (as a dict) per run, in order.
@@ -48,7 +48,7 @@ def main(spec_path: str, result_path: str) -> int:
                     switch.write_text(run["kill_switch"] + "\n")
                 else:
                     switch.unlink(missing_ok=True)
-            summary = run_encode(EncodeConfig(**run["config"]))
+            summary = run_encode(EncodeConfig.from_dict(run["config"]))
             print(summary.format(), flush=True)
             results.append(dataclasses.asdict(summary))
     finally:

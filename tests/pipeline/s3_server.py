@@ -4,7 +4,7 @@ chosen PUTs fail the way a real object store refuses them.
 
     with S3Server() as s3:
         s3.create_bucket("b")
-        run_encode(EncodeConfig(..., output="s3://b/run", storage_options=s3.storage_options))
+        run_encode(EncodeConfig(..., sink=SinkSpec(output="s3://b/run", storage_options=s3.storage_options)))
         s3.refuse_puts("shard-000002.tar")       # later PUTs of that key: 403 AccessDenied
 
 Nothing here reaches the network: the server binds 127.0.0.1 on a free port.

@@ -131,22 +131,28 @@ def test_append_reencodes_changed_sources_and_supersedes_old_entries(ray_session
 
 def test_run_state_is_incomplete_until_the_manifest(ray_session, klt_codec, tmp_path):
     """plan_run (the start of every mode) marks the run incomplete; the end of the run completes it."""
-    from pipeline.config import EncodeConfig
+    from pipeline.config import EncodeConfig, ImageSettings
     from pipeline.runtime.driver import prepare_run
     from pipeline.runtime.plan import plan_run
+    from pipeline.sinks import SinkSpec
 
     corpus = tmp_path / "c" / "train"
     shutil.copytree(SAMPLE_IMAGES / "n00000004", corpus / "n00000004")
     output = tmp_path / "out"
-    cfg = EncodeConfig(input=str(corpus), output=str(output), codec=str(klt_codec), size=64, shard_size=4)
+    cfg = EncodeConfig(
+        input=str(corpus),
+        sink=SinkSpec(output=str(output), shard_size=4),
+        codec=str(klt_codec),
+        image=ImageSettings(size=64),
+    )
     prep = prepare_run(cfg)
-    plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, "overwrite")
+    plan_run(prep.root, prep.listing, prep.identity, cfg.sink.shard_size, "overwrite")
     assert json.loads((output / "_run.json").read_text())["complete"] is False
     encode(corpus, output, klt_codec)
     assert json.loads((output / "_run.json").read_text())["complete"] is True
     assert (output / "manifest.json").exists()
     for mode in ("resume", "append"):  # every later run starts incomplete again (the append test
         # above sees an append run complete)
-        plan_run(prep.root, prep.listing, prep.identity, cfg.shard_size, mode)
+        plan_run(prep.root, prep.listing, prep.identity, cfg.sink.shard_size, mode)
         state = json.loads((output / "_run.json").read_text())
         assert (state["complete"], state["appends"]) == (False, 0), mode

@@ -69,7 +69,9 @@ def _stem(meta: dict) -> str:
 
 def test_webdataset_buckets_and_flip_pairs(ray_session, mixed_corpus, klt_codec, tmp_path):
     output = tmp_path / "wds"
-    summary = encode(mixed_corpus, output, klt_codec, buckets=BUCKETS, flip_pair=True, size=None)
+    summary = encode(
+        mixed_corpus, output, klt_codec, image={"buckets": BUCKETS, "size": None}, sink={"flip_pair": True}
+    )
     assert (summary.inputs, summary.written, summary.errors) == (12, 12, 0)
     manifest = read_manifest(output)  # schema-validated
     expected = _expected(mixed_corpus)
@@ -124,7 +126,11 @@ def test_webdataset_buckets_and_flip_pairs(ray_session, mixed_corpus, klt_codec,
 def test_zarr_per_bucket_arrays(ray_session, mixed_corpus, klt_codec, tmp_path):
     output = tmp_path / "zarr"
     summary = encode(
-        mixed_corpus, output, klt_codec, buckets=BUCKETS, flip_pair=True, size=None, format="zarr"
+        mixed_corpus,
+        output,
+        klt_codec,
+        image={"buckets": BUCKETS, "size": None},
+        sink={"flip_pair": True, "format": "zarr"},
     )
     assert (summary.written, summary.errors) == (12, 0)
     manifest = read_manifest(output)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_klt_dataset_decodes_with_rgb16x(ray_session, corpus, klt_codec, tmp_path):
     output = tmp_path / "context"
-    summary = encode(corpus, output, "rgb-16x-klt", latent_format="context")
+    summary = encode(corpus, output, "rgb-16x-klt", sink={"latent_format": "context"})
     assert summary.written == 24 and not summary.failed_shards
     manifest = read_manifest(output)
     klt, deep = load("rgb-16x-klt"), load("rgb-16x")

@@ -30,12 +30,13 @@ from e2e_helpers import (
 from PIL import Image
 
 from pipeline.cli import config_from_args
-from pipeline.config import EncodeConfig
+from pipeline.config import EncodeConfig, RayConfig
 from pipeline.preprocess.image import ImagePolicy, decode_image, to_codec_input
 from pipeline.preprocess.image_device import DeviceDecodeSpec, DeviceImagePreprocessor, available_backend
 from pipeline.runtime.driver import worker_plan
+from pipeline.sinks import SinkSpec
 
-DEVICE_RUN = {"decode": "gpu", "decode_device": "cpu", "shard_size": 4}
+DEVICE_RUN = {"ray": {"decode": "gpu", "decode_device": "cpu"}, "sink": {"shard_size": 4}}
 
 
 def _jpeg(img: Image.Image, **kwargs) -> bytes:
@@ -77,9 +78,10 @@ def mixed_corpus(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
 
 def test_decode_gpu_without_a_gpu_fails_at_once_with_a_clear_message(tmp_path):
     resources = {"CPU": 16.0}  # a cluster without GPUs
+    gpu_decode = EncodeConfig(input="x", sink=SinkSpec(output="y"), ray=RayConfig(decode="gpu"))
     with pytest.raises(RuntimeError, match="--decode gpu was given but the Ray cluster has no GPUs"):
-        worker_plan(EncodeConfig(input="x", output="y", decode="gpu"), resources)
-    assert worker_plan(EncodeConfig(input="x", output="y", decode="gpu"), {"CPU": 16, "GPU": 2})[0] == 2
+        worker_plan(gpu_decode, resources)
+    assert worker_plan(gpu_decode, {"CPU": 16, "GPU": 2})[0] == 2
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("encode_imagenet_job", JOB)
@@ -88,13 +90,20 @@ def test_decode_gpu_without_a_gpu_fails_at_once_with_a_clear_message(tmp_path):
     parser = job.build_parser()
     assert "--decode" in parser.format_help()
     args = parser.parse_args(["--decode", "gpu"])
-    assert config_from_args(args).decode == "gpu" and config_from_args(parser.parse_args([])).decode == "cpu"
+    assert config_from_args(args).ray.decode == "gpu"
+    assert config_from_args(parser.parse_args([])).ray.decode == "cpu"
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     from pipeline.runtime import run_encode
 
     with pytest.raises(RuntimeError, match=r"--decode gpu needs a CUDA GPU.*torch.cuda.is_available\(\)"):
-        run_encode(EncodeConfig(input=str(SAMPLE_IMAGES), output=str(tmp_path / "out"), decode="gpu"))
+        run_encode(
+            EncodeConfig(
+                input=str(SAMPLE_IMAGES),
+                sink=SinkSpec(output=str(tmp_path / "out")),
+                ray=RayConfig(decode="gpu"),
+            )
+        )
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
@@ -162,7 +171,7 @@ def test_mixed_inputs_fall_back_per_sample_and_reruns_are_byte_identical(
 
     # the decode path is part of the settings: --decode cpu does not resume into this output
     with pytest.raises(OutputConflictError, match=r"differs in preprocessing"):
-        encode(corpus, output, klt_codec, shard_size=4)
+        encode(corpus, output, klt_codec, sink={"shard_size": 4})
     assert_same_tree(again, output)
     shutil.rmtree(again)
 

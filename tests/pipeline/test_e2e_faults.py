@@ -61,10 +61,9 @@ def test_killed_workers_are_replaced_and_the_output_is_unchanged(reference_run, 
     switch = tmp_path / "kill-switch"
     config = {
         "input": str(corpus),
-        "output": str(output),
+        "sink": {"output": str(output), "shard_size": SHARD_SIZE},
         "codec": str(klt_codec),
-        "size": SIZE,
-        "shard_size": SHARD_SIZE,
+        "image": {"size": SIZE},
         "progress": False,
     }
     spec = {"runs": [{"config": config, "kill_switch": "encode 3 once\nwrite 4 once\nencode 6 always"}]}
@@ -179,7 +178,7 @@ def test_a_read_that_hangs_becomes_a_timeout_error_row(ray_session, corpus, klt_
     monkeypatch.setitem(SOURCES, "hanging-read", _slow_source(slow.key, flags))
     output = tmp_path / "out"
     try:
-        summary = encode(corpus, output, klt_codec, source="hanging-read", sample_timeout_s=5.0)
+        summary = encode(corpus, output, klt_codec, source="hanging-read", ray={"sample_timeout_s": 5.0})
         # the run did not wait for the stuck read: it is still stuck now
         assert (flags / "started").exists() and not (flags / "finished").exists()
     finally:

@@ -59,20 +59,23 @@ def test_a_source_with_unsafe_keys_is_refused_before_anything_is_written(
     from pipeline.registry import SOURCES
     from pipeline.runtime import run_encode
     from pipeline.runtime.dry_run import plan_encode
+    from pipeline.sinks import SinkSpec
     from pipeline.sources import UnsafeKeyError
 
     monkeypatch.setitem(SOURCES, "hostile-keys", _hostile_source(keys))
     work = tmp_path / "work"
     work.mkdir()
     output = work / "out"
-    cfg = EncodeConfig(input=str(work), output=str(output), source="hostile-keys", codec=str(klt_codec))
+    cfg = EncodeConfig(
+        input=str(work), sink=SinkSpec(output=str(output)), source="hostile-keys", codec=str(klt_codec)
+    )
     with pytest.raises(UnsafeKeyError, match=message):
         run_encode(cfg)
-    # nothing was written anywhere: only the lease's lock file, inside the output root
-    assert _files(tmp_path) == ["work", "work/out", "work/out/_lease.lock"]
+    # nothing was written anywhere: the output folder the run's lease created is gone again
+    assert _files(tmp_path) == ["work"]
     with pytest.raises(UnsafeKeyError, match=message):  # the dry run refuses the same listing
         plan_encode(cfg, resources={"CPU": 2})
-    assert _files(tmp_path) == ["work", "work/out", "work/out/_lease.lock"]
+    assert _files(tmp_path) == ["work"]
 
 
 def test_check_keys_accepts_what_the_bundled_sources_make():
@@ -145,6 +148,7 @@ def test_encode_refuses_a_listing_even_when_the_output_exists(klt_codec, tmp_pat
     from pipeline.config import EncodeConfig
     from pipeline.registry import SOURCES
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
     from pipeline.sources import UnsafeKeyError
 
     monkeypatch.setitem(SOURCES, "hostile-keys", _hostile_source(["../x"]))
@@ -153,7 +157,11 @@ def test_encode_refuses_a_listing_even_when_the_output_exists(klt_codec, tmp_pat
     (output / "keep.txt").write_text("untouched")
     for mode in ("resume", "append", "overwrite"):
         cfg = EncodeConfig(
-            input=str(tmp_path), output=str(output), source="hostile-keys", codec=str(klt_codec), mode=mode
+            input=str(tmp_path),
+            sink=SinkSpec(output=str(output)),
+            source="hostile-keys",
+            codec=str(klt_codec),
+            mode=mode,
         )
         with pytest.raises(UnsafeKeyError):
             run_encode(cfg)

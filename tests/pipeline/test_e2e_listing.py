@@ -3,6 +3,7 @@ and files a run does not take are counted, never silently dropped."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -81,3 +82,10 @@ def test_files_a_run_does_not_take_are_counted_by_reason(klt_codec, tmp_path, ca
     assert summary.skipped == {"extension .txt": 1, "link loop": 1, "no extension": 1}
     assert summary.inputs == 25  # the hidden, upper-case .JPG is an image, as for ImageFolder
     assert "skipped files    3 not listed" in summary.format()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["source"]["skipped"] == summary.skipped
+    (tmp_path / "out" / "manifest.json").unlink()  # resume: the stored listing, not a new walk
+    (inputs / "n00000004" / "more.txt").write_text("not listed again, so not counted")
+    resumed = encode(inputs, tmp_path / "out", klt_codec)
+    assert resumed.skipped == summary.skipped
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["source"] == manifest["source"]

@@ -117,7 +117,7 @@ def test_webdataset_output_reads_back_with_stock_libraries(reference_run, corpus
 
 def test_zarr_output_reads_back_and_matches_webdataset(reference_run, corpus, klt_codec, tmp_path):
     output = tmp_path / "zarr"
-    summary = encode(corpus, output, klt_codec, format="zarr")
+    summary = encode(corpus, output, klt_codec, sink={"format": "zarr"})
     assert (summary.inputs, summary.written, summary.errors) == (25, 24, 1)
     manifest = read_manifest(output)
     assert manifest["run"]["sink"] == "zarr"
@@ -154,7 +154,7 @@ def test_zstd_latents_decode_to_the_npy_latents(reference_run, corpus, klt_codec
     from pipeline.codec.entropy import decode_latents
 
     output = tmp_path / "zstd"
-    encode(corpus, output, klt_codec, latent_format="zstd")
+    encode(corpus, output, klt_codec, sink={"latent_format": "zstd"})
     manifest = read_manifest(output)
     assert manifest["run"]["latent_format"] == "zstd"
     reference = _latents_by_key(read_webdataset(reference_run))

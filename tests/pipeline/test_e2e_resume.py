@@ -109,11 +109,11 @@ def test_changed_settings_or_inputs_refuse_to_resume(reference_run, corpus, klt_
     output = tmp_path / "out"
     shutil.copytree(reference_run, output)
     with pytest.raises(OutputConflictError, match=r"different settings \(differs in preprocessing\)"):
-        encode(corpus, output, klt_codec, size=48)
+        encode(corpus, output, klt_codec, image={"size": 48})
     with pytest.raises(OutputConflictError, match=r"differs in shard_size.*--mode overwrite"):
-        encode(corpus, output, klt_codec, shard_size=5)
+        encode(corpus, output, klt_codec, sink={"shard_size": 5})
     with pytest.raises(OutputConflictError, match=r"differs in latent_format"):
-        encode(corpus, output, klt_codec, latent_format="zstd")
+        encode(corpus, output, klt_codec, sink={"latent_format": "zstd"})
 
     grown = tmp_path / "grown" / "train"
     shutil.copytree(corpus, grown)
@@ -236,10 +236,10 @@ def test_a_shard_that_cannot_be_written_is_reported_then_resumed(reference_run, 
 def test_zarr_append_adds_aligned_rows(reference_run, klt_codec, tmp_path):
     corpus, later = _small_corpus(tmp_path, held_back=3)
     output = tmp_path / "zarr"
-    encode(corpus, output, klt_codec, format="zarr")
+    encode(corpus, output, klt_codec, sink={"format": "zarr"})
     for p in later:
         shutil.copy(p, corpus / "n00000005" / p.name)
-    appended = encode(corpus, output, klt_codec, format="zarr", mode="append")
+    appended = encode(corpus, output, klt_codec, sink={"format": "zarr"}, mode="append")
     assert (appended.shards_encoded, appended.written_this_run, appended.written) == (1, 3, 12)
 
     group = zarr.open_group(str(output / "latents.zarr"), mode="r")

@@ -55,7 +55,7 @@ def test_webdataset_on_s3_is_the_local_run_byte_for_byte(s3, reference_run, corp
     from pipeline.loaders import LatentWebDataset, RunInfo
 
     url = f"s3://{BUCKET}/wds"
-    summary = encode(corpus, url, klt_codec, storage_options=s3.storage_options)
+    summary = encode(corpus, url, klt_codec, sink={"storage_options": s3.storage_options})
     assert (summary.inputs, summary.written, summary.errors, summary.failed_shards) == (25, 24, 1, [])
     # shards, markers, run state, errors.parquet and manifest: the local run's bytes, and nothing else
     # (no temporary objects, no lease left behind)
@@ -101,7 +101,7 @@ def test_a_refused_put_is_retried_a_bounded_number_of_times_then_reported(
     url = f"s3://{BUCKET}/refused"
     s3.refuse_puts("/refused/shard-000002.tar")
 
-    summary = encode(corpus, url, klt_codec, storage_options=s3.storage_options)
+    summary = encode(corpus, url, klt_codec, sink={"storage_options": s3.storage_options})
     assert summary.failed_shards == [2]
     assert "PermissionError" in summary.failures[2], summary.failures
     assert s3.put_count("/refused/shard-000002.tar") == WRITE_ATTEMPTS
@@ -119,7 +119,7 @@ def test_a_refused_put_is_retried_a_bounded_number_of_times_then_reported(
     assert manifest["totals"] == {"inputs": 25, "written": 20, "errors": 1}
 
     s3.allow_puts()
-    summary = encode(corpus, url, klt_codec, storage_options=s3.storage_options)
+    summary = encode(corpus, url, klt_codec, sink={"storage_options": s3.storage_options})
     assert (summary.failed_shards, summary.shards_encoded, summary.shards_skipped) == ([], 1, 6)
     assert _objects(s3, "refused") == reference
 
@@ -139,9 +139,10 @@ def test_zarr_on_s3_from_s3_inputs(s3, reference_run, corpus, klt_codec):
     src = f"s3://{BUCKET}/inputs/train"
     url = f"s3://{BUCKET}/zarr"
     s3.refuse_puts("/zarr/_shards/shard-000005.json")
-    run = {"format": "zarr", "source": "image-folder", "source_options": {"storage_options": so}}
+    sink = {"format": "zarr", "storage_options": so}
+    run = {"source": "image-folder", "source_options": {"storage_options": so}}
 
-    summary = encode(src, url, klt_codec, storage_options=so, **run)
+    summary = encode(src, url, klt_codec, sink=sink, **run)
     assert summary.failed_shards == [5]
     assert (summary.inputs, summary.written, summary.errors) == (25, 20, 1)
     group = zarr.open_group(f"{url}/latents.zarr", mode="r", storage_options=so)
@@ -149,7 +150,7 @@ def test_zarr_on_s3_from_s3_inputs(s3, reference_run, corpus, klt_codec):
     assert len(LatentZarrDataset(url, storage_options=so)) == 20  # ... but are not committed
 
     s3.allow_puts()
-    summary = encode(src, url, klt_codec, storage_options=so, **run)
+    summary = encode(src, url, klt_codec, sink=sink, **run)
     assert (summary.failed_shards, summary.written, summary.errors) == ([], 24, 1)
 
     reference = _reference_latents(reference_run)

@@ -67,7 +67,7 @@ def test_webdataset_statistics_match_the_latents(reference_run):
 @pytest.mark.slow
 def test_zarr_statistics_and_cache_keys(ray_session, corpus, klt_codec, tmp_path):
     output = tmp_path / "zarr"
-    summary = encode(corpus, output, klt_codec, format="zarr")
+    summary = encode(corpus, output, klt_codec, sink={"format": "zarr"})
     assert summary.written == 24
     manifest = read_manifest(output)
     group = zarr.open_group(str(output / "latents.zarr"), mode="r")

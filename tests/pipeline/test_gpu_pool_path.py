@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     import ray
-    from pipeline.config import EncodeConfig
+    from pipeline.config import EncodeConfig, ImageSettings
+    from pipeline.sinks import SinkSpec
     from pipeline.runtime import ray_exec
     from pipeline.runtime.driver import prepare_output, worker_spec
     from pipeline.runtime.worker import ShardWorker
@@ -30,7 +31,11 @@ SCRIPT = textwrap.dedent(
     results = {}
     for output, gpus in ((out_gpu, 1.0), (out_cpu, 0.0)):
         cfg = EncodeConfig(
-            input=corpus, output=output, codec=codec, size=SIZE, shard_size=SHARD_SIZE, progress=False
+            input=corpus,
+            sink=SinkSpec(output=output, shard_size=SHARD_SIZE),
+            codec=codec,
+            image=ImageSettings(size=SIZE),
+            progress=False,
         )
         prepared = prepare_output(cfg)
         spec = worker_spec(cfg, prepared.prep)

@@ -14,7 +14,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from pipeline.codec import CodecConfig, build
-from pipeline.config import EncodeConfig
+from pipeline.config import AudioSettings
 from pipeline.preprocess import audio as audio_mod
 from pipeline.preprocess.audio import (
     AudioPolicy,
@@ -184,12 +184,10 @@ def test_resampling_filters_what_would_alias(source_rate, freq, passed):
     assert peak > 0.4 if passed else peak < 0.01
 
 
-def test_preprocessor_from_config_and_runtime_registry():
+def test_preprocessor_from_settings_and_runtime_registry():
     codec = build(CodecConfig(kind="1d", channels=2, J=4, latent_dim=4, Nd=8, decoder="linear"))
-    cfg = EncodeConfig(
-        input="x", output="y", window=2048, hop=1024, sample_rate=22050, channel_policy="downmix"
-    )
-    pre = make_preprocessor(cfg, "audio", codec)
+    audio = AudioSettings(window=2048, hop=1024, sample_rate=22050, channel_policy="downmix")
+    pre = make_preprocessor("audio", codec, audio=audio)
     assert isinstance(pre, AudioPreprocessor)
     assert pre.fixed_shape() == (2, 2048) and pre.policy.hop == 1024
     assert pre.policy.channel_policy == "downmix" and pre.policy.sample_rate == 22050
@@ -199,4 +197,4 @@ def test_preprocessor_from_config_and_runtime_registry():
     assert pre.codec_input(decoded.array).dtype == np.float32 and pre.input_size(decoded.array) == (2048,)
     image_codec = SimpleNamespace(config=CodecConfig(kind="2d", channels=3, J=2, latent_dim=4, Nd=8))
     with pytest.raises(ValueError, match="1-D codec"):
-        AudioPreprocessor.from_config(cfg, image_codec)
+        AudioPreprocessor.from_settings(audio, image_codec)

@@ -103,14 +103,23 @@ def test_policy_description_and_shapes():
 
 
 def test_job_flags_reach_the_config():
-    from pipeline.cli import add_bucket_flags, add_common_flags, config_from_args
+    from pipeline.cli import (
+        add_bucket_flags,
+        add_common_flags,
+        add_geometry_flags,
+        config_from_args,
+        image_settings,
+    )
 
     parser = argparse.ArgumentParser()
     add_common_flags(parser, default_input="in", default_output="out", default_codec="rgb-16x-klt")
+    add_geometry_flags(parser.add_argument_group("images"))
     add_bucket_flags(parser.add_argument_group("images"))
-    cfg = config_from_args(parser.parse_args(["--buckets", "256x256,320x192", "--flip-pair"]))
-    assert cfg.buckets == "256x256,320x192" and cfg.flip_pair
-    cfg = config_from_args(parser.parse_args([]))
-    assert cfg.buckets is None and not cfg.flip_pair
+    args = parser.parse_args(["--buckets", "256x256,320x192", "--flip-pair"])
+    cfg = config_from_args(args, image=image_settings(args))
+    assert cfg.image.buckets == "256x256,320x192" and cfg.sink.flip_pair
+    args = parser.parse_args([])
+    cfg = config_from_args(args, image=image_settings(args))
+    assert cfg.image.buckets is None and not cfg.sink.flip_pair
     help_text = parser.format_help()
     assert "--buckets" in help_text and "--flip-pair" in help_text

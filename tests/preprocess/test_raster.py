@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from pipeline.codec import CodecConfig
-from pipeline.config import EncodeConfig
+from pipeline.config import ImageSettings, RasterSettings
 from pipeline.preprocess.factory import make_preprocessor
 from pipeline.preprocess.image import DecodeError, ImagePolicy
 from pipeline.preprocess.raster import RasterPreprocessor, decode_raster
@@ -140,10 +140,10 @@ def test_corrupt_and_oversized_inputs():
         )
 
 
-def test_preprocessor_from_config_and_runtime_registry():
+def test_preprocessor_from_settings_and_runtime_registry():
     codec = SimpleNamespace(config=CodecConfig(kind="2d", channels=5, J=2, latent_dim=4, Nd=8))
-    cfg = EncodeConfig(input="x", output="y", size=32, value_range=(0.0, 10000.0))
-    pre = make_preprocessor(cfg, "raster", codec)
+    image, raster = ImageSettings(size=32), RasterSettings(value_range=(0.0, 10000.0))
+    pre = make_preprocessor("raster", codec, image=image, raster=raster)
     assert isinstance(pre, RasterPreprocessor) and pre.value_range == (0.0, 10000.0)
     assert pre.fixed_shape() == (5, 32, 32) and pre.policy.multiple == 4
     json.dumps(pre.to_dict())
@@ -151,4 +151,4 @@ def test_preprocessor_from_config_and_runtime_registry():
     assert pre.codec_input(decoded.array).shape == (5, 32, 32) and pre.input_size(decoded.array) == (32, 32)
     audio_codec = SimpleNamespace(config=CodecConfig(kind="1d", channels=2, J=2, latent_dim=4, Nd=8))
     with pytest.raises(ValueError, match="2-D codec"):
-        RasterPreprocessor.from_config(cfg, audio_codec)
+        RasterPreprocessor.from_settings(image, raster, audio_codec)

@@ -11,9 +11,10 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from source_builders import AUDIO_OPTIONS, audio_tree, musdb_tree, write_wav
 
-from pipeline.config import EncodeConfig
+from pipeline.config import DEFAULT_IMAGE_INPUT, AudioSettings, EncodeConfig
 from pipeline.preprocess.audio import AudioPolicy, decode_audio, rate_ratio
 from pipeline.preprocess.image import DecodeError
+from pipeline.sinks import SinkSpec
 from pipeline.sources import detect_source, open_source
 from pipeline.sources.audio import (
     AudioFolderSource,
@@ -58,6 +59,25 @@ def test_folder_listing_reads_headers_and_windows(tmp_path):
     )
     assert items[-1].meta["valid"] == 1600 and items[-1].meta["source_channels"] == 2
     assert all(i.label is None for i in items) and source.label_map() == {}
+
+
+def test_folder_listing_in_partitions_equals_one_pass(tmp_path, monkeypatch):
+    import threading
+
+    from pipeline.runtime.ray_exec import partition_map
+    from pipeline.sources import audio
+
+    path, options = audio_tree(tmp_path)
+    write_wav(tmp_path / "audio" / "a.flac", 0.05, 16000, 2)  # its window's key is a.wav's first
+    whole = AudioFolderSource(path, **options).list_items()
+    monkeypatch.setattr(audio, "PARTITION_FILES", 1)  # one task per file: keys unique across tasks
+    source = AudioFolderSource(path, **options)
+    parts = source.listing(map_fn=partition_map(threading.Event()))
+    assert parts.rows(0, len(parts)) == whole
+    keys = [i.key for i in whole]
+    assert len(set(keys)) == len(keys) and sum(k.startswith("a_000000_") for k in keys) == 2
+    assert [i.key for i in parts.rows(0, len(parts))] == keys
+    assert all(i.fingerprint for i in whole)  # size + mtime: what --mode append compares
 
 
 def test_excerpt_is_lossless_and_keeps_the_format(tmp_path):
@@ -121,10 +141,16 @@ def test_class_folders_give_labels(tmp_path):
 
 def test_run_settings_reach_the_source(tmp_path):
     path, _ = audio_tree(tmp_path)
-    cfg = EncodeConfig(input=path, output="unused", window=1024, hop=512, sample_rate=16000)
-    source = open_source(path, config=cfg)
+    cfg = EncodeConfig(
+        input=path,
+        sink=SinkSpec(output="unused"),
+        audio=AudioSettings(window=1024, hop=512, sample_rate=16000),
+    )
+    source = open_source(path, policies=cfg.policies())
     assert (source.window, source.hop, source.sample_rate) == (1024, 512, 16000)
-    assert open_source(path, config=cfg, window=4096).window == 4096  # explicit options win
+    assert open_source(path, policies=cfg.policies(), window=4096).window == 4096  # explicit options win
+    # an image source takes nothing from the audio settings (nor they from it)
+    assert open_source(DEFAULT_IMAGE_INPUT, policies=cfg.policies()).registry_name == "image-folder"
 
 
 def test_musdb_keys_order_labels(tmp_path):

@@ -35,8 +35,9 @@ def _errors(output) -> dict[str, dict]:
 
 
 def test_audio_folder_end_to_end(tmp_path, ray_session):
-    from pipeline.config import EncodeConfig
+    from pipeline.config import AudioSettings, EncodeConfig
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     corpus = tmp_path / "audio"
     write_wav(corpus / "stereo.flac", 0.5, 44100, 2, "PCM_16")  # 8000 samples at 16 kHz: 2 windows
@@ -48,11 +49,9 @@ def test_audio_folder_end_to_end(tmp_path, ray_session):
     summary = run_encode(
         EncodeConfig(
             input=str(corpus),
-            output=str(output),
+            sink=SinkSpec(output=str(output), shard_size=2),
             codec=codec,
-            window=4096,
-            sample_rate=16000,
-            shard_size=2,
+            audio=AudioSettings(window=4096, sample_rate=16000),
             progress=False,
         )
     )
@@ -82,8 +81,9 @@ def test_audio_folder_end_to_end(tmp_path, ray_session):
 
 
 def test_tar_shards_end_to_end(tmp_path, ray_session):
-    from pipeline.config import EncodeConfig
+    from pipeline.config import EncodeConfig, ImageSettings
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     shard = tmp_path / "shards" / "train-000000.tar"
     shard.parent.mkdir()
@@ -97,7 +97,13 @@ def test_tar_shards_end_to_end(tmp_path, ray_session):
     codec = _codec(tmp_path, kind="2d", channels=3, J=3, latent_dim=12, Nd=32, decoder="linear")
     output = tmp_path / "out"
     summary = run_encode(
-        EncodeConfig(input=str(shard.parent), output=str(output), codec=codec, size=32, progress=False)
+        EncodeConfig(
+            input=str(shard.parent),
+            sink=SinkSpec(output=str(output)),
+            codec=codec,
+            image=ImageSettings(size=32),
+            progress=False,
+        )
     )
     assert (summary.inputs, summary.written, summary.errors) == (5, 2, 3)
     samples = _samples(output)

@@ -4,6 +4,7 @@ rows as read/decode errors, and the Hub path (with load_dataset replaced: no net
 from __future__ import annotations
 
 import pickle
+import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,6 +14,7 @@ from datasets import Image as ImageFeature
 from source_builders import hf_disk, image_bytes
 
 from pipeline.preprocess.image import DecodeError, ImagePolicy, ImagePreprocessor
+from pipeline.runtime.ray_exec import partition_map
 from pipeline.sources import detect_source
 from pipeline.sources.hf import HFSource, MissingImageError, file_split
 
@@ -86,6 +88,9 @@ def test_parquet_folder_with_row_groups_and_splits(tmp_path):
     items = source.list_items()
     assert len(items) == 8 and source.label_map() == {"ant": 0, "bee": 1, "cat": 2}
     assert [i.meta["row_group"] for i in items[:5]] == [0, 0, 1, 1, 2]
+    assert [i.key for i in items] == [f"train_{r:08d}" for r in range(8)]  # numbered across files
+    threads = source.listing(map_fn=partition_map(threading.Event()))  # one partition per file
+    assert threads.rows(0, len(threads)) == items and len(source.listing(limit=6)) == 6
     expected = [image_bytes(i) for i in range(5)] + [image_bytes(10 + i) for i in range(3)]
     assert [source.read_bytes(i) for i in items] == expected
     clone = pickle.loads(pickle.dumps(source))

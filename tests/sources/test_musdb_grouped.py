@@ -61,8 +61,9 @@ def expected_latents(root: Path, meta: dict, codec) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, ray_session):
-    from pipeline.config import EncodeConfig
+    from pipeline.config import AudioSettings, EncodeConfig
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     base = tmp_path_factory.mktemp("stems")
     root = musdb_sum_tree(base / "musdb")
@@ -72,13 +73,11 @@ def runs(tmp_path_factory, ray_session):
         summary = run_encode(
             EncodeConfig(
                 input=str(root),
-                output=str(output),
+                sink=SinkSpec(
+                    output=str(output), shard_size=4, format=fmt.split("-")[0], latent_format=latent_format
+                ),
                 codec=CODEC,
-                window=WINDOW,
-                sample_rate=RATE,
-                shard_size=4,
-                format=fmt.split("-")[0],
-                latent_format=latent_format,
+                audio=AudioSettings(window=WINDOW, sample_rate=RATE),
                 progress=False,
             )
         )
@@ -209,8 +208,9 @@ def test_append_after_a_stem_changes_reencodes_its_track_and_keeps_statistics_ex
     import soundfile as sf
     import webdataset as wds
 
-    from pipeline.config import EncodeConfig
+    from pipeline.config import AudioSettings, EncodeConfig
     from pipeline.runtime import run_encode
+    from pipeline.sinks import SinkSpec
 
     root = musdb_sum_tree(tmp_path / "musdb")
     output = tmp_path / "out"
@@ -219,11 +219,9 @@ def test_append_after_a_stem_changes_reencodes_its_track_and_keeps_statistics_ex
         return run_encode(
             EncodeConfig(
                 input=str(root),
-                output=str(output),
+                sink=SinkSpec(output=str(output), shard_size=4),
                 codec=CODEC,
-                window=WINDOW,
-                sample_rate=RATE,
-                shard_size=4,
+                audio=AudioSettings(window=WINDOW, sample_rate=RATE),
                 mode=mode,
                 progress=False,
             )
