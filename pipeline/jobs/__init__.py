@@ -17,5 +17,6 @@ COMMANDS = {
     "learn_classify": "walloc-learn-classify",
     "learn_colorize": "walloc-learn-colorize",
     "learn_ocr": "walloc-learn-ocr",
+    "learn_documents": "walloc-learn-documents",
     "learn_separate": "walloc-learn-separate",
 }

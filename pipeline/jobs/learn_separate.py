@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.eval_every,
         help="score held-out windows every N epochs",
     )
+    parser.add_argument(
+        "--no-full-arm",
+        action="store_true",
+        help="skip the third arm, the 44.1 kHz waveform itself (4.7x the input values; the ceiling)",
+    )
     add_learning_flags(parser, output=DEFAULTS.output, epochs=DEFAULTS.epochs)
     parser.set_defaults(
         codec=DEFAULT_AUDIO_CODEC,
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         workers=args.workers,
         progress=not args.no_progress,
+        full_arm=not args.no_full_arm,
     )
     report = run_separation(cfg)
     print(headline(report))

@@ -147,6 +147,21 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def strided_stem(in_channels: int, width: int, factor: int) -> nn.Module:
+    """Input at `factor` times the trunk's 32x32 -> width x 32x32: space-to-depth by factor/2 (free),
+    then the pixel stem's 4x4 stride-2 conv; a full-resolution pixel arm (256x256: factor 8) thus sees
+    overlapping 16x16-pixel patches at stride 8, as the latent stem sees 3x3 blocks of 8x8 pixels."""
+    if factor < 2 or factor % 2:
+        raise ValueError(f"factor must be an even number >= 2, got {factor}")
+    fold = factor // 2
+    return nn.Sequential(
+        nn.PixelUnshuffle(fold),
+        nn.Conv2d(in_channels * fold * fold, width, 4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    )
+
+
 def cell_stem(in_channels: int, cell: int, width: int) -> nn.Module:
     """Input -> width x (side / cell)^2 for inputs of any resolution, in two nonlinear embedding steps
     and a 3x3 conv: a (cell/2)-strided conv then a 2x2 stride-2 conv embed each grid cell (1x1 then

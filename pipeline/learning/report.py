@@ -180,7 +180,8 @@ def plot_seeds(results: dict[str, list[ArmResult]], metric: str, path: Path) -> 
     )
     values = [r.final[metric] for runs in results.values() for r in runs]
     pad = max(0.02, (max(values) - min(values)) * 0.5)
-    ax.set_ylim(max(0.0, min(values) - pad), min(1.0, max(values) + pad) if max(values) <= 1 else None)
+    low = min(values) - pad if min(values) < 0 else max(0.0, min(values) - pad)  # SI-SDR can be < 0
+    ax.set_ylim(low, min(1.0, max(values) + pad) if max(values) <= 1 else None)
     ax.set(ylabel=f"held-out {metric}", title=f"{metric} per arm ({len(next(iter(results.values())))} seeds)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

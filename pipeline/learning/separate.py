@@ -10,6 +10,8 @@
     waveform arm: mixture waveform resampled by 27/128 (9.3 kHz) and folded into 108 x 256 (54 phases
                   per channel: the same tensor size as the latents) -> Separator1d -> 3 x 108 x 256
                   -> unfolded and resampled back to 44.1 kHz
+    full arm:     the 44.1 kHz waveform folded into 512 x 256 (256 phases per channel: 4.7x the values,
+                  nothing lost; the ceiling) -> Separator1d -> 3 x 512 x 256 -> unfolded
 
 Both arms use the same network (a 1-D residual conv net over time, channels in = channels out per
 stem), the same optimiser, batches and epochs; they differ only in what the 108 values per time step
@@ -79,6 +81,7 @@ class SeparateConfig:
     device: str = "auto"
     workers: int | None = None  # Ray encoder actors (None: one per CPU)
     progress: bool = True
+    full_arm: bool = True  # also train on the 44.1 kHz waveform itself (2^J x the values: the ceiling arm)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -363,6 +366,7 @@ class Arm:
     sample: tuple[Tensor, Tensor]  # a few scaled training batches (step size, interleaved speed)
     x_test: Tensor  # scaled
     y_scale: float
+    channels: int  # input channels = channels per predicted stem
     to_wave: Any  # (N, S, C, T) unscaled predictions -> (N, S, 2, window)
 
 
@@ -426,6 +430,9 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     if cfg.window % 2**codec.config.J:
         raise ValueError(f"--window must be a multiple of 2^J = {2**codec.config.J}")
     fold = WaveFold(codec.config.channels, codec.config.latent_dim, cfg.window, codec.config.J)
+    # the full-resolution arm: 44.1 kHz, every sample, folded into 2^J phases per channel (T steps)
+    J, channels = codec.config.J, codec.config.channels
+    full = WaveFold(channels, channels << J, cfg.window, J)
     roots = {split: str(Path(latent_root) / split) for split in SPLITS}
     train_loader = split_loader(roots["train"], cfg, shuffle=True)
     mix, rows = stem_rows(train_loader.info.stems, roots["train"])
@@ -433,6 +440,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     keep = chosen_windows(window_keys(roots["train"]), cfg)
     waves = cached_wave_windows(latent_root, cfg, "train", fold, keep)
     waves_test = cached_wave_windows(latent_root, cfg, "test", fold, None)
+    waves_full = cached_wave_windows(latent_root, cfg, "train", full, keep) if cfg.full_arm else None
     test_groups = list(grouped_batches(split_loader(roots["test"], cfg, shuffle=False), mix, rows, None, 256))
     z_mix_test = torch.cat([g[0] for g in test_groups])
     z_stems_test = torch.cat([g[1] for g in test_groups])
@@ -467,6 +475,15 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
             idx = waves.rows(keys)
             yield waves.w_mix[idx] / wx, waves.w_stems[idx].flatten(1, 2) / wy
 
+    if waves_full is not None:
+        rows_full = [waves_full.rows(g[2]) for g in first]
+        fx, fy = scalar_scales([(waves_full.w_mix[r], waves_full.w_stems[r]) for r in rows_full])
+
+    def full_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for _, _, keys in epoch_groups(epoch):  # the same windows, in the same order, again
+            idx = waves_full.rows(keys)
+            yield waves_full.w_mix[idx] / fx, waves_full.w_stems[idx].flatten(1, 2) / fy
+
     def sample_of(rows_of) -> tuple[Tensor, Tensor]:
         pairs = [rows_of(g) for g in first]
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
@@ -478,6 +495,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
             sample_of(lambda g: (g[0] / lx, g[1].flatten(1, 2) / ly)),
             z_mix_test / lx,
             ly,
+            C,
             latent_to_wave(codec, cfg.window),
         ),
         "waveform": Arm(
@@ -491,20 +509,36 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
             ),
             test.w_mix / wx,
             wy,
+            C,
             fold_to_wave(fold),
         ),
     }
+    if waves_full is not None:
+        arms["full"] = Arm(
+            "full",
+            full_batches,
+            sample_of(
+                lambda g: (
+                    waves_full.w_mix[waves_full.rows(g[2])] / fx,
+                    waves_full.w_stems[waves_full.rows(g[2])].flatten(1, 2) / fy,
+                )
+            ),
+            torch.from_numpy(full.fold(test.mixture).astype(np.float32)) / fx,
+            fy,
+            full.channels * full.phases,
+            fold_to_wave(full),
+        )
     tcfg = LearnConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress
     )
     steps = -(-n_train // cfg.batch_size)
     results, estimates, trained = {}, {}, {}
     for name, arm in arms.items():
-        model = Separator1d(C, S, cfg.width, cfg.blocks)
+        model = Separator1d(arm.channels, S, cfg.width, cfg.blocks)
 
         def waves_of(model: nn.Module, arm: Arm = arm) -> np.ndarray:
             y = predict(model, arm.x_test, device, batch_size=cfg.batch_size) * arm.y_scale
-            return arm.to_wave(y.reshape(len(y), S, C, -1))
+            return arm.to_wave(y.reshape(len(y), S, arm.channels, -1))
 
         epoch = iter(range(1, cfg.epochs + 1))
 
@@ -533,7 +567,8 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     sources = Path(cfg.stems) / "SOURCES.json"
     report = Report(
         task="separate",
-        title="Music source separation: audio latents vs waveform at the same input budget",
+        title="Music source separation: audio latents vs waveform at the same input budget"
+        + (" vs the 44.1 kHz waveform" if "full" in arms else ""),
         metric="si_sdr",
         arms=results,
         data={
@@ -557,9 +592,13 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
             f" {C} x {fold.steps}; its ceiling (true stems through that resampling) is a reference point.",
             "si_sdr is the mean over stems of each stem's mean SI-SDR over held-out windows (dB,"
             " valid samples only); each arm's own loss is MSE in its own domain.",
-            "Both arms run the same network on tensors of the same size (108 x 258 vs 108 x 256), so their"
-            " training steps cost the same (samples/s: interleaved in-memory steps); epoch times include"
-            " reading the latent shards for both arms (the waveform arm reads them for the order).",
+            "Latent and waveform arms run the same network on tensors of the same size (108 x 258 vs"
+            " 108 x 256), so their training steps cost the same (samples/s: interleaved in-memory steps);"
+            " epoch times include reading the latent shards (the waveform arms read them for the order).",
+            f"Full arm (the ceiling): the 44.1 kHz waveform itself, every sample, folded into"
+            f" {full.channels * full.phases} x {full.steps} ({full.phases} phases per channel:"
+            f" {full.phases / fold.phases:.1f}x the values of the waveform arm); the same network but for"
+            " its first and last layers' channels.",
         ],
         config=cfg.to_dict() | {"device": str(device)},
         extra=extra,

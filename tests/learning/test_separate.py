@@ -163,6 +163,16 @@ def test_wave_fold_matches_the_latent_size_and_inverts_in_band():
     assert np.abs(fold.unfold(fold.fold(high))[:, 2000:-2000]).max() < 0.01  # above 4.65 kHz: gone
 
 
+def test_the_full_rate_fold_is_exact():
+    fold = WaveFold(channels=2, latent_channels=2 << 8, window=2**12, J=8)
+    assert (fold.up, fold.down) == (1, 1) and fold.phases == 256 and fold.steps == 16
+    x = np.random.default_rng(0).standard_normal((3, 2, 2**12))
+    y = fold.fold(x)
+    assert y.shape == (3, 512, 16)
+    assert np.array_equal(y[:, 5, 2], x[:, 0, 2 * 256 + 5])  # phase 5 of step 2 of channel 0
+    np.testing.assert_allclose(fold.unfold(y), x, atol=1e-12)
+
+
 def test_separator_maps_channels_to_stems_times_channels():
     net = Separator1d(channels=108, stems=3, width=16, blocks=2)
     assert net(torch.zeros(2, 108, 258)).shape == (2, 3 * 108, 258)
@@ -191,13 +201,14 @@ def test_tiny_end_to_end_run(tmp_path):
     for name in ("report.md", "report.json", "curves.png", "spectrogram.png"):
         assert (out / name).stat().st_size > 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["arms"]) == {"latent", "waveform"}
+    assert set(report["arms"]) == {"latent", "waveform", "full"}
     for arm in report["arms"].values():
         assert np.isfinite(arm["final"]["si_sdr"]) and arm["samples_per_s"] > 0
         assert {f"si_sdr_{s}" for s in STEMS} <= set(arm["final"])
         assert len(arm["history"]) == 1
     assert report["arms"]["latent"]["input_shape"] == [108, 66]
     assert report["arms"]["waveform"]["input_shape"] == [108, 64]
+    assert report["arms"]["full"]["input_shape"] == [512, 64]  # 2 x 16384 samples, every one
     ceiling = report["extra"]["latent ceiling (true stem latents decoded) si_sdr"]
     assert ceiling > report["extra"]["mixture as estimate si_sdr"]
     # C6 end to end: the pipeline's samples carry valid_length, the last window of a track is partial;
