@@ -60,7 +60,7 @@ from .base import (
     skip,
     unique_keys,
 )
-from .listing import SCHEMA, Listing, MapFn, merge_partitions, serial_map
+from .listing import PARTITION_SCHEMA, Listing, MapFn, merge_partitions, serial_map
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3"}
 MUSDB_STEMS = ("mixture", "drums", "bass", "other", "vocals")
@@ -279,7 +279,7 @@ class AudioFolderSource(_WindowedSource):
                 columns["label"].append(index[cls] if cls is not None else None)
                 columns["fingerprint"].append(fingerprint)
                 columns["meta"].append(json.dumps(meta, sort_keys=True))
-        return pa.table(columns, schema=SCHEMA.append(pa.field("id", pa.string())))
+        return pa.table(columns, schema=PARTITION_SCHEMA)
 
     def listing(self, limit: int | None = None, map_fn: MapFn | None = None) -> Listing:
         """Headers are read in partitions of PARTITION_FILES files (`map_fn`: Ray tasks or threads)."""
@@ -289,8 +289,7 @@ class AudioFolderSource(_WindowedSource):
         return listing.limit(limit) if limit is not None else listing
 
     def list_items(self) -> list[SourceItem]:
-        listing = self.listing()
-        return listing.rows(0, len(listing))
+        return self.listing().items()
 
     def label_map(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.classes)}

@@ -314,8 +314,7 @@ class HFSource(Source):
         return listing.limit(limit) if limit is not None else listing
 
     def list_items(self) -> list[SourceItem]:
-        listing = self.listing()
-        return listing.rows(0, len(listing))
+        return self.listing().items()
 
     def _labels(self, data: Any, n: int) -> list[int | None]:
         """Integer labels (None where null, negative or unlabelled) from an arrow column, or from an

@@ -113,7 +113,7 @@ class ImageFolderSource(Source):
             skipped = dict(self._top_skipped)
             for _, part_skipped in results:
                 for reason, n in part_skipped.items():
-                    skipped[reason] = skipped.get(reason, 0) + n
+                    skip(skipped, reason, n)
             self.skipped = dict(sorted(skipped.items()))
             table = merge_partitions([t for t, _ in results])
             classes = table.column("class")
@@ -129,8 +129,7 @@ class ImageFolderSource(Source):
         return self._listing.limit(limit) if limit is not None else self._listing
 
     def list_items(self) -> list[SourceItem]:
-        listing = self.listing()
-        return listing.rows(0, len(listing))
+        return self.listing().items()
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers only read items by URI: don't ship the listing to every task."""
@@ -172,14 +171,14 @@ def top_entries(
         path = os.path.join(root, name)
         if os.path.isdir(path):
             if _loops(root, path):
-                skipped["link loop"] = skipped.get("link loop", 0) + 1
+                skip(skipped, "link loop")
             else:
                 dirs.append(path)
             continue
         try:
             st = os.stat(path)
         except OSError:
-            skipped["broken link"] = skipped.get("broken link", 0) + 1
+            skip(skipped, "broken link")
             continue
         files.append((path, {"size": st.st_size, "mtime": st.st_mtime}))
     return files, dirs, skipped
@@ -196,13 +195,13 @@ def walk_files(fs: fsspec.AbstractFileSystem, folder: str, skipped: dict[str, in
         for d in list(dirs):
             if _loops(here, os.path.join(here, d)):
                 dirs.remove(d)
-                skipped["link loop"] = skipped.get("link loop", 0) + 1
+                skip(skipped, "link loop")
         for name in names:
             path = os.path.join(here, name)
             try:
                 st = os.stat(path)
             except OSError:
-                skipped["broken link"] = skipped.get("broken link", 0) + 1
+                skip(skipped, "broken link")
                 continue
             yield path, {"size": st.st_size, "mtime": st.st_mtime}
 

@@ -236,8 +236,7 @@ class InputManifestSource(Source):
         return col.cast(pa.int64())
 
     def list_items(self) -> list[SourceItem]:
-        listing = self.listing()
-        return listing.rows(0, len(listing))
+        return self.listing().items()
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers only read items by URI: the listing stays on the driver."""

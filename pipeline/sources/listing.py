@@ -45,6 +45,11 @@ def serial_map(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
     return [fn(*a) for a in args]
 
 
+# a partition's columns as tar and audio sources build them: the listing's, plus the unique `id` a
+# repeated key is hashed on (merge_partitions)
+PARTITION_SCHEMA = SCHEMA.append(pa.field("id", pa.string()))
+
+
 def merge_partitions(tables: Sequence[pa.Table]) -> pa.Table:
     """Partitions (a folder, a prefix, a tar each) in listing order -> one table, keys made unique
     as base.unique_keys makes them: a key that repeats anywhere gets a short hash of its row's `id`.
@@ -152,6 +157,10 @@ class Listing:
             lo = max(start, g_first)
             out += batch_items(table.slice(lo - g_first, min(stop, g_first + g_rows) - lo))
         return out
+
+    def items(self) -> list[SourceItem]:
+        """Every input as a SourceItem (a source's list_items(): small listings, tests)."""
+        return self.rows(0, len(self))
 
     def _groups(self) -> list[tuple[int, int, tuple[int, int]]]:
         """(first row, rows, (file, row group)) of every row group, in listing order."""

@@ -33,7 +33,7 @@ import pyarrow as pa
 from ..registry import register_source
 from .base import NoInputsError, Source, SourceItem, extension_reason, safe_key, skip
 from .image_folder import IMAGE_EXTENSIONS
-from .listing import SCHEMA, Listing, MapFn, merge_partitions, serial_map
+from .listing import PARTITION_SCHEMA, SCHEMA, Listing, MapFn, merge_partitions, serial_map
 
 LABEL_MEMBER_MAX_BYTES = 1 << 16  # .cls / .json siblings larger than this are not read for labels
 SKIPPED = "walloc.skipped"  # a partition table's metadata key: its members not listed, by reason (JSON)
@@ -202,7 +202,7 @@ class TarShardSource(Source):
             # the member's header (size, mtime) changes when a rewritten shard holds other bytes
             columns["fingerprint"].append(f"{r['size']}:tar-mtime={r['mtime']}")
             columns["meta"].append(json.dumps(meta, sort_keys=True))
-        table = pa.table(columns, schema=SCHEMA.append(pa.field("id", pa.string())))
+        table = pa.table(columns, schema=PARTITION_SCHEMA)
         return table.replace_schema_metadata({SKIPPED: json.dumps(skipped)})
 
     def listing(self, limit: int | None = None, map_fn: MapFn | None = None) -> Listing:
@@ -219,8 +219,7 @@ class TarShardSource(Source):
         return listing.limit(limit) if limit is not None else listing
 
     def list_items(self) -> list[SourceItem]:
-        listing = self.listing()
-        return listing.rows(0, len(listing))
+        return self.listing().items()
 
     def read_bytes(self, item: SourceItem) -> bytes:
         meta = item.meta
