@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Colorization in the latent domain vs at 64x64 pixels (same input budget), with a report.
+"""Colorization on latents vs 64x64 pixels vs 256x256 pixels (same U-Net, N seeds), with a report.
 
 Thin entry point: flags and main() in pipeline/jobs/learn_colorize.py (installed: `walloc-learn-colorize`).
 """

@@ -2,8 +2,8 @@
 (pipeline.training) and the downstream learning jobs (pipeline.learning) use the same functions.
 
 Distortion: PSNR, SSIM, MS-SSIM, SNR, SI-SDR. Tasks: accuracy, character / string accuracy,
-colourfulness. Argument order is (reference, estimate) for every distortion metric. Images are float
-tensors in [0, 1] (or any range, given `data_range`), batched (B, C, H, W).
+colourfulness, chroma PSNR. Argument order is (reference, estimate) for every distortion metric.
+Images are float tensors in [0, 1] (or any range, given `data_range`), batched (B, C, H, W).
 """
 
 from __future__ import annotations
@@ -171,3 +171,21 @@ def colourfulness(images: Tensor) -> Tensor:
     sd = torch.sqrt(rg.std(dim=1, unbiased=False) ** 2 + yb.std(dim=1, unbiased=False) ** 2)
     mean = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
     return (sd + 0.3 * mean).float()
+
+
+# ITU-R BT.601 chroma (the JPEG / PIL 'YCbCr' matrix), rows Cb and Cr, applied to RGB in [0, 1]
+CHROMA_601 = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+
+def chroma(images: Tensor) -> Tensor:
+    """(B, 3, H, W) RGB -> (B, 2, H, W) BT.601 Cb, Cr (zero-centred): the colour a grey image lacks."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"chroma needs (B, 3, H, W) RGB, got {tuple(images.shape)}")
+    m = torch.tensor(CHROMA_601, dtype=torch.float64)
+    return torch.einsum("cr,brhw->bchw", m, images.double())
+
+
+def chroma_psnr(x: Tensor, y: Tensor) -> float:
+    """PSNR in dB (peak 1) of y's Cb, Cr against x's: colour error alone, blind to luma, so a
+    colorizer is scored on the colour it predicts, not on how sharp its luma is."""
+    return psnr(chroma(x), chroma(y))

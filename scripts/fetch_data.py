@@ -15,6 +15,9 @@ Layout written under --out (default data/, git-ignored):
     music/<source>/<name>       original music files, byte for byte, plus music/MANIFEST.tsv
     imagenet-mini/              train/<wnid>/*.JPEG and val/<wnid>/*.JPEG: seeded crops of the photos,
                                 LOC_synset_mapping.txt and CROPS.tsv (where every crop came from)
+    colour/                     train/*.jpg and val/*.jpg: seeded crops of the colour photographs and of
+                                Stellarium's colour astrophotos, split by source image, and CROPS.tsv
+                                (--steps colour; the colorization job's default data)
 
 --bundle regenerates the small committed corpus in pipeline/samples/ (images from scikit-image only,
 audio clips from Wesnoth's music), deterministically, so anyone can see how it was made.
@@ -76,6 +79,9 @@ WESNOTH = Deb(
     "wesnoth-1.16-music", "1:1.16.9-1", "f9bc3cde92b4ab30db5d7b85f89b4bcc3d788dd92602956d0347250850bf59bb"
 )
 ASC = Deb("asc-music", "1.3-6", "369f2d396adb8db9003ef73b797d529e284a7764a5ff4b59a50a4c8b9294da5f")
+STELLARIUM = Deb(
+    "stellarium-data", "0.22.2-1", "45aaebf39a814acbd6dcccea058c2f5651bcb5635599da03a215feeb51f4d5a5"
+)
 
 SKIMAGE_VERSION = "0.26.0"
 SKIMAGE_WHEEL_SHA256 = {  # other platforms' wheels carry the same data files; their hash is printed
@@ -122,6 +128,8 @@ LOMIRI16_PHOTOS = {
     "picosdeeuropa_by_Aitzol_Berasategi", "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi",
 }  # fmt: skip
 LOMIRI20_PHOTOS = {"Kleiber_by_Lukas_Baubkus"}
+
+STELLARIUM_NEBULAE = "./usr/share/stellarium/nebulae/default/*"  # astrophotos of deep-sky objects
 
 WESNOTH_MUSIC = "./usr/share/games/wesnoth/1.16/data/core/music/*.ogg"
 ASC_MUSIC = "./usr/share/games/asc/music/*.mp3"
@@ -649,6 +657,70 @@ def step_imagenet(out: Path, dl: Downloads, seed: int, n_train: int, n_val: int)
     log("imagenet-mini", f"{len(rows)} JPEGs, {len(CLASSES)} classes, {total / 1e6:.1f} MB -> {dest}")
 
 
+# Colorization corpus: colour photographs only, split by photograph so no val crop shares a photo with train.
+COLOUR_MIN_CHROMA = 3.0  # mean |channel - pixel mean| of a 64x64 thumbnail, 0-255: below it, nearly grey
+COLOUR_CROPS = {"photo": 24, "astrophoto": 3}  # crops per source image (the astrophotos are small)
+
+
+def chroma_level(img: Image.Image) -> float:
+    """How much colour an image holds: mean absolute deviation of R, G, B from their mean, 64x64 thumbnail."""
+    a = np.asarray(img.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32)
+    return float(np.abs(a - a.mean(axis=2, keepdims=True)).mean())
+
+
+def step_colour(out: Path, dl: Downloads, seed: int) -> None:
+    """data/colour/{train,val}/*.jpg: seeded 256-512 px crops of every colour photograph of the photos step
+    and of Stellarium's colour astrophotos; every 5th source image (sorted) gives only val crops."""
+    photos = out / "photos"
+    if not (photos / "MANIFEST.tsv").is_file():
+        step_photos(out, dl)
+    sources: list[tuple[str, str, bytes, str]] = []  # (name, kind, bytes, licence)
+    for r in read_tsv(photos / "MANIFEST.tsv"):
+        if r["kind"] == "photo":
+            sources.append((r["file"], "photo", (photos / r["file"]).read_bytes(), r["license"]))
+    path, version = dl.deb(STELLARIUM)
+    deb = DebFile(path)
+    lic = "see /usr/share/doc/stellarium-data/copyright (section 4: per-image credits; reuse with credit)"
+    for name in deb.glob(STELLARIUM_NEBULAE):
+        if name.lower().endswith((".png", ".jpg", ".jpeg")):
+            sources.append((f"stellarium/{name.rsplit('/', 1)[-1]}", "astrophoto", deb.read(name), lic))
+
+    dest = out / "colour"
+    stamp = dict(seed=seed, crops=COLOUR_CROPS, min_chroma=COLOUR_MIN_CHROMA, sources=len(sources))
+    stamp_path = dest / "stamp.json"
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()) == json.loads(json.dumps(stamp)):
+        log("colour", f"up to date ({dest}); delete {stamp_path.name} to rebuild")
+        return
+    for split in ("train", "val"):
+        if (dest / split).exists():
+            shutil.rmtree(dest / split)
+    rows, kept, grey = [], [], 0
+    for name, kind, data, licence in sorted(sources):
+        img = load_rgb(data)
+        if min(img.size) < 256 or chroma_level(img) < COLOUR_MIN_CHROMA:
+            grey += 1
+            continue
+        kept.append((name, kind, img, licence))
+    for n, (name, kind, img, licence) in enumerate(kept):
+        split = "val" if n % 5 == 4 else "train"
+        rng = np.random.default_rng([seed, n])
+        stem = name.rsplit(".", 1)[0].replace("/", "_")
+        for i in range(COLOUR_CROPS[kind]):
+            crop, how = random_crop(img, rng, 256, min(512, *img.size))
+            rel = f"{split}/{stem}_{i:02d}.jpg"
+            (dest / split).mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_bytes(jpeg_bytes(crop, quality=95))
+            rows.append(dict(file=rel, source=name, kind=kind, crop=how, license=licence))
+    write_tsv(dest / "CROPS.tsv", ["file", "source", "kind", "crop", "license"], rows)
+    stamp_path.write_text(json.dumps(stamp, indent=1) + "\n")
+    counts = {s: sum(r["file"].startswith(s) for r in rows) for s in ("train", "val")}
+    log(
+        "colour",
+        f"{len(kept)} colour source images ({grey} nearly grey or < 256 px left out): "
+        f"{counts['train']} train + {counts['val']} val crops -> {dest}",
+    )
+
+
 def step_bundle(dl: Downloads, samples: Path) -> None:
     """Regenerate pipeline/samples/ (committed): 20 scikit-image crops and 3 Wesnoth music clips."""
     import soundfile  # the `data` extra
@@ -732,7 +804,7 @@ def _remove_stale(root: Path, keep: set[str], pattern: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 
-STEPS = ("photos", "music", "imagenet-mini", "bundle")
+STEPS = ("photos", "music", "imagenet-mini", "colour", "bundle")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -757,7 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--samples-dir", type=Path, default=SAMPLES, help="where --bundle writes (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0, help="imagenet-mini crop seed (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="crop seed of imagenet-mini and colour (default: %(default)s)"
+    )
     p.add_argument("--train-per-class", type=int, default=40, help="imagenet-mini (default: %(default)s)")
     p.add_argument("--val-per-class", type=int, default=10, help="imagenet-mini (default: %(default)s)")
     p.add_argument(
@@ -776,6 +850,8 @@ def main(argv: list[str] | None = None) -> int:
         step_music(out, dl)
     if "imagenet-mini" in steps:
         step_imagenet(out, dl, args.seed, args.train_per_class, args.val_per_class)
+    if "colour" in steps:
+        step_colour(out, dl, args.seed)
     if "bundle" in steps:
         step_bundle(dl, args.samples_dir.resolve())
     log("done", f"steps: {' '.join(steps)}; downloads recorded in {dl.record}")

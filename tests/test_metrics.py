@@ -56,3 +56,17 @@ def test_ms_ssim_single_scale_is_ssim_and_it_falls_with_noise():
     assert ms_ssim(x, blurred) > ssim(x, blurred)
     with pytest.raises(ValueError, match="161"):
         ms_ssim(x[..., :100, :100], x[..., :100, :100])
+
+
+def test_chroma_psnr_sees_colour_and_not_luma():
+    from pipeline.metrics import chroma, chroma_psnr
+
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(2, 1, 16, 16, generator=g).expand(2, 3, 16, 16)
+    assert torch.allclose(chroma(grey), torch.zeros(2, 2, 16, 16, dtype=torch.float64), atol=1e-6)
+    colour = torch.rand(2, 3, 16, 16, generator=g)
+    # a luma-only change (the same offset on R, G and B) leaves chroma as it was
+    assert chroma_psnr(colour, (colour + 0.1).clamp(0, 1)) > chroma_psnr(colour, grey) + 10
+    assert chroma_psnr(colour, colour) > 100
+    with pytest.raises(ValueError):
+        chroma(torch.rand(1, 1, 4, 4))

@@ -26,10 +26,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..cli import FlagError, JobArgumentParser, float_range, nonnegative_float, nonnegative_int, positive_int
-from ..learning.cli import add_learning_flags, net_and_train, validate_learning_args
+from ..cli import FlagError, JobArgumentParser, float_range, nonnegative_float, nonnegative_int
+from ..learning.cli import add_arm_flags, add_learning_flags, net_and_train, validate_learning_args
 
-ARM_NAMES = ("latent", "pixel", "full")  # pipeline.learning.classify.ARMS (torch-free here)
 EPOCHS = 8
 DEFAULT_IMAGES = "data/elpv-binary"  # scripts/fetch_elpv.py: defective (p >= 0.5) or not; data/elpv: 4 levels
 
@@ -45,17 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latents", help="train from this existing pipeline run (WebDataset) instead of --images")
     add_learning_flags(p, output="out/learn-classify", epochs=EPOCHS, codec=None)  # by the images' channels
     g = p.add_argument_group("the comparison")
-    g.add_argument(
-        "--arms",
-        nargs="+",
-        choices=ARM_NAMES,
-        default=list(ARM_NAMES),
-        help="latent: the codec's latents; pixel: 64x64 pixels (the latents' size); full: 256x256 pixels, "
-        "the ceiling (default: all)",
-    )
-    g.add_argument(
-        "--seeds", type=positive_int, default=3, help="seeds per arm, from --seed (default: %(default)s)"
-    )
+    add_arm_flags(g)
     g.add_argument(
         "--dropout",
         type=float_range(0.0, 1.0, high_open=True),

@@ -1,43 +1,73 @@
-#!/usr/bin/env python
-"""Colorization in the latent domain vs at 64x64 pixels (same input budget), with a report.
+"""Colorization on latents vs 64x64 pixels vs 256x256 pixels (same U-Net, N seeds), with a report.
 
-From colour photos (--images) the job writes 256x256 centre crops and their grey copies (luma,
-replicated to RGB by the pipeline), encodes both with the pipeline (local Ray) into
-<output>/latents, then trains two arms of the same network family:
+From colour photos (--images; default data/colour, from `scripts/fetch_data.py --steps colour`:
+crops of real colour photographs and astrophotos, split by source image) the job writes 256x256
+centre crops and their grey copies (luma, replicated to RGB by the pipeline), encodes both with the
+pipeline (local Ray) into <output>/latents, then trains three arms of the same network:
     latent: latents of the grey image (12x32x32) -> latents of the colour image, decoded by the codec
-    pixel:  grey 3x64x64 -> colour 3x64x64, upsampled (bicubic) to 256x256
-Both are scored at full 256x256 against the colour crop: PSNR and Hasler-Suesstrunk colourfulness,
-with training samples/s and peak memory. Writes report.md, report.json, curves.png, samples.png.
+    pixel:  grey 3x64x64 -> colour 3x64x64 (as many values as the latents), upsampled to 256x256
+    full:   grey 3x256x256 -> colour 3x256x256 (16x the values: the ceiling)
+All are scored at 256x256 against the colour crop: chroma PSNR (the colour alone; primary), PSNR,
+colourfulness, each arm's grey floor and ceiling, train samples/s and memory, mean and spread over
+--seeds. Writes report.md, report.json, curves.png, chroma_psnr.png, samples.png.
 
 Examples:
-    python jobs/learn_colorize.py                                     # CPU, a few minutes
-    python jobs/learn_colorize.py --device cuda --epochs 60 --samples 340 --width 64
+    python scripts/fetch_data.py --steps colour       # once: data/colour (~250 MB download)
+    python jobs/learn_colorize.py                       # CPU: 3 arms x 3 seeds
+    python jobs/learn_colorize.py --latents out/learn-colorize/latents --arms latent pixel --seeds 1
+    python jobs/learn_colorize.py --device cuda --epochs 40 --width 64
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
+from pathlib import Path
 
-from ..cli import JobArgumentParser, positive_int
-from ..learning.cli import add_learning_flags, net_and_train, validate_learning_args
+from ..cli import FlagError, JobArgumentParser, nonnegative_float, positive_int
+from ..learning.cli import add_arm_flags, add_learning_flags, net_and_train, validate_learning_args
+
+EPOCHS = 5
+DEFAULT_IMAGES = "data/colour"  # scripts/fetch_data.py --steps colour
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", default="data/imagenet-mini", help="colour photos (default: %(default)s)")
+    p.add_argument(
+        "--images",
+        default=DEFAULT_IMAGES,
+        help="colour photos: a folder with train/ and val/, or any image folder (split 80/20 at random) "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--latents", help="reuse the latents of a previous run of this job (its pairs/ must exist)"
     )
     p.add_argument(
-        "--val-samples", type=positive_int, default=60, help="held-out images (default: %(default)s)"
+        "--val-samples",
+        type=positive_int,
+        default=None,
+        help="held-out images, a seeded choice (default: every image of val/, else 20%%)",
     )
-    add_learning_flags(p, output="out/learn-colorize", epochs=8, samples=240)
+    add_learning_flags(p, output="out/learn-colorize", epochs=EPOCHS)
+    g = p.add_argument_group("the comparison")
+    add_arm_flags(g)
+    g.add_argument(
+        "--weight-decay", type=nonnegative_float, default=0.05, help="AdamW (default: %(default)s)"
+    )
     return p
 
 
+def validate(args: argparse.Namespace) -> None:
+    if args.latents is None and args.images == DEFAULT_IMAGES and not Path(DEFAULT_IMAGES).exists():
+        raise FlagError(
+            "--images", f"{DEFAULT_IMAGES} does not exist: fetch it with scripts/fetch_data.py --steps colour"
+        )
+    validate_learning_args(args, "--images")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_checked(argv, lambda a: validate_learning_args(a, "--images"))
+    args = build_parser().parse_checked(argv, validate)
     from ..learning.colorize import ColorizeConfig, run
 
     net, train = net_and_train(args)
@@ -49,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         samples=args.samples,
         val_samples=args.val_samples,
         device=args.device,
+        arms=tuple(args.arms),
+        seeds=args.seeds,
         net=net,
-        train=train,
+        train=replace(train, weight_decay=args.weight_decay),
     )
     run(cfg)
     return 0

@@ -1,6 +1,6 @@
 """Image classification: latents vs same-size pixels vs full-resolution pixels, same trunk, N seeds.
 
-Arms (ARMS): the codec's latents of the 256x256 image, the image at 64x64 (as many values) and at
+Arms (arms.ARMS): the codec's latents of the 256x256 image, the image at 64x64 (as many values) and at
 256x256 (what the codec saw: the ceiling). Every arm reaches the trunk's 32x32 grid through a cell
 stem of the same depth (models.cell_stem), gets the same dropout, weight decay, batch order and the
 same augmentation, exact in each domain (Augment). The report answers the comparison's questions
@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import matplotlib
 
@@ -36,8 +35,8 @@ from ..loaders import LatentWebDataset  # noqa: E402
 from ..loaders.augment import roll_is_exact  # noqa: E402
 from ..loaders.common import flip_choice  # noqa: E402
 from ..metrics import accuracy  # noqa: E402
+from .arms import Arm, comparison, select_arms  # noqa: E402
 from .data import (  # noqa: E402
-    IMAGE_SIDE,
     PIXEL_SIDE,
     LatentSet,
     Standardizer,
@@ -63,31 +62,6 @@ from .report import (  # noqa: E402
     summary_table,
     write_report,
 )
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One input of the comparison: the codec's latents, or the image at some pixel side."""
-
-    name: str
-    domain: Literal["latent", "pixel"]
-    side: int  # pixel side (0 for latents: their grid is the codec's)
-    about: str
-
-
-ARMS: dict[str, Arm] = {
-    "latent": Arm("latent", "latent", 0, "the codec's latents of the 256x256 image"),
-    "pixel": Arm("pixel", "pixel", PIXEL_SIDE, "the image at 64x64: as many values as the latents"),
-    "full": Arm("full", "pixel", IMAGE_SIDE, "the image at 256x256, what the codec saw: the ceiling"),
-}
-
-
-def select_arms(names: tuple[str, ...]) -> list[Arm]:
-    """The arms to train, in the given order (each at most once)."""
-    unknown = [n for n in names if n not in ARMS]
-    if unknown or not names or len(set(names)) != len(names):
-        raise ValueError(f"arms must be distinct names among {sorted(ARMS)}, got {list(names)}")
-    return [ARMS[n] for n in names]
 
 
 @dataclass(frozen=True)
@@ -388,27 +362,6 @@ def run(cfg: ClassifyConfig) -> Report:
     print(summary_table(report))
     print(seed_table(summary))
     return report
-
-
-def comparison(summary: dict[str, dict[str, float]]) -> dict[str, float | str]:
-    """The questions the comparison asks: does resolution matter (full vs 64x64 pixels), how much of
-    that gap the latents recover, and whether each difference is beyond the seeds' spread (every seed
-    of one arm above every seed of the other)."""
-    out: dict[str, float | str] = {}
-    if "full" in summary and "pixel" in summary:
-        f, p = summary["full"], summary["pixel"]
-        out["gap full - pixel"] = round(f["mean"] - p["mean"], 4)
-        out["full beats pixel beyond the spread"] = str(f["min"] > p["max"])
-        if "latent" in summary and f["mean"] > p["mean"]:
-            lat = summary["latent"]
-            out["share of the gap the latents recover"] = round(
-                (lat["mean"] - p["mean"]) / (f["mean"] - p["mean"]), 3
-            )
-    if "latent" in summary and "pixel" in summary:
-        lat, p = summary["latent"], summary["pixel"]
-        out["gap latent - pixel"] = round(lat["mean"] - p["mean"], 4)
-        out["latent beats pixel beyond the spread"] = str(lat["min"] > p["max"])
-    return out
 
 
 def _notes(cfg: ClassifyConfig, overlap: dict | None) -> list[str]:

@@ -76,6 +76,24 @@ def add_learning_flags(
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+IMAGE_ARMS = ("latent", "pixel", "full")  # pipeline.learning.arms.ARMS (torch-free here)
+
+
+def add_arm_flags(g: argparse._ArgumentGroup) -> None:
+    """--arms and --seeds of the three-arm image jobs (classify, colorize)."""
+    g.add_argument(
+        "--arms",
+        nargs="+",
+        choices=IMAGE_ARMS,
+        default=list(IMAGE_ARMS),
+        help="latent: the codec's latents; pixel: 64x64 pixels (the latents' size); full: 256x256 pixels, "
+        "the ceiling (default: all)",
+    )
+    g.add_argument(
+        "--seeds", type=positive_int, default=3, help="seeds per arm, from --seed (default: %(default)s)"
+    )
+
+
 def validate_learning_args(
     args: argparse.Namespace, data_flag: str | None = None, codec_kind: str = "2d"
 ) -> None:

@@ -140,7 +140,7 @@ def train_stream(
 
 def interleaved_speed(
     arms: dict[str, tuple[nn.Module, Tensor, Tensor]],
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | dict[str, Callable[[Tensor, Tensor], Tensor]],
     cfg: LearnConfig,
     device: torch.device,
     steps: int = 4,
@@ -150,8 +150,11 @@ def interleaved_speed(
 
     The arms train one after the other, so on a machine shared with other jobs their epoch timings
     see different loads; alternating short rounds on copies of the trained models puts both arms
-    under the same load. Same batch size, optimizer and step as training."""
+    under the same load. Same batch size, optimizer and step as training; `loss_fn` is one loss for
+    every arm or each arm's own, by name."""
     import copy
+
+    losses = loss_fn if isinstance(loss_fn, dict) else {name: loss_fn for name in arms}
 
     rates: dict[str, list[float]] = {name: [] for name in arms}
     state = {}
@@ -164,7 +167,7 @@ def interleaved_speed(
             idx = [torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=gen) for _ in range(steps)]
             t0 = time.perf_counter()
             for i in idx:
-                loss = loss_fn(m(x[i].to(device)), y[i].to(device))
+                loss = losses[name](m(x[i].to(device)), y[i].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -6,8 +6,9 @@
 
 Both stems map their input (12,288 values either way) to the same width at 32x32, so trunk and
 head cost the same in both arms; the arms differ only in what the values are (wavelet-packet
-latents of the 256x256 image vs the image downsampled to 64x64). Dense outputs mirror the stem:
-a 3x3 conv back to 12 latent channels, or a 4x4 transposed conv back to 3x64x64 pixels.
+latents of the 256x256 image vs the image downsampled to 64x64). The three-arm jobs (classify,
+colorize) use cell_stem, which reaches the same 32x32 grid from latents and from pixels at any
+resolution; dense outputs mirror it (cell_unstem).
 """
 
 from __future__ import annotations
@@ -36,13 +37,6 @@ def stem(domain: Domain, in_channels: int, width: int) -> nn.Module:
     else:
         raise ValueError(f"domain must be 'latent' or 'pixel', got {domain!r}")
     return nn.Sequential(conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True))
-
-
-def unstem(domain: Domain, width: int, out_channels: int) -> nn.Module:
-    """width x 32x32 -> the domain's own output layout (dense tasks)."""
-    if domain == "latent":
-        return nn.Conv2d(width, out_channels, 3, padding=1)
-    return nn.ConvTranspose2d(width, out_channels, 4, stride=2, padding=1)
 
 
 class Block(nn.Module):
@@ -116,13 +110,14 @@ class GridReader(nn.Module):
 
 
 class Translator(nn.Module):
-    """stem -> trunk as a small U-Net (8x8 context back to 32x32) -> unstem; predicts a residual
-    over the input (colour latents minus grey latents, or colour pixels minus grey pixels)."""
+    """cell_stem -> trunk as a small U-Net (8x8 context back to 32x32) -> cell_unstem; predicts a
+    residual over the input (colour latents minus grey latents, or colour pixels minus grey pixels),
+    so every arm starts from "output = input", its grey floor."""
 
-    def __init__(self, domain: Domain, in_channels: int, out_channels: int, cfg: NetConfig = NetConfig()):
+    def __init__(self, in_channels: int, out_channels: int, cell: int, cfg: NetConfig = NetConfig()):
         super().__init__()
         w = cfg.width
-        self.stem, self.trunk = stem(domain, in_channels, w), Trunk(cfg)
+        self.stem, self.trunk = cell_stem(in_channels, cell, w), Trunk(cfg)
         self.up3 = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(4 * w, 2 * w, 3, padding=1)
         )
@@ -130,7 +125,7 @@ class Translator(nn.Module):
             nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(4 * w, w, 3, padding=1)
         )
         self.fuse = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.ReLU(inplace=True))
-        self.out = unstem(domain, w, out_channels)
+        self.out = cell_unstem(w, out_channels, cell)
         nn.init.zeros_(self.out.weight)  # start from "output = input" (the grey image)
         nn.init.zeros_(self.out.bias)
         self.residual = in_channels == out_channels
@@ -181,6 +176,15 @@ def cell_stem(in_channels: int, cell: int, width: int) -> nn.Module:
         nn.BatchNorm2d(width),
         nn.ReLU(inplace=True),
     )
+
+
+def cell_unstem(width: int, out_channels: int, cell: int) -> nn.Module:
+    """width x 32x32 -> out_channels x (32 cell)^2, the mirror of cell_stem for dense outputs: a 3x3
+    conv on latents (cell 1), else a transposed conv of kernel 2 cell and stride cell, so neighbouring
+    cells overlap by half and the output has no cell-sized blocks (64x64 pixels: 4x4, stride 2)."""
+    if cell == 1:
+        return nn.Conv2d(width, out_channels, 3, padding=1)
+    return nn.ConvTranspose2d(width, out_channels, 2 * cell, stride=cell, padding=cell // 2)
 
 
 class CellClassifier(nn.Module):

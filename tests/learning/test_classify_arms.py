@@ -9,16 +9,8 @@ from PIL import Image
 
 from pipeline import codec as wc
 from pipeline.config import DEFAULT_IMAGE_INPUT
-from pipeline.learning.classify import (
-    ARMS,
-    Augment,
-    ClassifyConfig,
-    augmented,
-    comparison,
-    epoch_plan,
-    pick_codec,
-    select_arms,
-)
+from pipeline.learning.arms import ARMS, comparison, select_arms
+from pipeline.learning.classify import Augment, ClassifyConfig, augmented, epoch_plan, pick_codec
 from pipeline.learning.data import image_files
 from pipeline.learning.loop import ArmResult
 from pipeline.learning.models import CellClassifier, NetConfig

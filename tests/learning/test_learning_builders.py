@@ -114,7 +114,7 @@ def test_models_share_the_trunk_and_differ_in_the_stem(domain, channels, side):
     clf = Classifier(domain, channels, 9)
     assert clf(x).shape == (2, 9)
     assert GridReader(domain, channels, len(CHARSET))(x).shape == (2, len(CHARSET), 8, 8)
-    tr = Translator(domain, channels, channels).eval()
+    tr = Translator(channels, channels, 1 if domain == "latent" else 2).eval()
     assert torch.equal(tr(x), x)  # zero-initialised output layer: starts as the identity (grey in, grey out)
     other = Classifier("pixel" if domain == "latent" else "latent", 15 - channels, 9)
     trunk = {k: v.shape for k, v in clf.state_dict().items() if not k.startswith("stem")}
