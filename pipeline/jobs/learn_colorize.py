@@ -25,7 +25,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..cli import FlagError, JobArgumentParser, nonnegative_float, positive_int
+from ..cli import FlagError, JobArgumentParser, check_input, nonnegative_float, positive_int
 from ..learning.cli import add_arm_flags, add_learning_flags, net_and_train, validate_learning_args
 
 EPOCHS = 5
@@ -63,7 +63,32 @@ def validate(args: argparse.Namespace) -> None:
         raise FlagError(
             "--images", f"{DEFAULT_IMAGES} does not exist: fetch it with scripts/fetch_data.py --steps colour"
         )
+    if args.latents is None:  # before the codec check, which imports torch
+        check_input("--images", args.images)
+        _check_image_counts(Path(args.images), args.samples, args.val_samples)
     validate_learning_args(args, "--images")
+
+
+def _check_image_counts(root: Path, samples: int | None, val_samples: int | None) -> None:
+    """Enough images for the split asked for (pipeline.learning.colorize.pick_images), before any work."""
+    from ..sources.image_folder import IMAGE_EXTENSIONS
+
+    def count(folder: Path) -> int:
+        return sum(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.rglob("*"))
+
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        for split, flag, asked in (("train", "--samples", samples), ("val", "--val-samples", val_samples)):
+            n = count(root / split)
+            if n == 0 or (asked is not None and asked > n):
+                raise FlagError(flag, f"{root / split} holds {n} images, {asked or 'at least 1'} needed")
+        return
+    n = count(root)
+    n_val = val_samples if val_samples is not None else max(1, n // 5)
+    n_train = samples if samples is not None else n - n_val
+    if n_train < 1 or n < n_train + n_val:
+        raise FlagError(
+            "--images", f"{root} holds {n} images: too few for {max(n_train, 1)} train + {n_val} val"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,6 +172,8 @@ class Standardizer:
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """Image files under a folder, sorted (the listing order every job uses)."""
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in exts and p.is_file())
+    """Image files under a local folder, sorted (the listing order every job uses), with the
+    extensions the image-folder source takes."""
+    from ..sources.image_folder import IMAGE_EXTENSIONS
+
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
