@@ -15,6 +15,7 @@ objects is refused unless the caller passes `trust_pickle=True`.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -140,13 +141,19 @@ def _embedded_config(ckpt: dict) -> dict | None:
 
 
 def save(codec: WaLLoC, path: str | Path, *, name: str | None = None, metadata: dict | None = None) -> Path:
-    """Write `<path>.safetensors` + `<path>.json`; returns the JSON path. The hash is recorded."""
+    """Write `<path>.safetensors` + `<path>.json`; returns the JSON path. The hash is recorded.
+
+    Each file is written beside its place and renamed into it, weights first: an interrupted save
+    (a training job stopped mid-checkpoint) leaves the previous pair whole, never half a file, and
+    the JSON's hash catches a new weights file beside an old JSON."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
     stem.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
     digest = codec_hash(codec.config, state_dict)
-    save_file(state_dict, str(stem) + ".safetensors")
+    weights = Path(str(stem) + ".safetensors")
+    save_file(state_dict, str(weights) + ".part")
+    os.replace(str(weights) + ".part", weights)
     description = {
         "format": FORMAT,
         "name": name or stem.name,
@@ -156,7 +163,9 @@ def save(codec: WaLLoC, path: str | Path, *, name: str | None = None, metadata: 
         "metadata": metadata or {},
     }
     json_path = Path(str(stem) + ".json")
-    json_path.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+    part = Path(str(json_path) + ".part")
+    part.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+    os.replace(part, json_path)
     return json_path
 
 
