@@ -286,7 +286,8 @@ def run(cfg: DocumentsConfig) -> Report:
             "and spread (sample standard deviation) over all seeds.",
             "Same trunk, head, optimizer, epochs and batches for all arms; every arm reaches the trunk's "
             "32x32 grid through a cell stem of the same depth (models.cell_stem: 1x1 then 1x1 on latents, "
-            "2x2 on 64x64 pixels, 4x4 then 2x2 on 256x256 pixels; then a 3x3 conv), as in classify.",
+            "1x1 then 2x2 on 64x64 pixels, 4x4 then 2x2 on 256x256 pixels; then a 3x3 conv), as in "
+            "classify.",
         ],
         config=job_config("documents", cfg, device),
         extra={
