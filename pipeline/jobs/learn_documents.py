@@ -10,7 +10,7 @@ Reports glyph accuracy (text cells) and cell accuracy, mean and spread over seed
 samples/s and memory; writes report.md, report.json, seeds.json, curves.png, seeds.png.
 
 Examples:
-    python scripts/fetch_documents.py && python jobs/learn_documents.py        # CPU, ~15 min
+    python scripts/fetch_documents.py && python jobs/learn_documents.py        # CPU, ~7 min
     python jobs/learn_documents.py --latents out/learn-documents/latents --epochs 12
     python jobs/learn_documents.py --device cuda --samples 8000 --epochs 30 --width 64
 """

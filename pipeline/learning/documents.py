@@ -5,9 +5,9 @@
       -> 256x256 tiles (PNG, 8x8 cells of 32 px) + per-cell labels from the page's text layer
       -> encode pipeline, grey codec (1x256x256 -> 4x32x32, the size of 1x64x64) -> WebDataset shards
 
-    latent arm:  4x32x32 latents (standardised per channel)      --3x3 conv--\
-    pixel arm:   the tile at 1x64x64 (pipeline's resize rule)    --4x4 s2----->-- same trunk, head per cell
-    full arm:    the tile at 1x256x256 (the ceiling, 16x input)  --4x4 fold, 4x4 s2/
+    latent arm:  4x32x32 latents (standardised per channel)      --cell stem, cell 1--\
+    pixel arm:   the tile at 1x64x64 (pipeline's resize rule)    --cell stem, cell 2---->-- same trunk,
+    full arm:    the tile at 1x256x256 (the ceiling, 16x input)  --cell stem, cell 8--/    head per cell
 
 Label of a cell: the glyph whose text-layer box centre is nearest the cell's centre, if within
 `radius` px of it on both axes, as one of 38 classes (blank, A-Z with case folded, 0-9, any other
@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import image_codec_for
+from .arms import ARMS  # latent, pixel (64x64), full (256x256)
 from .data import (
     IMAGE_SIDE,
+    LATENT_SIDE,
     PIXEL_SIDE,
     Standardizer,
     encode_folder,
@@ -43,14 +45,13 @@ from .data import (
 )
 from .loop import ArmResult, LearnConfig, interleaved_speed, predict, train_arm
 from .measure import pick_device
-from .models import GridReader, NetConfig, strided_stem
+from .models import CellGridReader, NetConfig
 from .pdf_text import page_count, render_page
 from .report import Report, job_config, plot_seeds, seed_summary, seed_table, summary_table, write_report
 
 CLASSES = " ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*"  # 0: blank cell, last: any other glyph
 GRID, CELL = 8, IMAGE_SIDE // 8  # 8x8 cells of 32 px: one cell = 4x4 latent positions = 8x8 px at 64
 LABELS = "labels.json"  # <tiles>/labels.json: relative path -> 64 class indices (row-major)
-ARMS = ("latent", "pixel", "full")
 
 
 @dataclass(frozen=True)
@@ -173,13 +174,12 @@ def _find_tile(pdf: Path, pages: int, rng: np.random.Generator, cfg: DocumentsCo
     return None
 
 
-def make_model(arm: str, in_channels: int, net: NetConfig) -> GridReader:
-    """The same GridReader for every arm; the full-resolution arm gets a stem that reduces 256 to 32."""
-    if arm == "full":
-        model = GridReader("pixel", in_channels, len(CLASSES), net)
-        model.stem = strided_stem(in_channels, net.width, IMAGE_SIDE // 32)
-        return model
-    return GridReader(arm, in_channels, len(CLASSES), net)
+def make_model(arm: str, in_channels: int, net: NetConfig) -> CellGridReader:
+    """The same CellGridReader for every arm, as classify's CellClassifier: a cell stem embeds each
+    position of the trunk's 32x32 grid (cell 1 on latents, 2 on 64x64 pixels, 8 on 256x256 pixels)."""
+    side = ARMS[arm].side
+    cell = side // LATENT_SIDE if side else 1
+    return CellGridReader(in_channels, cell, len(CLASSES), net)
 
 
 def glyph_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -284,8 +284,10 @@ def run(cfg: DocumentsConfig) -> Report:
             "pages.",
             f"Seeds {list(cfg.seeds)}: the table above is seed {cfg.seeds[0]}; the seed table gives mean "
             "and spread (sample standard deviation) over all seeds.",
-            "Same trunk, head, optimizer, epochs and batches for all arms; only the stem differs (the full "
-            "arm's stem folds 4x4 pixel blocks into channels, then the pixel arm's 4x4 stride-2 conv).",
+            "Same trunk, head, optimizer, epochs and batches for all arms; every arm reaches the trunk's "
+            "32x32 grid through a cell stem of the same depth (models.cell_stem: 1x1 then 1x1 on latents, "
+            "1x1 then 2x2 on 64x64 pixels, 4x4 then 2x2 on 256x256 pixels; then a 3x3 conv), as in "
+            "classify.",
         ],
         config=job_config("documents", cfg, device),
         extra={

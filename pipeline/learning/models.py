@@ -7,8 +7,8 @@
 Both stems map their input (12,288 values either way) to the same width at 32x32, so trunk and
 head cost the same in both arms; the arms differ only in what the values are (wavelet-packet
 latents of the 256x256 image vs the image downsampled to 64x64). The three-arm jobs (classify,
-colorize) use cell_stem, which reaches the same 32x32 grid from latents and from pixels at any
-resolution; dense outputs mirror it (cell_unstem).
+colorize, documents) use cell_stem, which reaches the same 32x32 grid from latents and from pixels
+at any resolution; dense outputs mirror it (cell_unstem).
 """
 
 from __future__ import annotations
@@ -142,21 +142,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def strided_stem(in_channels: int, width: int, factor: int) -> nn.Module:
-    """Input at `factor` times the trunk's 32x32 -> width x 32x32: space-to-depth by factor/2 (free),
-    then the pixel stem's 4x4 stride-2 conv; a full-resolution pixel arm (256x256: factor 8) thus sees
-    overlapping 16x16-pixel patches at stride 8, as the latent stem sees 3x3 blocks of 8x8 pixels."""
-    if factor < 2 or factor % 2:
-        raise ValueError(f"factor must be an even number >= 2, got {factor}")
-    fold = factor // 2
-    return nn.Sequential(
-        nn.PixelUnshuffle(fold),
-        nn.Conv2d(in_channels * fold * fold, width, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(width),
-        nn.ReLU(inplace=True),
-    )
-
-
 def cell_stem(in_channels: int, cell: int, width: int) -> nn.Module:
     """Input -> width x (side / cell)^2 for inputs of any resolution, in two nonlinear embedding steps
     and a 3x3 conv: a (cell/2)-strided conv then a 2x2 stride-2 conv embed each grid cell (1x1 then
@@ -201,3 +186,16 @@ class CellClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.drop(self.trunk(self.stem(x))[2].mean(dim=(2, 3))))
+
+
+class CellGridReader(nn.Module):
+    """cell_stem -> trunk -> 1x1 conv: GridReader's per-cell logits (B, classes, 8, 8) for latents and
+    pixels at any resolution whose grid of cells is the trunk's 32x32 (the documents job's three arms)."""
+
+    def __init__(self, in_channels: int, cell: int, classes: int, cfg: NetConfig = NetConfig()):
+        super().__init__()
+        self.stem, self.trunk = cell_stem(in_channels, cell, cfg.width), Trunk(cfg)
+        self.head = nn.Conv2d(self.trunk.out_channels, classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(self.stem(x))[2])

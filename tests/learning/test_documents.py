@@ -100,11 +100,19 @@ def test_only_text_cells_are_trained_on_and_scored():
 
 
 @pytest.mark.parametrize(
-    "arm,shape", [("latent", (4, 32, 32)), ("pixel", (1, 64, 64)), ("full", (1, 256, 256))]
+    "arm,shape,kernel", [("latent", (4, 32, 32), 1), ("pixel", (1, 64, 64), 1), ("full", (1, 256, 256), 4)]
 )
-def test_every_arm_reads_an_8x8_grid(arm, shape):
+def test_every_arm_reads_an_8x8_grid_through_a_cell_stem(arm, shape, kernel):
     model = make_model(arm, shape[0], NetConfig(width=8)).eval()
     assert model(torch.zeros(2, *shape)).shape == (2, len(CLASSES), 8, 8)
+    # classify's stem family: embed each 32x32 grid cell (1x1 on latents and at 64, 4x4 at 256) ...
+    first, second = [m for m in model.stem if isinstance(m, torch.nn.Conv2d)][:2]
+    assert first.kernel_size == first.stride == (kernel, kernel)
+    assert second.stride == ((1, 1) if arm == "latent" else (2, 2))
+    # ... then the same trunk and head for every arm
+    other = make_model("latent", 4, NetConfig(width=8))
+    rest = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("stem.")}
+    assert rest == {k: v.shape for k, v in other.state_dict().items() if not k.startswith("stem.")}
 
 
 def _collections(root, pdfs_per_collection=5):
