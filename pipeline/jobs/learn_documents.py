@@ -10,8 +10,8 @@ Reports glyph accuracy (text cells) and cell accuracy, mean and spread over seed
 samples/s and memory; writes report.md, report.json, seeds.json, curves.png, seeds.png.
 
 Examples:
-    python scripts/fetch_documents.py && python jobs/learn_documents.py        # CPU, ~7 min
-    python jobs/learn_documents.py --latents out/learn-documents/latents --epochs 12
+    python scripts/fetch_documents.py && python jobs/learn_documents.py        # CPU, ~15 min
+    python jobs/learn_documents.py --latents out/learn-documents/latents --epochs 20
     python jobs/learn_documents.py --device cuda --samples 8000 --epochs 30 --width 64
 """
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="render scale, pixels per PDF point (default: %(default)s = 180 dpi)",
     )
     # codec=None: the bundled grey codec (tiles are rendered grey)
-    add_learning_flags(p, output="out/learn-documents", epochs=5, samples=1200, codec=None)
+    add_learning_flags(p, output="out/learn-documents", epochs=12, samples=1200, codec=None)
     return p
 
 

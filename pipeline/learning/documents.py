@@ -68,7 +68,7 @@ class DocumentsConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     device: str = "auto"
     net: NetConfig = field(default_factory=NetConfig)
-    train: LearnConfig = field(default_factory=lambda: LearnConfig(epochs=5))
+    train: LearnConfig = field(default_factory=lambda: LearnConfig(epochs=12))
 
 
 def char_class(ch: str) -> int:
