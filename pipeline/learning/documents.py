@@ -66,6 +66,7 @@ class DocumentsConfig:
     latents: str | None = None  # a run of a previous call (its tiles/ folder must still exist)
     codec: str | None = None  # None: the bundled grey codec (pages are rendered grey)
     seeds: tuple[int, ...] = (0, 1, 2)
+    dropout: float = 0.0  # before the per-cell head, every arm
     device: str = "auto"
     net: NetConfig = field(default_factory=NetConfig)
     train: LearnConfig = field(default_factory=lambda: LearnConfig(epochs=12))
@@ -174,12 +175,12 @@ def _find_tile(pdf: Path, pages: int, rng: np.random.Generator, cfg: DocumentsCo
     return None
 
 
-def make_model(arm: str, in_channels: int, net: NetConfig) -> CellGridReader:
+def make_model(arm: str, in_channels: int, net: NetConfig, dropout: float = 0.0) -> CellGridReader:
     """The same CellGridReader for every arm, as classify's CellClassifier: a cell stem embeds each
     position of the trunk's 32x32 grid (cell 1 on latents, 2 on 64x64 pixels, 8 on 256x256 pixels)."""
     side = ARMS[arm].side
     cell = side // LATENT_SIDE if side else 1
-    return CellGridReader(in_channels, cell, len(CLASSES), net)
+    return CellGridReader(in_channels, cell, len(CLASSES), net, dropout)
 
 
 def glyph_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,7 @@ def run(cfg: DocumentsConfig) -> Report:
         for arm in ARMS:
             x_tr, x_va = inputs[arm]
             torch.manual_seed(seed)
-            model = make_model(arm, x_tr.shape[1], cfg.net)
+            model = make_model(arm, x_tr.shape[1], cfg.net, cfg.dropout)
 
             def evaluate(m, x_va=x_va):
                 return cell_metrics(predict(m, x_va, device), y_va)

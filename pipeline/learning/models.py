@@ -192,10 +192,13 @@ class CellGridReader(nn.Module):
     """cell_stem -> trunk -> 1x1 conv: GridReader's per-cell logits (B, classes, 8, 8) for latents and
     pixels at any resolution whose grid of cells is the trunk's 32x32 (the documents job's three arms)."""
 
-    def __init__(self, in_channels: int, cell: int, classes: int, cfg: NetConfig = NetConfig()):
+    def __init__(
+        self, in_channels: int, cell: int, classes: int, cfg: NetConfig = NetConfig(), dropout: float = 0.0
+    ):
         super().__init__()
         self.stem, self.trunk = cell_stem(in_channels, cell, cfg.width), Trunk(cfg)
+        self.drop = nn.Dropout(dropout)
         self.head = nn.Conv2d(self.trunk.out_channels, classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.trunk(self.stem(x))[2])
+        return self.head(self.drop(self.trunk(self.stem(x))[2]))

@@ -115,6 +115,19 @@ def test_every_arm_reads_an_8x8_grid_through_a_cell_stem(arm, shape, kernel):
     assert rest == {k: v.shape for k, v in other.state_dict().items() if not k.startswith("stem.")}
 
 
+def test_dropout_acts_in_training_only():
+    model = make_model("latent", 4, NetConfig(width=8), dropout=0.5)
+    x = torch.randn(2, 4, 32, 32)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # a new mask per call
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    plain = make_model("latent", 4, NetConfig(width=8))
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }  # dropout adds no parameters
+
+
 def _collections(root, pdfs_per_collection=5):
     words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "0123456789"]
     for c, name in enumerate(["alpha", "beta"]):

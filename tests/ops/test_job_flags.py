@@ -141,6 +141,8 @@ CASES: list[tuple[str, list[str], str, bool]] = [
     ("learn_documents", ["--documents", IMG, "--output", OUT, "--seeds", "0,0"], "--seeds", False),
     ("learn_documents", ["--documents", IMG, "--output", OUT, "--seeds", "a"], "--seeds", False),
     ("learn_documents", ["--documents", IMG, "--output", OUT, "--scale", "0"], "--scale", False),
+    ("learn_documents", ["--documents", IMG, "--output", OUT, "--dropout", "1"], "--dropout", False),
+    ("learn_documents", ["--documents", IMG, "--output", OUT, "--weight-decay", "-1"], "--weight-decay", False),  # noqa: E501
     ("learn_separate", ["--stems", MISSING, "--output", OUT], "--stems", True),
     ("learn_separate", ["--stems", AUD, "--output", OUT, "--codec", "rgb-16x-klt"], "--codec", True),
     ("learn_separate", ["--stems", AUD, "--output", OUT, "--window", "0"], "--window", True),
