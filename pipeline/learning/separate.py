@@ -64,7 +64,7 @@ from ..sinks import SinkSpec
 STEMS = ("vocals", "bass", "other")  # predicted, in this order (MUSDB names; no drums in the rendered set)
 RATE = 44100
 LATENT_NORMS = ("channel", "scalar")  # SeparateConfig.latent_norm
-STEM_KINDS = ("mix", "conv")  # SeparateConfig.latent_stem / Separator1d(stem=...)
+STEM_KINDS = ("mix", "conv", "mixlin", "mixres")  # SeparateConfig.latent_stem / Separator1d(stem=...)
 
 
 @dataclass(frozen=True)
@@ -358,14 +358,35 @@ class ResBlock1d(nn.Module):
         return x + self.body(x)
 
 
+class ChannelMix(nn.Module):
+    """x + a 1x1 bottleneck MLP over the channels of each step (pre-activation, as ResBlock1d)."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm1d(channels),
+            nn.GELU(),
+            nn.Conv1d(channels, hidden, 1),
+            nn.BatchNorm1d(hidden),
+            nn.GELU(),
+            nn.Conv1d(hidden, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
 class Separator1d(nn.Module):
     """(B, C, T) mixture -> (B, S * C, T) stems, the same network for latents and folded waveforms:
     a stem, residual blocks with dilations 1, 2, 4, 8 (receptive field 31 steps + 2), 1x1 head.
 
-    stem="conv": one 3-tap conv, channels -> width. stem="mix" (for latents, whose channels are
-    transform coefficients of the same instant): a 1x1 conv mixes the channels of each time step into
-    `width` features (BatchNorm, GELU) before a width -> width 3-tap conv; at channels=108, width=64 it
-    has 19,456 parameters against the 3-tap stem's 20,800, so the arms stay matched in size."""
+    stem="conv": one 3-tap conv, channels -> width (20,800 parameters at 108 -> 64). Stems that mix
+    the channels of each time step first (latent channels are transform coefficients of the same
+    instant), measured in docs/learning-audio.md:
+    - "mix": 1x1 conv channels -> width, BatchNorm, GELU, then a width -> width 3-tap conv (19,456);
+    - "mixlin": the same without the GELU (a factorised 3-tap conv; 19,456);
+    - "mixres": ChannelMix (a residual 1x1 MLP at the input's channels, hidden 32: 7,332), then the
+      3-tap conv (28,132 in all)."""
 
     def __init__(self, channels: int, stems: int, width: int, blocks: int, stem: str = "conv"):
         super().__init__()
@@ -378,6 +399,12 @@ class Separator1d(nn.Module):
                 nn.GELU(),
                 nn.Conv1d(width, width, 3, padding=1),
             )
+        elif stem == "mixlin":
+            self.stem = nn.Sequential(
+                nn.Conv1d(channels, width, 1), nn.BatchNorm1d(width), nn.Conv1d(width, width, 3, padding=1)
+            )
+        elif stem == "mixres":
+            self.stem = nn.Sequential(ChannelMix(channels, 32), nn.Conv1d(channels, width, 3, padding=1))
         else:
             raise ValueError(f"stem must be one of {STEM_KINDS}, not {stem!r}")
         self.blocks = nn.Sequential(*[ResBlock1d(width, 2 ** (i % 4)) for i in range(blocks)])

@@ -189,6 +189,14 @@ def test_mix_stem_mixes_channels_per_step_and_keeps_the_size_close():
     assert mix.stem[-1].kernel_size == (3,) and mix.stem[-1].in_channels == 64
     assert count_parameters(conv) == 109_060  # the figure docs/learning-audio.md quotes
     assert count_parameters(mix) == 107_716  # 1x1 108->64 + BN + 3-tap 64->64 vs 3-tap 108->64
+    for stem, params in (("mixlin", 107_716), ("mixres", 116_392)):
+        net = Separator1d(channels=108, stems=3, width=64, blocks=4, stem=stem)
+        assert net(torch.zeros(2, 108, 258)).shape == (2, 3 * 108, 258)
+        assert count_parameters(net) == params
+    res = Separator1d(channels=108, stems=3, width=64, blocks=4, stem="mixres").stem[0]
+    x = torch.randn(2, 108, 9)
+    torch.nn.init.zeros_(res.body[-1].weight), torch.nn.init.zeros_(res.body[-1].bias)
+    assert torch.equal(res(x), x)  # residual: the channel mix adds to the input, it does not replace it
     with pytest.raises(ValueError, match="stem"):
         Separator1d(channels=8, stems=3, width=4, blocks=1, stem="fft")
     with pytest.raises(ValueError, match="latent_stem"):
