@@ -33,12 +33,12 @@ the estimate, and each arm's ceiling (the true stem through the codec, and throu
 resampling).
 
 Normalisation: the waveform arms divide inputs and targets by one scalar each, from the first
-training batches (they are not latents: the manifest has no statistics of them). The latent arm by
-default (latent_norm="channel") uses the run manifest's per-channel statistics (LatentNorm): no
-extra pass over the data. Stem: the latent arm by default (latent_stem="mix") mixes its 108 channels
-per time step (1x1 conv, BatchNorm, GELU) before the 3-tap conv; the waveform arms keep the 3-tap
-conv (their 108 channels are time phases, not a transform's coefficients), with about the same
-parameter count (the 1x1 conv maps to --width before the 3-tap conv: 19,456 vs 20,800 at width 64).
+training batches (they are not latents: the manifest has no statistics of them). The latent arm does
+the same by default (latent_norm="scalar"); latent_norm="channel" uses the run manifest's per-channel
+statistics instead (LatentNorm.from_run: no extra pass over the data). Stem: every arm starts with a
+3-tap conv by default (latent_stem="conv"); latent_stem="mix" / "mixlin" / "mixres" give the latent
+arm a stem that mixes its channels per time step first (Separator1d). Neither option measured better
+than the defaults at 3 seeds (docs/learning-audio.md), so the defaults stay the old rule.
 """
 
 from __future__ import annotations
@@ -92,10 +92,9 @@ class SeparateConfig:
     progress: bool = True
     full_arm: bool = True  # also train on the 44.1 kHz waveform itself (2^J x the values: the ceiling arm)
     waveform_arm: bool = True  # train the same-size waveform arm (False: the latent arm alone, e.g. a rerun)
-    latent_norm: str = (
-        "channel"  # "channel": manifest statistics per channel (LatentNorm); "scalar": old rule
-    )
-    latent_stem: str = "mix"  # "mix": 1x1 channel-mixing conv + BN + GELU, then the 3-tap conv; "conv": 3-tap
+    # latent arm only (docs/learning-audio.md measures them; neither beat these defaults at 3 seeds):
+    latent_norm: str = "scalar"  # "scalar": one std per side; "channel": manifest statistics (LatentNorm)
+    latent_stem: str = "conv"  # "conv": 3-tap conv as every arm; "mix" / "mixlin" / "mixres": Separator1d
 
     def __post_init__(self) -> None:
         if self.latent_norm not in LATENT_NORMS:

@@ -199,6 +199,7 @@ def test_mix_stem_mixes_channels_per_step_and_keeps_the_size_close():
     assert torch.equal(res(x), x)  # residual: the channel mix adds to the input, it does not replace it
     with pytest.raises(ValueError, match="stem"):
         Separator1d(channels=8, stems=3, width=4, blocks=1, stem="fft")
+    assert (SeparateConfig().latent_norm, SeparateConfig().latent_stem) == ("scalar", "conv")  # measured
     with pytest.raises(ValueError, match="latent_stem"):
         SeparateConfig(latent_stem="fft")
     with pytest.raises(ValueError, match="latent_norm"):
@@ -289,6 +290,7 @@ def test_tiny_end_to_end_run(tmp_path):
     out = tmp_path / "run"
     argv = ["--stems", str(stems), "--output", str(out), "--window", "16384", "--epochs", "1"]
     argv += ["--width", "16", "--blocks", "1", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
+    argv += ["--latent-norm", "channel", "--latent-stem", "mixres"]  # the run's manifest statistics, for real
     assert learn_separate.main([*argv, "--no-progress"]) == 0
     for name in ("report.md", "report.json", "curves.png", "spectrogram.png"):
         assert (out / name).stat().st_size > 0
@@ -301,8 +303,8 @@ def test_tiny_end_to_end_run(tmp_path):
     assert report["arms"]["latent"]["input_shape"] == [108, 66]
     assert report["arms"]["waveform"]["input_shape"] == [108, 64]
     assert report["arms"]["full"]["input_shape"] == [512, 64]  # 2 x 16384 samples, every one
-    assert report["config"]["latent_norm"] == "channel" and report["config"]["latent_stem"] == "mix"
-    assert report["arms"]["latent"]["params"] < report["arms"]["waveform"]["params"]  # mix stem: 1x1 first
+    assert report["config"]["latent_norm"] == "channel" and report["config"]["latent_stem"] == "mixres"
+    assert report["arms"]["latent"]["params"] - report["arms"]["waveform"]["params"] == 7_332  # ChannelMix
     ceiling = report["extra"]["latent ceiling (true stem latents decoded) si_sdr"]
     assert ceiling > report["extra"]["mixture as estimate si_sdr"]
     # C6 end to end: the pipeline's samples carry valid_length, the last window of a track is partial;
