@@ -444,18 +444,18 @@ def scalar_scales(pairs: list[tuple[Tensor, Tensor]]) -> tuple[float, float]:
 class LatentNorm:
     """How the latent arm's inputs and targets are scaled, and the loss that goes with it.
 
-    From the manifest (from_run, the default): the run's per-channel mean and std of the dequantized
+    channel (from_run; --latent-norm channel): the run manifest's per-channel mean and std of the dequantized
     latents (docs/statistics.md; counted over every stored latent, mixture and stems alike, by the
     pipeline itself: no pass over the data). The std is one scale per channel shared by the mixture
     and every stem, so mixture ~ sum of stems still holds after scaling (linear in z). The mean is
     removed from the mixture (the input) only: removing it from each of the 3 stems would break the
     sum (3 means against 1), and the targets then stay plain latents / std, so the prediction times
-    std is what the codec decodes (restore). The loss weights each channel by std^2 / mean(std^2): on
+    std (y_scale) is what the codec decodes. The loss weights each channel by std^2 / mean(std^2): on
     these scaled targets that is the unscaled latent MSE (what the scalar rule minimised, and close
     to the waveform error the decoder turns it into), so only the conditioning changes, not the goal.
 
-    scalar (the old rule): one std for the inputs and one for the targets, from the first training
-    batches, no mean removed, plain MSE."""
+    scalar (the default, the old rule): one std for the inputs and one for the targets, from the
+    first training batches, no mean removed, plain MSE."""
 
     x_mean: Tensor  # (C, 1)
     x_std: Tensor  # (C, 1)
@@ -557,7 +557,8 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     train_loader = split_loader(roots["train"], cfg, shuffle=True)
     mix, rows = stem_rows(train_loader.info.stems, roots["train"])
     t0 = time.perf_counter()
-    keep = chosen_windows(window_keys(roots["train"]), cfg)
+    train_keys = window_keys(roots["train"])
+    keep = chosen_windows(train_keys, cfg)
     waves = cached_wave_windows(latent_root, cfg, "train", fold, keep) if cfg.waveform_arm else None
     waves_test = cached_wave_windows(latent_root, cfg, "test", fold, None)
     waves_full = cached_wave_windows(latent_root, cfg, "train", full, keep) if cfg.full_arm else None
@@ -575,7 +576,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
         mixture=waves_test.mixture[order.numpy()],
     )
     load_s = time.perf_counter() - t0
-    n_train = len(keep) if keep is not None else len(window_keys(roots["train"]))
+    n_train = len(keep) if keep is not None else len(train_keys)
     S, C = len(STEMS), codec.config.latent_dim
 
     def epoch_groups(epoch: int) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
