@@ -24,7 +24,7 @@ from pathlib import Path
 from ..cli import JobArgumentParser, positive_int
 from ..config import DEFAULT_AUDIO_CODEC
 from ..learning.cli import add_learning_flags, validate_learning_args
-from ..learning.separate import SeparateConfig
+from ..learning.separate import LATENT_NORMS, STEM_KINDS, SeparateConfig
 
 DEFAULTS = SeparateConfig()
 
@@ -61,6 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the third arm, the 44.1 kHz waveform itself (4.7x the input values; the ceiling)",
     )
+    parser.add_argument(
+        "--no-waveform-arm",
+        action="store_true",
+        help="skip the same-size waveform arm (e.g. to rerun the latent arm alone with other settings)",
+    )
+    parser.add_argument(
+        "--latent-norm",
+        choices=LATENT_NORMS,
+        default=DEFAULTS.latent_norm,
+        help="latent arm's scaling: channel = the run manifest's per-channel mean/std (one std per channel"
+        " shared by mixture and stems, mean removed from the mixture, loss weighted by std^2); scalar ="
+        " one std for inputs and one for targets from the first batches (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latent-stem",
+        choices=STEM_KINDS,
+        default=DEFAULTS.latent_stem,
+        help="latent arm's first layers: mix = 1x1 conv mixing the channels of each step + BatchNorm +"
+        " GELU, then the 3-tap conv; conv = the 3-tap conv alone, as the waveform arms"
+        " (default: %(default)s)",
+    )
     add_learning_flags(parser, output=DEFAULTS.output, epochs=DEFAULTS.epochs)
     parser.set_defaults(
         codec=DEFAULT_AUDIO_CODEC,
@@ -73,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_checked(argv, lambda a: validate_learning_args(a, "--stems", codec_kind="1d"))
+    import torch
+
     from ..learning.separate import run_separation
 
+    if args.threads > 0:  # --threads (add_learning_flags): was parsed but not applied by this job
+        torch.set_num_threads(args.threads)
     cfg = SeparateConfig(
         stems=args.stems,
         output=args.output,
@@ -93,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         progress=not args.no_progress,
         full_arm=not args.no_full_arm,
+        waveform_arm=not args.no_waveform_arm,
+        latent_norm=args.latent_norm,
+        latent_stem=args.latent_stem,
     )
     report = run_separation(cfg)
     print(headline(report))

@@ -53,7 +53,7 @@ from .data import (  # noqa: E402
     source_path,
     to_model_pixels,
 )
-from .loop import ArmResult, LearnConfig, interleaved_speed, predict, train_stream  # noqa: E402
+from .loop import ArmResult, LearnConfig, interleaved_speed, predict, train_stream, weighted_mse  # noqa: E402
 from .measure import pick_device  # noqa: E402
 from .models import NetConfig, Translator  # noqa: E402
 from .report import (  # noqa: E402
@@ -152,17 +152,6 @@ def upsample(x: Tensor, side: int = IMAGE_SIDE) -> Tensor:
     if x.shape[-1] != side:
         x = F.interpolate(x.float(), size=(side, side), mode="bicubic", align_corners=False)
     return (x.float() + 0.5).clamp(0, 1)
-
-
-def weighted_mse(weights: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """MSE with a weight per channel: on standardized latents, std^2 / mean(std^2) makes the loss
-    proportional to the unstandardized error, i.e. to the pixel error the codec decodes it to."""
-    w = (weights / weights.mean()).view(1, -1, 1, 1)
-
-    def loss(pred: Tensor, target: Tensor) -> Tensor:
-        return ((pred - target) ** 2 * w.to(pred.device)).mean()
-
-    return loss
 
 
 @dataclass

@@ -177,6 +177,19 @@ def interleaved_speed(
     return {name: float(sorted(r)[len(r) // 2]) for name, r in rates.items()}
 
 
+def weighted_mse(weights: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """MSE with a weight per channel (dim 1, any number of trailing dims): on standardized latents,
+    std^2 / mean(std^2) makes the loss proportional to the unstandardized error, i.e. to the error in
+    the signal the codec decodes it to (pixels, waveform)."""
+    w = (weights / weights.mean()).flatten()
+
+    def loss(pred: Tensor, target: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (pred.ndim - 2)
+        return ((pred - target) ** 2 * w.to(pred.device).view(shape)).mean()
+
+    return loss
+
+
 def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 64) -> Tensor:
     """Model outputs for x in eval mode, batched, back on the CPU."""
     model.eval()

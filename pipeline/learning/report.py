@@ -175,9 +175,11 @@ def plot_seeds(results: dict[str, list[ArmResult]], metric: str, path: Path) -> 
         std = v.std().item() if len(v) > 1 else 0.0
         ax.bar(i, v.mean().item(), yerr=std, color=f"C{i}", alpha=0.35, capsize=6, width=0.6)
         ax.plot([i] * len(v), v.tolist(), "o", color=f"C{i}")
-    ax.set_xticks(
-        range(len(results)), [f"{n}\n{'x'.join(map(str, r[0].input_shape))}" for n, r in results.items()]
-    )
+    # "latent (channel)": the tag of seed_summary's TAG=report on its own line
+    labels = [
+        n.replace(" (", "\n(") + "\n" + "x".join(map(str, r[0].input_shape)) for n, r in results.items()
+    ]
+    ax.set_xticks(range(len(results)), labels)
     values = [r.final[metric] for runs in results.values() for r in runs]
     pad = max(0.02, (max(values) - min(values)) * 0.5)
     low = min(values) - pad if min(values) < 0 else max(0.0, min(values) - pad)  # SI-SDR can be < 0

@@ -27,11 +27,18 @@ for all of them: pipeline.preprocess.audio.decode_stems), so every stem's stored
 share of the mixture, and the mixture is (nearly) the sum of the stems in both domains (analysis
 and the 1x1 encoder are linear, dequantizing undoes the companding up to rounding and tail
 saturation). The targets are the stems' dequantized latents and folded waveforms as stored / decoded.
-Each arm is trained on its own domain's mean squared error (inputs
-and targets divided by one scalar each, from the first training batches), scored by SI-SDR on held-out tracks
+Each arm is trained on its own domain's mean squared error, scored by SI-SDR on held-out tracks
 at 44.1 kHz over each window's valid samples (contract C6). Reference points: the mixture itself as
 the estimate, and each arm's ceiling (the true stem through the codec, and through the 27/128
 resampling).
+
+Normalisation: the waveform arms divide inputs and targets by one scalar each, from the first
+training batches (they are not latents: the manifest has no statistics of them). The latent arm does
+the same by default (latent_norm="scalar"); latent_norm="channel" uses the run manifest's per-channel
+statistics instead (LatentNorm.from_run: no extra pass over the data). Stem: every arm starts with a
+3-tap conv by default (latent_stem="conv"); latent_stem="mix" / "mixlin" / "mixres" give the latent
+arm a stem that mixes its channels per time step first (Separator1d). Neither option measured better
+than the defaults at 3 seeds (docs/learning-audio.md), so the defaults stay the old rule.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ from ..sinks import SinkSpec
 
 STEMS = ("vocals", "bass", "other")  # predicted, in this order (MUSDB names; no drums in the rendered set)
 RATE = 44100
+LATENT_NORMS = ("channel", "scalar")  # SeparateConfig.latent_norm
+STEM_KINDS = ("mix", "conv", "mixlin", "mixres")  # SeparateConfig.latent_stem / Separator1d(stem=...)
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,16 @@ class SeparateConfig:
     workers: int | None = None  # Ray encoder actors (None: one per CPU)
     progress: bool = True
     full_arm: bool = True  # also train on the 44.1 kHz waveform itself (2^J x the values: the ceiling arm)
+    waveform_arm: bool = True  # train the same-size waveform arm (False: the latent arm alone, e.g. a rerun)
+    # latent arm only (docs/learning-audio.md measures them; neither beat these defaults at 3 seeds):
+    latent_norm: str = "scalar"  # "scalar": one std per side; "channel": manifest statistics (LatentNorm)
+    latent_stem: str = "conv"  # "conv": 3-tap conv as every arm; "mix" / "mixlin" / "mixres": Separator1d
+
+    def __post_init__(self) -> None:
+        if self.latent_norm not in LATENT_NORMS:
+            raise ValueError(f"latent_norm must be one of {LATENT_NORMS}, not {self.latent_norm!r}")
+        if self.latent_stem not in STEM_KINDS:
+            raise ValueError(f"latent_stem must be one of {STEM_KINDS}, not {self.latent_stem!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -338,13 +357,55 @@ class ResBlock1d(nn.Module):
         return x + self.body(x)
 
 
+class ChannelMix(nn.Module):
+    """x + a 1x1 bottleneck MLP over the channels of each step (pre-activation, as ResBlock1d)."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm1d(channels),
+            nn.GELU(),
+            nn.Conv1d(channels, hidden, 1),
+            nn.BatchNorm1d(hidden),
+            nn.GELU(),
+            nn.Conv1d(hidden, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
 class Separator1d(nn.Module):
     """(B, C, T) mixture -> (B, S * C, T) stems, the same network for latents and folded waveforms:
-    3-tap conv stem, residual blocks with dilations 1, 2, 4, 8 (receptive field 31 steps + 2), 1x1 head."""
+    a stem, residual blocks with dilations 1, 2, 4, 8 (receptive field 31 steps + 2), 1x1 head.
 
-    def __init__(self, channels: int, stems: int, width: int, blocks: int):
+    stem="conv": one 3-tap conv, channels -> width (20,800 parameters at 108 -> 64). Stems that mix
+    the channels of each time step first (latent channels are transform coefficients of the same
+    instant), measured in docs/learning-audio.md:
+    - "mix": 1x1 conv channels -> width, BatchNorm, GELU, then a width -> width 3-tap conv (19,456);
+    - "mixlin": the same without the GELU (a factorised 3-tap conv; 19,456);
+    - "mixres": ChannelMix (a residual 1x1 MLP at the input's channels, hidden 32: 7,332), then the
+      3-tap conv (28,132 in all)."""
+
+    def __init__(self, channels: int, stems: int, width: int, blocks: int, stem: str = "conv"):
         super().__init__()
-        self.stem = nn.Conv1d(channels, width, 3, padding=1)
+        if stem == "conv":
+            self.stem: nn.Module = nn.Conv1d(channels, width, 3, padding=1)
+        elif stem == "mix":
+            self.stem = nn.Sequential(
+                nn.Conv1d(channels, width, 1),
+                nn.BatchNorm1d(width),
+                nn.GELU(),
+                nn.Conv1d(width, width, 3, padding=1),
+            )
+        elif stem == "mixlin":
+            self.stem = nn.Sequential(
+                nn.Conv1d(channels, width, 1), nn.BatchNorm1d(width), nn.Conv1d(width, width, 3, padding=1)
+            )
+        elif stem == "mixres":
+            self.stem = nn.Sequential(ChannelMix(channels, 32), nn.Conv1d(channels, width, 3, padding=1))
+        else:
+            raise ValueError(f"stem must be one of {STEM_KINDS}, not {stem!r}")
         self.blocks = nn.Sequential(*[ResBlock1d(width, 2 ** (i % 4)) for i in range(blocks)])
         self.head = nn.Sequential(nn.BatchNorm1d(width), nn.GELU(), nn.Conv1d(width, stems * channels, 1))
 
@@ -358,16 +419,18 @@ class Separator1d(nn.Module):
 
 @dataclass
 class Arm:
-    """One arm: its training batches (scaled by one scalar each, in the loader's shuffled order), its
-    held-out inputs, and how its outputs become 44.1 kHz waveforms."""
+    """One arm: its training batches (normalised, in the loader's shuffled order), its held-out
+    inputs, its loss and stem, and how its outputs become 44.1 kHz waveforms."""
 
     name: str
     batches: Callable[[int], Iterator[tuple[Tensor, Tensor]]]  # epoch -> scaled (x, y) batches
     sample: tuple[Tensor, Tensor]  # a few scaled training batches (step size, interleaved speed)
     x_test: Tensor  # scaled
-    y_scale: float
+    y_scale: float | Tensor  # a scalar, or (S * C, 1) per output channel: model output * y_scale
     channels: int  # input channels = channels per predicted stem
     to_wave: Any  # (N, S, C, T) unscaled predictions -> (N, S, 2, window)
+    loss: Callable[[Tensor, Tensor], Tensor] = nn.functional.mse_loss
+    stem: str = "conv"  # Separator1d's stem
 
 
 def scalar_scales(pairs: list[tuple[Tensor, Tensor]]) -> tuple[float, float]:
@@ -375,6 +438,63 @@ def scalar_scales(pairs: list[tuple[Tensor, Tensor]]) -> tuple[float, float]:
     x = torch.cat([p[0] for p in pairs])
     y = torch.cat([p[1] for p in pairs])
     return float(x.std()) or 1.0, float(y.std()) or 1.0
+
+
+@dataclass(frozen=True)
+class LatentNorm:
+    """How the latent arm's inputs and targets are scaled, and the loss that goes with it.
+
+    channel (from_run; --latent-norm channel): the run manifest's per-channel mean and std of the dequantized
+    latents (docs/statistics.md; counted over every stored latent, mixture and stems alike, by the
+    pipeline itself: no pass over the data). The std is one scale per channel shared by the mixture
+    and every stem, so mixture ~ sum of stems still holds after scaling (linear in z). The mean is
+    removed from the mixture (the input) only: removing it from each of the 3 stems would break the
+    sum (3 means against 1), and the targets then stay plain latents / std, so the prediction times
+    std (y_scale) is what the codec decodes. The loss weights each channel by std^2 / mean(std^2): on
+    these scaled targets that is the unscaled latent MSE (what the scalar rule minimised, and close
+    to the waveform error the decoder turns it into), so only the conditioning changes, not the goal.
+
+    scalar (the default, the old rule): one std for the inputs and one for the targets, from the
+    first training batches, no mean removed, plain MSE."""
+
+    x_mean: Tensor  # (C, 1)
+    x_std: Tensor  # (C, 1)
+    y_std: Tensor  # (C, 1): per channel of each stem's latents
+    weighted: bool  # loss weighted by y_std^2 (per-channel scales) or plain MSE (one scalar)
+
+    @classmethod
+    def from_run(cls, root: str) -> LatentNorm:
+        from .data import Standardizer
+
+        s = Standardizer.from_run(root)
+        mean, std = s.mean.reshape(-1, 1), s.std.reshape(-1, 1)
+        return cls(x_mean=mean, x_std=std, y_std=std, weighted=True)
+
+    @classmethod
+    def scalar(cls, pairs: list[tuple[Tensor, Tensor]]) -> LatentNorm:
+        lx, ly = scalar_scales(pairs)
+        channels = pairs[0][0].shape[1]
+        one = torch.ones(channels, 1)
+        return cls(x_mean=0 * one, x_std=lx * one, y_std=ly * one, weighted=False)
+
+    def inputs(self, z_mix: Tensor) -> Tensor:
+        """(B, C, T) mixture latents -> the model's input."""
+        return (z_mix - self.x_mean) / self.x_std
+
+    def targets(self, z_stems: Tensor) -> Tensor:
+        """(B, S, C, T) stem latents -> (B, S * C, T) targets."""
+        return (z_stems / self.y_std).flatten(1, 2)
+
+    def y_scale(self, stems: int) -> Tensor:
+        """(S * C, 1): model output * this = stem latents."""
+        return self.y_std.repeat(stems, 1)
+
+    def loss(self, stems: int) -> Callable[[Tensor, Tensor], Tensor]:
+        if not self.weighted:
+            return nn.functional.mse_loss
+        from .loop import weighted_mse
+
+        return weighted_mse(self.y_scale(stems).flatten() ** 2)
 
 
 def latent_to_wave(codec, window: int, batch: int = 32):
@@ -437,8 +557,9 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     train_loader = split_loader(roots["train"], cfg, shuffle=True)
     mix, rows = stem_rows(train_loader.info.stems, roots["train"])
     t0 = time.perf_counter()
-    keep = chosen_windows(window_keys(roots["train"]), cfg)
-    waves = cached_wave_windows(latent_root, cfg, "train", fold, keep)
+    train_keys = window_keys(roots["train"])
+    keep = chosen_windows(train_keys, cfg)
+    waves = cached_wave_windows(latent_root, cfg, "train", fold, keep) if cfg.waveform_arm else None
     waves_test = cached_wave_windows(latent_root, cfg, "test", fold, None)
     waves_full = cached_wave_windows(latent_root, cfg, "train", full, keep) if cfg.full_arm else None
     test_groups = list(grouped_batches(split_loader(roots["test"], cfg, shuffle=False), mix, rows, None, 256))
@@ -455,7 +576,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
         mixture=waves_test.mixture[order.numpy()],
     )
     load_s = time.perf_counter() - t0
-    n_train = len(waves.keys)
+    n_train = len(keep) if keep is not None else len(train_keys)
     S, C = len(STEMS), codec.config.latent_dim
 
     def epoch_groups(epoch: int) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
@@ -463,12 +584,18 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
         yield from grouped_batches(train_loader, mix, rows, keep, cfg.batch_size)
 
     first = list(itertools.islice(epoch_groups(0), 4))
-    lx, ly = scalar_scales([(g[0], g[1]) for g in first])
-    wx, wy = scalar_scales([(waves.w_mix[waves.rows(g[2])], waves.w_stems[waves.rows(g[2])]) for g in first])
+    if cfg.latent_norm == "channel":
+        norm = LatentNorm.from_run(roots["train"])  # the training run's manifest statistics
+    else:
+        norm = LatentNorm.scalar([(g[0], g[1]) for g in first])
+    if waves is not None:
+        wx, wy = scalar_scales(
+            [(waves.w_mix[waves.rows(g[2])], waves.w_stems[waves.rows(g[2])]) for g in first]
+        )
 
     def latent_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         for zm, zs, _ in epoch_groups(epoch):
-            yield zm / lx, zs.flatten(1, 2) / ly
+            yield norm.inputs(zm), norm.targets(zs)
 
     def wave_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         for _, _, keys in epoch_groups(epoch):  # the same windows, in the same order, as the latent arm
@@ -492,13 +619,17 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
         "latent": Arm(
             "latent",
             latent_batches,
-            sample_of(lambda g: (g[0] / lx, g[1].flatten(1, 2) / ly)),
-            z_mix_test / lx,
-            ly,
+            sample_of(lambda g: (norm.inputs(g[0]), norm.targets(g[1]))),
+            norm.inputs(z_mix_test),
+            norm.y_scale(S),
             C,
             latent_to_wave(codec, cfg.window),
+            loss=norm.loss(S),
+            stem=cfg.latent_stem,
         ),
-        "waveform": Arm(
+    }
+    if waves is not None:
+        arms["waveform"] = Arm(
             "waveform",
             wave_batches,
             sample_of(
@@ -511,8 +642,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
             wy,
             C,
             fold_to_wave(fold),
-        ),
-    }
+        )
     if waves_full is not None:
         arms["full"] = Arm(
             "full",
@@ -534,7 +664,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
     steps = -(-n_train // cfg.batch_size)
     results, estimates, trained = {}, {}, {}
     for name, arm in arms.items():
-        model = Separator1d(arm.channels, S, cfg.width, cfg.blocks)
+        model = Separator1d(arm.channels, S, cfg.width, cfg.blocks, stem=arm.stem)
 
         def waves_of(model: nn.Module, arm: Arm = arm) -> np.ndarray:
             y = predict(model, arm.x_test, device, batch_size=cfg.batch_size) * arm.y_scale
@@ -551,7 +681,7 @@ def run_separation(cfg: SeparateConfig) -> dict[str, Any]:
         k = min(cfg.batch_size, len(arm.sample[0]))
         example = (arm.sample[0][:k], arm.sample[1][:k])
         results[name] = train_stream(
-            name, model, arm.batches, steps, example, nn.functional.mse_loss, evaluate, tcfg, device
+            name, model, arm.batches, steps, example, arm.loss, evaluate, tcfg, device
         )
         estimates[name] = waves_of(model)
         trained[name] = (model, *arm.sample)

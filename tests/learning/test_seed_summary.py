@@ -33,3 +33,14 @@ def test_mean_and_spread_per_arm(tmp_path, capsys):
     assert "| latent | 2.0000 | 1.4142 | 1.0000 | 3.0000 | 1.0000, 3.0000 | 11.0 |" in out  # sample sd
     assert "| waveform | 4.0000 | 0.0000 |" in out
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_tagged_reports_are_summarised_apart(tmp_path, capsys):
+    old = [_report(tmp_path / f"o{s}.json", s, lat, 4.0) for s, lat in [(0, 1.0), (1, 3.0)]]
+    new = [_report(tmp_path / f"n{s}.json", s, lat, 4.0) for s, lat in [(0, 5.0), (1, 7.0)]]
+    argv = [*(f"old={p}" for p in old), *(f"new={p}" for p in new)]
+    assert _script().main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| latent (old) | 2.0000 | 1.4142 |" in out
+    assert "| latent (new) | 6.0000 | 1.4142 |" in out
+    assert "| waveform (new) | 4.0000 | 0.0000 |" in out

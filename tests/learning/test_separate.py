@@ -14,7 +14,9 @@ import pytest
 import torch
 from tiny_soundfont import build_sf2
 
-from pipeline.learning.separate import STEMS, Separator1d, WaveFold
+from pipeline.learning.loop import weighted_mse
+from pipeline.learning.models import count_parameters
+from pipeline.learning.separate import STEMS, LatentNorm, SeparateConfig, Separator1d, WaveFold
 from pipeline.metrics import si_sdr, si_sdr_batch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,6 +181,97 @@ def test_separator_maps_channels_to_stems_times_channels():
     assert net(torch.zeros(2, 108, 256)).shape == (2, 3 * 108, 256)
 
 
+def test_mix_stem_mixes_channels_per_step_and_keeps_the_size_close():
+    conv = Separator1d(channels=108, stems=3, width=64, blocks=4, stem="conv")
+    mix = Separator1d(channels=108, stems=3, width=64, blocks=4, stem="mix")
+    assert mix(torch.zeros(2, 108, 258)).shape == (2, 3 * 108, 258)
+    assert mix.stem[0].kernel_size == (1,) and mix.stem[0].in_channels == 108  # channel mixing first
+    assert mix.stem[-1].kernel_size == (3,) and mix.stem[-1].in_channels == 64
+    assert count_parameters(conv) == 109_060  # the figure docs/learning-audio.md quotes
+    assert count_parameters(mix) == 107_716  # 1x1 108->64 + BN + 3-tap 64->64 vs 3-tap 108->64
+    for stem, params in (("mixlin", 107_716), ("mixres", 116_392)):
+        net = Separator1d(channels=108, stems=3, width=64, blocks=4, stem=stem)
+        assert net(torch.zeros(2, 108, 258)).shape == (2, 3 * 108, 258)
+        assert count_parameters(net) == params
+    res = Separator1d(channels=108, stems=3, width=64, blocks=4, stem="mixres").stem[0]
+    x = torch.randn(2, 108, 9)
+    torch.nn.init.zeros_(res.body[-1].weight), torch.nn.init.zeros_(res.body[-1].bias)
+    assert torch.equal(res(x), x)  # residual: the channel mix adds to the input, it does not replace it
+    with pytest.raises(ValueError, match="stem"):
+        Separator1d(channels=8, stems=3, width=4, blocks=1, stem="fft")
+    assert (SeparateConfig().latent_norm, SeparateConfig().latent_stem) == ("scalar", "conv")  # measured
+    with pytest.raises(ValueError, match="latent_stem"):
+        SeparateConfig(latent_stem="fft")
+    with pytest.raises(ValueError, match="latent_norm"):
+        SeparateConfig(latent_norm="batch")
+
+
+MEAN = [0.5, -2.0, 0.0, 3.0]  # a run manifest's per-channel statistics (dequantized), 4 channels
+STD = [4.0, 100.0, 10.0, 0.5]
+
+
+@pytest.fixture
+def manifest_norm(monkeypatch) -> LatentNorm:
+    """LatentNorm.from_run on a run whose manifest holds MEAN / STD (read through the same
+    RunInfo -> channel_stats path as a real run; only the file reading is replaced)."""
+    from pipeline.learning import data
+    from pipeline.loaders import RunInfo
+
+    stats = {"dequantized_mean": MEAN, "dequantized_std": STD, "mean": [0] * 4, "std": [1] * 4}
+    monkeypatch.setattr(data, "run_info", lambda root: RunInfo(root=root, manifest={"statistics": stats}))
+    return LatentNorm.from_run("run")
+
+
+def test_latent_norm_uses_the_manifest_statistics(manifest_norm):
+    mean, std = torch.tensor(MEAN)[:, None], torch.tensor(STD)[:, None]
+    assert torch.equal(manifest_norm.x_mean, mean) and torch.equal(manifest_norm.x_std, std)
+    assert torch.equal(manifest_norm.y_std, std)  # one scale per channel, shared by mixture and stems
+    z = torch.randn(2, 4, 7) * std + mean
+    x = manifest_norm.inputs(z)
+    assert torch.allclose(x, (z - mean) / std)
+    assert torch.allclose(x.mean(dim=(0, 2)), (z.mean(dim=(0, 2)) - mean[:, 0]) / std[:, 0], atol=1e-6)
+
+
+def test_latent_norm_keeps_the_mixture_the_sum_of_the_stems(manifest_norm):
+    torch.manual_seed(0)
+    std = torch.tensor(STD)[:, None]
+    stems = torch.randn(3, len(STEMS), 4, 9) * std  # (B, S, C, T): each stem at its share
+    mixture = stems.sum(dim=1)
+    y = manifest_norm.targets(stems)  # (B, S * C, T)
+    assert y.shape == (3, len(STEMS) * 4, 9)
+    # sum of the scaled stems = the scaled mixture before its mean is removed: only the input is centred
+    summed = y.reshape(3, len(STEMS), 4, 9).sum(dim=1)
+    assert torch.allclose(summed, manifest_norm.inputs(mixture) + manifest_norm.x_mean / manifest_norm.x_std)
+    # and the model's output times y_scale is what the codec decodes: the stem latents themselves
+    assert torch.allclose(y * manifest_norm.y_scale(len(STEMS)), stems.flatten(1, 2), rtol=1e-5, atol=1e-4)
+
+
+def test_latent_norm_loss_is_the_unscaled_latent_error(manifest_norm):
+    torch.manual_seed(1)
+    S = len(STEMS)
+    scale = manifest_norm.y_scale(S)
+    pred, target = torch.randn(2, S * 4, 5), torch.randn(2, S * 4, 5)
+    raw = torch.nn.functional.mse_loss(pred * scale, target * scale)  # error in latent units
+    assert torch.allclose(manifest_norm.loss(S)(pred, target), raw / (scale**2).mean())
+
+
+def test_scalar_norm_is_the_old_rule():
+    x, y = torch.randn(4, 3, 8) * 5, torch.randn(4, 2, 3, 8) * 2
+    norm = LatentNorm.scalar([(x, y)])
+    assert torch.allclose(norm.inputs(x), x / x.std())
+    assert torch.allclose(norm.targets(y), y.flatten(1, 2) / y.std())
+    assert norm.loss(2) is torch.nn.functional.mse_loss
+
+
+def test_weighted_mse_weights_each_channel_in_1d_and_2d():
+    w = torch.tensor([1.0, 3.0])
+    for shape in ((2, 2, 5), (2, 2, 3, 3)):
+        pred, target = torch.zeros(shape), torch.ones(shape)
+        target[:, 1] = 2.0
+        # channel 0: error 1, weight 0.5; channel 1: error 4, weight 1.5 -> mean (0.5 + 6) / 2
+        assert torch.isclose(weighted_mse(w)(pred, target), torch.tensor(3.25))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # End to end
 
@@ -197,6 +290,7 @@ def test_tiny_end_to_end_run(tmp_path):
     out = tmp_path / "run"
     argv = ["--stems", str(stems), "--output", str(out), "--window", "16384", "--epochs", "1"]
     argv += ["--width", "16", "--blocks", "1", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
+    argv += ["--latent-norm", "channel", "--latent-stem", "mixres"]  # the run's manifest statistics, for real
     assert learn_separate.main([*argv, "--no-progress"]) == 0
     for name in ("report.md", "report.json", "curves.png", "spectrogram.png"):
         assert (out / name).stat().st_size > 0
@@ -209,6 +303,8 @@ def test_tiny_end_to_end_run(tmp_path):
     assert report["arms"]["latent"]["input_shape"] == [108, 66]
     assert report["arms"]["waveform"]["input_shape"] == [108, 64]
     assert report["arms"]["full"]["input_shape"] == [512, 64]  # 2 x 16384 samples, every one
+    assert report["config"]["latent_norm"] == "channel" and report["config"]["latent_stem"] == "mixres"
+    assert report["arms"]["latent"]["params"] - report["arms"]["waveform"]["params"] == 7_332  # ChannelMix
     ceiling = report["extra"]["latent ceiling (true stem latents decoded) si_sdr"]
     assert ceiling > report["extra"]["mixture as estimate si_sdr"]
     # C6 end to end: the pipeline's samples carry valid_length, the last window of a track is partial;
