@@ -610,6 +610,23 @@ def load_rgb(data: bytes, max_short: int = 1024) -> Image.Image:
     return img
 
 
+def up_to_date(dest: Path, stamp: dict, step: str) -> bool:
+    """Whether dest/stamp.json says dest was built from exactly `stamp`; if not, its train/ and val/
+    are removed so the step rebuilds them from scratch."""
+    stamp_path = dest / "stamp.json"
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()) == json.loads(json.dumps(stamp)):
+        log(step, f"up to date ({dest}); delete {stamp_path.name} to rebuild")
+        return True
+    for split in ("train", "val"):
+        if (dest / split).exists():
+            shutil.rmtree(dest / split)
+    return False
+
+
+def write_stamp(dest: Path, stamp: dict) -> None:
+    (dest / "stamp.json").write_text(json.dumps(stamp, indent=1) + "\n")
+
+
 def step_imagenet(out: Path, dl: Downloads, seed: int, n_train: int, n_val: int) -> None:
     """ImageNet-layout pseudo-classes of seeded 256-400 px crops, for loaders that expect ImageNet."""
     photos = out / "photos"
@@ -624,13 +641,8 @@ def step_imagenet(out: Path, dl: Downloads, seed: int, n_train: int, n_val: int)
         classes=CLASSES,
         sources={s: by_stem[s]["sha256"] for _, _, srcs in CLASSES for s in srcs},
     )
-    stamp_path = dest / "stamp.json"
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) == json.loads(json.dumps(stamp)):
-        log("imagenet-mini", f"up to date ({dest}); delete {stamp_path.name} to rebuild")
+    if up_to_date(dest, stamp, "imagenet-mini"):
         return
-    for split in ("train", "val"):
-        if (dest / split).exists():
-            shutil.rmtree(dest / split)
 
     rows, val_index = [], 0
     for k, (wnid, _, sources) in enumerate(CLASSES):
@@ -652,7 +664,7 @@ def step_imagenet(out: Path, dl: Downloads, seed: int, n_train: int, n_val: int)
     mapping = "".join(f"{wnid} {name}\n" for wnid, name, _ in CLASSES)
     write_if_changed(dest / "LOC_synset_mapping.txt", mapping.encode())
     write_tsv(dest / "CROPS.tsv", ["file", "source", "crop"], rows)
-    stamp_path.write_text(json.dumps(stamp, indent=1) + "\n")
+    write_stamp(dest, stamp)
     total = sum(p.stat().st_size for p in dest.rglob("*.JPEG"))
     log("imagenet-mini", f"{len(rows)} JPEGs, {len(CLASSES)} classes, {total / 1e6:.1f} MB -> {dest}")
 
@@ -674,26 +686,24 @@ def step_colour(out: Path, dl: Downloads, seed: int) -> None:
     photos = out / "photos"
     if not (photos / "MANIFEST.tsv").is_file():
         step_photos(out, dl)
-    sources: list[tuple[str, str, bytes, str]] = []  # (name, kind, bytes, licence)
-    for r in read_tsv(photos / "MANIFEST.tsv"):
-        if r["kind"] == "photo":
-            sources.append((r["file"], "photo", (photos / r["file"]).read_bytes(), r["license"]))
+    photo_rows = [r for r in read_tsv(photos / "MANIFEST.tsv") if r["kind"] == "photo"]
     path, version = dl.deb(STELLARIUM)
+    dest = out / "colour"
+    stamp = dict(
+        seed=seed,
+        crops=COLOUR_CROPS,
+        min_chroma=COLOUR_MIN_CHROMA,
+        photos={r["file"]: r["sha256"] for r in photo_rows},
+        stellarium=version,
+    )
+    if up_to_date(dest, stamp, "colour"):  # before the 390 MB package is unpacked
+        return
+    sources = [(r["file"], "photo", (photos / r["file"]).read_bytes(), r["license"]) for r in photo_rows]
     deb = DebFile(path)
     lic = "see /usr/share/doc/stellarium-data/copyright (section 4: per-image credits; reuse with credit)"
     for name in deb.glob(STELLARIUM_NEBULAE):
         if name.lower().endswith((".png", ".jpg", ".jpeg")):
             sources.append((f"stellarium/{name.rsplit('/', 1)[-1]}", "astrophoto", deb.read(name), lic))
-
-    dest = out / "colour"
-    stamp = dict(seed=seed, crops=COLOUR_CROPS, min_chroma=COLOUR_MIN_CHROMA, sources=len(sources))
-    stamp_path = dest / "stamp.json"
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) == json.loads(json.dumps(stamp)):
-        log("colour", f"up to date ({dest}); delete {stamp_path.name} to rebuild")
-        return
-    for split in ("train", "val"):
-        if (dest / split).exists():
-            shutil.rmtree(dest / split)
     rows, kept, grey = [], [], 0
     for name, kind, data, licence in sorted(sources):
         img = load_rgb(data)
@@ -712,7 +722,7 @@ def step_colour(out: Path, dl: Downloads, seed: int) -> None:
             (dest / rel).write_bytes(jpeg_bytes(crop, quality=95))
             rows.append(dict(file=rel, source=name, kind=kind, crop=how, license=licence))
     write_tsv(dest / "CROPS.tsv", ["file", "source", "kind", "crop", "license"], rows)
-    stamp_path.write_text(json.dumps(stamp, indent=1) + "\n")
+    write_stamp(dest, stamp)
     counts = {s: sum(r["file"].startswith(s) for r in rows) for s in ("train", "val")}
     log(
         "colour",
