@@ -346,6 +346,8 @@ def reference_points(
     for name, d in data.items():
         if d.arm.domain == "latent":
             ceiling = decode_latents(codec, z_colour_val)
+        elif d.arm.side == IMAGE_SIDE:
+            ceiling = truth  # the colour crop at 256 is the truth itself: nothing to load again
         else:
             ceiling = upsample(to_model_pixels(load_pixels(colour_paths, d.arm.side)))
         out[f"{name} floor (grey input), {METRIC}"] = mean_chroma_psnr(d.to_rgb(d.x_val), truth)
