@@ -26,8 +26,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..cli import FlagError, JobArgumentParser, float_range, nonnegative_float, nonnegative_int
-from ..learning.cli import add_arm_flags, add_learning_flags, net_and_train, validate_learning_args
+from ..cli import FlagError, JobArgumentParser, nonnegative_int
+from ..learning.cli import (
+    add_arm_flags,
+    add_learning_flags,
+    add_regularisation_flags,
+    net_and_train,
+    validate_learning_args,
+)
 
 EPOCHS = 8
 DEFAULT_IMAGES = "data/elpv-binary"  # scripts/fetch_elpv.py: defective (p >= 0.5) or not; data/elpv: 4 levels
@@ -45,15 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_learning_flags(p, output="out/learn-classify", epochs=EPOCHS, codec=None)  # by the images' channels
     g = p.add_argument_group("the comparison")
     add_arm_flags(g)
-    g.add_argument(
-        "--dropout",
-        type=float_range(0.0, 1.0, high_open=True),
-        default=0.2,
-        help="before the head (default: %(default)s)",
-    )
-    g.add_argument(
-        "--weight-decay", type=nonnegative_float, default=0.05, help="AdamW (default: %(default)s)"
-    )
+    add_regularisation_flags(g, weight_decay=0.05, dropout=0.2)
     g.add_argument(
         "--roll",
         type=nonnegative_int,

@@ -25,8 +25,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..cli import FlagError, JobArgumentParser, check_input, nonnegative_float, positive_int
-from ..learning.cli import add_arm_flags, add_learning_flags, net_and_train, validate_learning_args
+from ..cli import FlagError, JobArgumentParser, check_input, positive_int
+from ..learning.cli import (
+    add_arm_flags,
+    add_learning_flags,
+    add_regularisation_flags,
+    net_and_train,
+    validate_learning_args,
+)
 
 EPOCHS = 5
 DEFAULT_IMAGES = "data/colour"  # scripts/fetch_data.py --steps colour
@@ -52,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_learning_flags(p, output="out/learn-colorize", epochs=EPOCHS)
     g = p.add_argument_group("the comparison")
     add_arm_flags(g)
-    g.add_argument(
-        "--weight-decay", type=nonnegative_float, default=0.05, help="AdamW (default: %(default)s)"
-    )
+    add_regularisation_flags(g, weight_decay=0.05)  # no dropout layer in the U-Net
     return p
 
 

@@ -21,8 +21,8 @@ import argparse
 import sys
 from dataclasses import replace
 
-from ..cli import JobArgumentParser, float_range, nonnegative_float, positive_float, positive_int
-from ..learning.cli import add_learning_flags, net_and_train, validate_learning_args
+from ..cli import JobArgumentParser, positive_float, positive_int
+from ..learning.cli import add_learning_flags, add_regularisation_flags, net_and_train, validate_learning_args
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -60,15 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.5,
         help="render scale, pixels per PDF point (default: %(default)s = 180 dpi)",
     )
-    p.add_argument(
-        "--dropout",
-        type=float_range(0.0, 1.0, high_open=True),
-        default=0.0,
-        help="before the per-cell head, every arm (default: %(default)s)",
-    )
-    p.add_argument(
-        "--weight-decay", type=nonnegative_float, default=1e-4, help="AdamW, every arm (default: %(default)s)"
-    )
+    add_regularisation_flags(p, weight_decay=1e-4, dropout=0.0)
     # codec=None: the bundled grey codec (tiles are rendered grey)
     add_learning_flags(p, output="out/learn-documents", epochs=12, samples=1200, codec=None)
     return p

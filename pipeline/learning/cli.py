@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..cli import check_codec, check_input, check_output, nonnegative_int, positive_float, positive_int
+from ..cli import (
+    check_codec,
+    check_input,
+    check_output,
+    float_range,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from ..config import DEFAULT_IMAGE_CODEC
 
 if TYPE_CHECKING:  # torch-heavy: imported when the configs are built, after the flags are checked
@@ -91,6 +100,25 @@ def add_arm_flags(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument(
         "--seeds", type=positive_int, default=3, help="seeds per arm, from --seed (default: %(default)s)"
+    )
+
+
+def add_regularisation_flags(
+    g: argparse._ArgumentGroup | argparse.ArgumentParser, *, weight_decay: float, dropout: float | None = None
+) -> None:
+    """--weight-decay (AdamW) and, for a network with a dropout layer, --dropout: the same for every arm."""
+    if dropout is not None:
+        g.add_argument(
+            "--dropout",
+            type=float_range(0.0, 1.0, high_open=True),
+            default=dropout,
+            help="before the head, every arm (default: %(default)s)",
+        )
+    g.add_argument(
+        "--weight-decay",
+        type=nonnegative_float,
+        default=weight_decay,
+        help="AdamW, every arm (default: %(default)s)",
     )
 
 
